@@ -1,0 +1,39 @@
+"""topo_numba: compiled flow-field generation and instance recovery for 3D
+instance segmentation, a fast drop-in back end for the ``topo`` method.
+
+``import topo_numba as topo`` works in code written for ``topo``. Importing is
+cheap: the compiled modules load on first use of a function that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "generate_direct_flows": "flow",
+    "generate_diffusion_flows": "flow",
+    "compute_flow_targets": "flow",
+    "compute_flow_targets_gpu": "flow",
+    "compute_boundary_map": "flow",
+    "EVALUATED_INSTANCE_CLASSES": "config",
+    "get_instance_class_config": "config",
+    "get_postprocess_config": "config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'topo_numba' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

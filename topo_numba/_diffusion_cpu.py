@@ -1,0 +1,329 @@
+"""CPU kernels for diffusion flows (SPEC 2.2).
+
+Only the instances' own voxels are stored and updated. Each foreground voxel
+gets a slot; the slots of one instance are contiguous (instances in compact-id
+order, voxels in C order within an instance). Fields have one extra row, the
+zero slot ``S`` (always 0). ``nbr[slot, k]`` is the row holding the value of
+the k-th face neighbour, in the order (z-1, z+1, y-1, y+1, x-1, x+1), as seen
+from that voxel (SPEC 2.2 table):
+
+* a neighbour of the same instance: its own slot (diffusion inside);
+* annotated background or another instance: the zero slot (Dirichlet 0);
+* an unannotated voxel or outside the array: the voxel's own slot (Neumann,
+  u(n) = u(x)); the gradient tells "outside" apart from the coordinates.
+
+Instances never interact, so each runs all of its own iterations without
+synchronising with the others: small instances are spread over threads (one
+parallel region for all of them), large ones are updated voxel-parallel. The
+three fields of an instance are rescaled together by an exact power of two
+every ``RESCALE_EVERY`` iterations, so decaying fields never underflow and
+nothing else changes (see /work notes in the README: bit-identical to no
+rescaling wherever that would not underflow).
+
+Private: `topo_numba.flow.generate_diffusion_flows` validates and calls these.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+RESCALE_EVERY = 32
+SIXTH = 1.0 / 6.0
+
+# an instance is updated voxel-parallel when it holds at least this many voxels
+# and more than 1 / (2 * threads) of the total work
+BIG_INSTANCE_VOXELS = 4096
+
+
+@njit(parallel=True, cache=True)
+def assign_slots(lab, chunk_starts, slot_of, pos):
+    """Give every foreground voxel its slot (same row chunks as `_chunk_stats`).
+
+    chunk_starts[c, k] is the first slot of instance k's voxels in chunk c.
+    """
+    D, H, W = lab.shape
+    n_chunks = chunk_starts.shape[0]
+    n_rows = D * H
+    for c in prange(n_chunks):
+        nxt = chunk_starts[c].copy()
+        r0 = c * n_rows // n_chunks
+        r1 = (c + 1) * n_rows // n_chunks
+        for r in range(r0, r1):
+            z = r // H
+            y = r - z * H
+            for x in range(W):
+                k = lab[z, y, x]
+                if k == 0:
+                    slot_of[z, y, x] = -1
+                    continue
+                s = nxt[k]
+                nxt[k] = s + 1
+                slot_of[z, y, x] = s
+                pos[s] = (z * H + y) * W + x
+
+
+@njit(cache=True, inline="always")
+def _row_of(lab, annotated, has_mask, slot_of, k, s, zero, z, y, x):
+    D, H, W = lab.shape
+    if z < 0 or z >= D or y < 0 or y >= H or x < 0 or x >= W:
+        return s
+    if lab[z, y, x] == k:
+        return slot_of[z, y, x]
+    if has_mask and annotated[z, y, x] == 0:
+        return s
+    return zero
+
+
+@njit(parallel=True, cache=True)
+def build_neighbours(lab, annotated, has_mask, slot_of, pos):
+    """Neighbour rows (see module docstring) of every slot, shape (S, 6) int32."""
+    D, H, W = lab.shape
+    n = pos.shape[0]
+    nbr = np.empty((n, 6), np.int32)
+    for s in prange(n):
+        p = pos[s]
+        z = p // (H * W)
+        rem = p - z * (H * W)
+        y = rem // W
+        x = rem - y * W
+        k = lab[z, y, x]
+        nbr[s, 0] = _row_of(lab, annotated, has_mask, slot_of, k, s, n, z - 1, y, x)
+        nbr[s, 1] = _row_of(lab, annotated, has_mask, slot_of, k, s, n, z + 1, y, x)
+        nbr[s, 2] = _row_of(lab, annotated, has_mask, slot_of, k, s, n, z, y - 1, x)
+        nbr[s, 3] = _row_of(lab, annotated, has_mask, slot_of, k, s, n, z, y + 1, x)
+        nbr[s, 4] = _row_of(lab, annotated, has_mask, slot_of, k, s, n, z, y, x - 1)
+        nbr[s, 5] = _row_of(lab, annotated, has_mask, slot_of, k, s, n, z, y, x + 1)
+    return nbr
+
+
+@njit(parallel=True, cache=True)
+def init_fields(pos, shape_hw):
+    """u[s] = (z, y, x) of slot s and u[S] = 0 (zero slot), float64, shape (S + 1, 3)."""
+    H = shape_hw[0]
+    W = shape_hw[1]
+    n = pos.shape[0]
+    u = np.empty((n + 1, 3), np.float64)
+    u[n, 0] = 0.0
+    u[n, 1] = 0.0
+    u[n, 2] = 0.0
+    for s in prange(n):
+        p = pos[s]
+        z = p // (H * W)
+        rem = p - z * (H * W)
+        y = rem // W
+        u[s, 0] = z
+        u[s, 1] = y
+        u[s, 2] = rem - y * W
+    return u
+
+
+@njit(cache=True, inline="always")
+def _update(src, dst, nbr, s):
+    """One Jacobi update of slot s, all three fields.
+
+    The summation order (z-, z+, y-, y+, x-, x+) is part of the contract with
+    the reference implementation. Dirichlet neighbours point at the zero slot
+    (term 0 - u), Neumann ones at s itself (term u - u = 0), so the loop has
+    no branches.
+    """
+    u0 = src[s, 0]
+    u1 = src[s, 1]
+    u2 = src[s, 2]
+    l0 = 0.0
+    l1 = 0.0
+    l2 = 0.0
+    for k in range(6):
+        j = nbr[s, k]
+        l0 += src[j, 0] - u0
+        l1 += src[j, 1] - u1
+        l2 += src[j, 2] - u2
+    dst[s, 0] = u0 + SIXTH * l0
+    dst[s, 1] = u1 + SIXTH * l1
+    dst[s, 2] = u2 + SIXTH * l2
+
+
+@njit(cache=True)
+def _rescale(u, s0, s1):
+    m = 0.0
+    for s in range(s0, s1):
+        for d in range(3):
+            a = abs(u[s, d])
+            if a > m:
+                m = a
+    if m > 0.0:
+        e = math.frexp(m)[1]
+        for s in range(s0, s1):
+            for d in range(3):
+                u[s, d] = math.ldexp(u[s, d], -e)
+
+
+@njit(parallel=True, cache=True)
+def diffuse_small(u, tmp, nbr, starts, n_iters, thread_lists, thread_bounds):
+    """Diffuse many instances, each entirely within one thread.
+
+    Parameters
+    ----------
+    u, tmp : (S + 1, 3) float64
+        Fields (in/out, last row the zero slot) and scratch with the same last row.
+    nbr : (S, 6) int32
+    starts : (K + 2,) int64
+        Slots of instance k are ``starts[k]:starts[k + 1]``.
+    n_iters : (K + 1,) int64
+    thread_lists, thread_bounds : int64
+        Instances of thread t are ``thread_lists[thread_bounds[t]:thread_bounds[t + 1]]``.
+    """
+    n_threads = thread_bounds.shape[0] - 1
+    for t in prange(n_threads):
+        for i in range(thread_bounds[t], thread_bounds[t + 1]):
+            k = thread_lists[i]
+            s0 = starts[k]
+            s1 = starts[k + 1]
+            a = u
+            b = tmp
+            for it in range(n_iters[k]):
+                for s in range(s0, s1):
+                    _update(a, b, nbr, s)
+                a, b = b, a
+                if (it + 1) % RESCALE_EVERY == 0:
+                    _rescale(a, s0, s1)
+            if n_iters[k] % 2 == 1:
+                for s in range(s0, s1):
+                    for d in range(3):
+                        b[s, d] = a[s, d]
+
+
+@njit(parallel=True, cache=True)
+def _step_parallel(src, dst, nbr, s0, s1):
+    for s in prange(s0, s1):
+        _update(src, dst, nbr, s)
+
+
+@njit(parallel=True, cache=True)
+def _rescale_parallel(u, s0, s1, n_chunks):
+    maxima = np.zeros(n_chunks)
+    n = s1 - s0
+    for c in prange(n_chunks):
+        m = 0.0
+        for s in range(s0 + c * n // n_chunks, s0 + (c + 1) * n // n_chunks):
+            for d in range(3):
+                a = abs(u[s, d])
+                if a > m:
+                    m = a
+        maxima[c] = m
+    m = maxima.max()
+    if m > 0.0:
+        e = math.frexp(m)[1]
+        for s in prange(s0, s1):
+            for d in range(3):
+                u[s, d] = math.ldexp(u[s, d], -e)
+
+
+@njit(cache=True)
+def diffuse_big(u, tmp, nbr, starts, n_iters, instances, n_chunks):
+    """Diffuse large instances one after the other, voxel-parallel."""
+    for i in range(instances.shape[0]):
+        k = instances[i]
+        s0 = starts[k]
+        s1 = starts[k + 1]
+        a = u
+        b = tmp
+        for it in range(n_iters[k]):
+            _step_parallel(a, b, nbr, s0, s1)
+            a, b = b, a
+            if (it + 1) % RESCALE_EVERY == 0:
+                _rescale_parallel(a, s0, s1, n_chunks)
+        if n_iters[k] % 2 == 1:
+            for s in range(s0, s1):
+                for d in range(3):
+                    b[s, d] = a[s, d]
+
+
+@njit(cache=True, inline="always")
+def _axis_gradient(u, nbr, s, d, c, size):
+    """Central difference of field d at slot s (coordinate c along an axis of
+    length size); one-sided where a neighbour is outside the array."""
+    vq = u[nbr[s, 2 * d], d]
+    vp = u[nbr[s, 2 * d + 1], d]
+    if c == 0 and c == size - 1:
+        return 0.0
+    if c == size - 1:
+        return u[s, d] - vq
+    if c == 0:
+        return vp - u[s, d]
+    return (vp - vq) / 2.0
+
+
+@njit(parallel=True, cache=True)
+def gradient_flows(u, nbr, pos, out):
+    """Normalised central-difference gradient of the fields into `out`.
+
+    out : (3, D, H, W) float32, already 0 on background; only slots are written.
+    One-sided differences where a neighbour is outside the array.
+    """
+    D = out.shape[1]
+    H = out.shape[2]
+    W = out.shape[3]
+    n = pos.shape[0]
+    flat = out.reshape(3, -1)
+    for s in prange(n):
+        p = pos[s]
+        z = p // (H * W)
+        rem = p - z * (H * W)
+        y = rem // W
+        x = rem - y * W
+        g0 = _axis_gradient(u, nbr, s, 0, z, D)
+        g1 = _axis_gradient(u, nbr, s, 1, y, H)
+        g2 = _axis_gradient(u, nbr, s, 2, x, W)
+        m = max(abs(g0), abs(g1), abs(g2))
+        if m > 0.0:
+            g0 = g0 / m
+            g1 = g1 / m
+            g2 = g2 / m
+            norm = np.sqrt(g0 * g0 + g1 * g1 + g2 * g2)
+            flat[0, p] = g0 / norm
+            flat[1, p] = g1 / norm
+            flat[2, p] = g2 / norm
+        else:
+            flat[0, p] = 0.0
+            flat[1, p] = 0.0
+            flat[2, p] = 0.0
+
+
+def split_work(work: np.ndarray, candidates: np.ndarray, n_threads: int):
+    """Spread instances over threads, heaviest first, in snake order.
+
+    Returns (thread_lists, thread_bounds) for `diffuse_small`.
+    """
+    order = candidates[np.argsort(-work[candidates], kind="stable")]
+    i = np.arange(order.size)
+    rnd, j = np.divmod(i, n_threads)
+    thread = np.where(rnd % 2 == 0, j, n_threads - 1 - j)
+    by_thread = np.argsort(thread, kind="stable")
+    bounds = np.zeros(n_threads + 1, np.int64)
+    np.cumsum(np.bincount(thread, minlength=n_threads), out=bounds[1:])
+    return order[by_thread].astype(np.int64), bounds
+
+
+def diffuse(u: np.ndarray, nbr: np.ndarray, starts: np.ndarray, n_iters: np.ndarray) -> None:
+    """Run every instance's own number of iterations on `u` in place."""
+    n_threads = numba.get_num_threads()
+    counts = np.diff(starts)[: n_iters.size]
+    work = counts * n_iters
+    total = work.sum()
+    instances = np.flatnonzero(counts > 0)
+    big_mask = (counts[instances] >= BIG_INSTANCE_VOXELS) & (
+        work[instances] * 2 * n_threads > total
+    )
+    tmp = np.empty_like(u)
+    tmp[-1] = 0.0  # zero slot
+    big = instances[big_mask].astype(np.int64)
+    small = instances[~big_mask]
+    if small.size:
+        lists, bounds = split_work(work, small, n_threads)
+        diffuse_small(u, tmp, nbr, starts, n_iters, lists, bounds)
+    if big.size:
+        diffuse_big(u, tmp, nbr, starts, n_iters, big, n_threads)

@@ -1,0 +1,102 @@
+"""CPU kernels for direct flows (SPEC 2.1): unit vectors to each instance's centre.
+
+Private: `topo_numba.flow.generate_direct_flows` validates and calls these.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+from scipy.ndimage import distance_transform_edt
+
+
+def cut_instance_centre(lab: np.ndarray, k: int, lo: np.ndarray, hi: np.ndarray,
+                        annotated: np.ndarray) -> np.ndarray:
+    """Distance-transform peak of instance `k`, continued across cut faces.
+
+    Computed on the instance's bounding box grown by one voxel, which gives the
+    same result as the whole padded volume: every voxel outside that box is
+    farther from the instance than the box's own outer layer.
+
+    Parameters
+    ----------
+    lab : (D, H, W) ndarray of int32
+        Compact labels.
+    k : int
+        Instance index.
+    lo, hi : (3,) ndarray of int
+        Inclusive bounding box of the instance.
+    annotated : (D, H, W) ndarray of uint8
+        1 where annotated.
+
+    Returns
+    -------
+    centre : (3,) ndarray of float64
+        Position (z, y, x) of the first maximum in C order.
+    """
+    shape = np.asarray(lab.shape)
+    # box in padded coordinates (padded index = array index + 1)
+    b0 = lo  # = (lo - 1) + 1
+    b1 = hi + 3  # exclusive, = (hi + 1) + 1 + 1
+    box = np.zeros(tuple(b1 - b0), np.uint8)
+    # array region covered by the box
+    a0 = np.maximum(lo - 1, 0)
+    a1 = np.minimum(hi + 2, shape)
+    region = tuple(slice(s, e) for s, e in zip(a0, a1))
+    inside = tuple(slice(s + 1 - b, e + 1 - b) for s, e, b in zip(a0, a1, b0))
+    member = lab[region] == k
+    box[inside] = member
+    for axis in range(3):
+        for face in (0, int(shape[axis]) - 1):
+            if not lo[axis] <= face <= hi[axis]:
+                continue
+            idx = [slice(None)] * 3
+            idx[axis] = slice(face - a0[axis], face - a0[axis] + 1)
+            exits = member[tuple(idx)] & (annotated[region][tuple(idx)] == 0)
+            if exits.any():
+                pad = list(inside)
+                p = (face + 1 - b0[axis]) + (-1 if face == 0 else 1)
+                pad[axis] = slice(p, p + 1)
+                box[tuple(pad)] |= exits.astype(np.uint8)
+    dist = distance_transform_edt(box)
+    peak = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    # back to array coordinates: array = padded - 1 = box index + b0 - 1
+    return np.asarray(peak, np.float64) + b0 - 1
+
+
+@njit(parallel=True, cache=True)
+def direct_flow_kernel(lab, centres, sinks, out):
+    """Write unit vectors (centre - x) / |centre - x| into `out`.
+
+    Parameters
+    ----------
+    lab : (D, H, W) int32
+        Compact labels, 0 = background.
+    centres : (K + 1, 3) float64
+        Centre of each instance.
+    sinks : (K + 1, 3) int64
+        Sink voxel of each instance (-1 when the sink is not in the instance).
+    out : (3, D, H, W) float32
+        Written everywhere: 0 on background and at sinks.
+    """
+    D, H, W = lab.shape
+    for r in prange(D * H):
+        z = r // H
+        y = r - z * H
+        for x in range(W):
+            k = lab[z, y, x]
+            fz = 0.0
+            fy = 0.0
+            fx = 0.0
+            if k != 0 and not (z == sinks[k, 0] and y == sinks[k, 1] and x == sinks[k, 2]):
+                dz = centres[k, 0] - z
+                dy = centres[k, 1] - y
+                dx = centres[k, 2] - x
+                norm = np.sqrt(dz * dz + dy * dy + dx * dx)
+                if norm > 0.0:
+                    fz = dz / norm
+                    fy = dy / norm
+                    fx = dx / norm
+            out[0, z, y, x] = fz
+            out[1, z, y, x] = fy
+            out[2, z, y, x] = fx

@@ -1,0 +1,146 @@
+"""Per-class configuration tables for flow generation and post-processing.
+
+The tables are those of the original ``topo`` package (SPEC section 2.4),
+measured on CellMap ground truth at 8, 16, 32 and 64 nm. Every call returns a
+fresh copy, so a caller may edit what it gets without changing later calls.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from typing import TypedDict
+
+__all__ = [
+    "EVALUATED_INSTANCE_CLASSES",
+    "ClassConfig",
+    "get_instance_class_config",
+    "get_postprocess_config",
+]
+
+
+class ClassConfig(TypedDict, total=False):
+    """Flow-generation settings of one class.
+
+    Keys: ``group`` (1 convex, 2 curved, 3 thin), ``flow_type`` (``"direct"``
+    or ``"diffusion"``), ``diffusion_iters``, ``boundary_only``,
+    ``boundary_width``.
+    """
+
+    group: int
+    flow_type: str
+    diffusion_iters: int
+    boundary_only: bool
+    boundary_width: int
+
+
+EVALUATED_INSTANCE_CLASSES: list[str] = [
+    "nuc", "ves", "endo", "lyso", "ld", "perox", "mito", "mt", "cell",
+]
+
+_RESOLUTIONS = (8, 16, 32, 64)
+_GROUPS = {"nuc": 1, "ves": 1, "endo": 1, "lyso": 1, "ld": 1, "perox": 1,
+           "cell": 2, "mito": 2, "mt": 3}
+_MITO_ITERS = {8: 2000, 16: 1000, 32: 500, 64: 250}
+_CELL_ITERS = {8: 400, 16: 200, 32: 100, 64: 50}
+_CELL_WIDTH = {8: 40, 16: 20, 32: 10, 64: 5}
+
+# (n_steps, convergence_radius, min_size) per resolution and class.
+_POSTPROCESS_TABLE = {
+    8: {"nuc": (943, 58.0, 5331), "ves": (28, 2.7, 14), "endo": (112, 5.2, 81),
+        "lyso": (110, 8.7, 226), "ld": (290, 17.0, 676), "perox": (214, 15.3, 964),
+        "cell": (614, 3.2, 5), "mito": (536, 26.5, 831), "mt": (300, 23.3, 83)},
+    16: {"nuc": (800, 38.0, 1000), "ves": (20, 1.5, 5), "endo": (56, 3.3, 10),
+         "lyso": (76, 4.7, 20), "ld": (152, 3.9, 80), "perox": (102, 6.0, 120),
+         "cell": (300, 6.0, 5), "mito": (320, 25.0, 240), "mt": (150, 12.0, 8)},
+    32: {"nuc": (662, 44.7, 225), "ves": (20, 1.5, 5), "endo": (26, 1.7, 5),
+         "lyso": (36, 2.3, 5), "ld": (111, 5.3, 14), "perox": (52, 5.0, 40),
+         "cell": (150, 4.3, 5), "mito": (160, 12.0, 26), "mt": (74, 4.7, 5)},
+    64: {"nuc": (336, 31.0, 266), "ves": (20, 1.5, 5), "endo": (20, 1.5, 5),
+         "lyso": (20, 1.5, 5), "ld": (58, 2.3, 5), "perox": (26, 1.7, 5),
+         "cell": (140, 3.0, 5), "mito": (90, 7.5, 7), "mt": (32, 1.5, 5)},
+}
+
+
+def _nearest_resolution(resolution_nm, name: str = "resolution_nm") -> int:
+    if resolution_nm is None:
+        raise ValueError(
+            f"{name} is required: pass the voxel size in nm "
+            f"(tables exist for {', '.join(map(str, _RESOLUTIONS))} nm; "
+            "other values use the nearest one)."
+        )
+    if isinstance(resolution_nm, bool) or not isinstance(resolution_nm, numbers.Real):
+        raise TypeError(f"{name} must be a number of nm, got {type(resolution_nm).__name__}")
+    if not resolution_nm > 0:
+        raise ValueError(f"{name} must be > 0 nm, got {resolution_nm!r}")
+    return min(_RESOLUTIONS, key=lambda r: abs(r - resolution_nm))
+
+
+def get_instance_class_config(resolution_nm: float | None = None) -> dict[str, ClassConfig]:
+    """Flow-generation configuration of every evaluated class.
+
+    Parameters
+    ----------
+    resolution_nm : float
+        Voxel size in nm. Tables exist for 8, 16, 32 and 64 nm; other values
+        use the nearest one (ties go to the finer resolution).
+
+    Returns
+    -------
+    config : dict of str to dict
+        ``{class_name: {"group", "flow_type", ["diffusion_iters",
+        "boundary_only", "boundary_width"]}}``, a new dict on every call.
+
+    Raises
+    ------
+    ValueError
+        If `resolution_nm` is None or not positive.
+
+    Examples
+    --------
+    >>> get_instance_class_config(16)["mito"]
+    {'group': 2, 'flow_type': 'diffusion', 'diffusion_iters': 1000}
+    """
+    res = _nearest_resolution(resolution_nm)
+    config: dict[str, ClassConfig] = {}
+    for name in EVALUATED_INSTANCE_CLASSES:
+        entry: ClassConfig = {"group": _GROUPS[name], "flow_type": "direct"}
+        if name == "mito":
+            entry.update(flow_type="diffusion", diffusion_iters=_MITO_ITERS[res])
+        elif name == "cell":
+            entry.update(flow_type="diffusion", diffusion_iters=_CELL_ITERS[res],
+                         boundary_only=True, boundary_width=_CELL_WIDTH[res])
+        config[name] = entry
+    return config
+
+
+def get_postprocess_config(resolution_nm: float | None = None) -> dict[str, dict]:
+    """Post-processing parameters of every evaluated class.
+
+    Parameters
+    ----------
+    resolution_nm : float
+        Voxel size in nm (nearest of 8, 16, 32, 64 is used).
+
+    Returns
+    -------
+    config : dict of str to dict
+        ``{class_name: {"group", "n_steps", "step_size", "convergence_radius",
+        "min_size"}}``, a new dict on every call.
+
+    Raises
+    ------
+    ValueError
+        If `resolution_nm` is None or not positive.
+
+    Examples
+    --------
+    >>> get_postprocess_config(8)["ves"]
+    {'group': 1, 'n_steps': 28, 'step_size': 1.0, 'convergence_radius': 2.7, 'min_size': 14}
+    """
+    res = _nearest_resolution(resolution_nm)
+    return {
+        name: {"group": _GROUPS[name], "n_steps": n, "step_size": 1.0,
+               "convergence_radius": r, "min_size": m}
+        for name, (n, r, m) in copy.deepcopy(_POSTPROCESS_TABLE[res]).items()
+    }
