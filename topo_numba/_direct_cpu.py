@@ -58,10 +58,10 @@ def cut_instance_centre(lab: np.ndarray, k: int, lo: np.ndarray, hi: np.ndarray,
                 p = (face + 1 - b0[axis]) + (-1 if face == 0 else 1)
                 pad[axis] = slice(p, p + 1)
                 box[tuple(pad)] |= exits.astype(np.uint8)
-    dist = distance_transform_edt(box)
+    # the peak is searched on the array part of the box only (the padding is cropped)
+    dist = distance_transform_edt(box)[inside]
     peak = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    # back to array coordinates: array = padded - 1 = box index + b0 - 1
-    return np.asarray(peak, np.float64) + b0 - 1
+    return np.asarray(peak, np.float64) + a0
 
 
 @njit(parallel=True, cache=True)

@@ -8,6 +8,7 @@ fresh copy, so a caller may edit what it gets without changing later calls.
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 from typing import TypedDict
 
@@ -71,8 +72,8 @@ def _nearest_resolution(resolution_nm, name: str = "resolution_nm") -> int:
         )
     if isinstance(resolution_nm, bool) or not isinstance(resolution_nm, numbers.Real):
         raise TypeError(f"{name} must be a number of nm, got {type(resolution_nm).__name__}")
-    if not resolution_nm > 0:
-        raise ValueError(f"{name} must be > 0 nm, got {resolution_nm!r}")
+    if not (math.isfinite(resolution_nm) and resolution_nm > 0):
+        raise ValueError(f"{name} must be a finite number of nm > 0, got {resolution_nm!r}")
     return min(_RESOLUTIONS, key=lambda r: abs(r - resolution_nm))
 
 

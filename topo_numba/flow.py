@@ -60,9 +60,10 @@ def _iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) ->
     if not adaptive_iters:
         return np.full(lo.shape[0], n_iter, np.int64)
     grown = np.minimum(hi + 2, np.asarray(shape) - 1) - np.maximum(lo - 2, 0) + 1
-    extent = grown.max(axis=1)
-    n = np.floor(adaptive_factor * extent).astype(np.int64)
-    return np.clip(n, 0, n_iter)
+    extent = np.maximum(grown.max(axis=1), 0)  # row 0 (background) has no box
+    with np.errstate(over="ignore"):  # a huge factor overflows to inf: capped by n_iter
+        n = np.minimum(np.floor(adaptive_factor * extent.astype(np.float64)), n_iter)
+    return n.astype(np.int64)
 
 
 def _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
@@ -234,7 +235,7 @@ def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
         Instance ids, 0 = background.
     dilation_width : int, default 2
         The touching voxels are dilated by a 3x3x3 cube ``dilation_width - 1``
-        times (0 and 1: no dilation).
+        times (1: no dilation); must be >= 1.
 
     Returns
     -------
@@ -249,18 +250,20 @@ def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
     >>> compute_boundary_map(labels, dilation_width=1)[0, 0]
     array([0., 0., 1., 1., 0., 0.], dtype=float32)
     """
-    from ._boundary_cpu import touching_kernel
-
     require_host("compute_boundary_map", instance_mask=instance_mask)
     labels = V.as_labels(instance_mask, "instance_mask", 3)
-    dilation_width = V.check_int(dilation_width, "dilation_width", minimum=0)
+    dilation_width = V.check_int(dilation_width, "dilation_width", minimum=1)
     touching = np.zeros(labels.shape, np.uint8)
-    if labels.size:
-        touching_kernel(labels, touching)
-    if dilation_width > 1 and labels.size:
-        # k dilations by a 3x3x3 cube == one (2k+1)^3 cube, done separably
-        touching = maximum_filter(touching, size=2 * (dilation_width - 1) + 1,
-                                  mode="constant", cval=0)
+    if labels.size == 0:
+        return touching.astype(np.float32)
+    from ._boundary_cpu import touching_kernel
+
+    touching_kernel(labels, touching)
+    if dilation_width > 1:
+        # k dilations by a 3x3x3 cube == one (2k+1)^3 cube, done separably;
+        # beyond the volume's extent more dilation changes nothing
+        k = min(dilation_width - 1, max(labels.shape))
+        touching = maximum_filter(touching, size=2 * k + 1, mode="constant", cval=0)
     return touching.astype(np.float32)
 
 
