@@ -146,9 +146,13 @@ def _iterate(stencil, u, n, rescale=True):
     mask = stencil.mask
     for k in range(1, n + 1):
         up = _pad1(u, 0.0)
-        lap = np.zeros_like(u)
-        for off in NEIGHBOUR_OFFSETS:
-            lap = lap + (stencil.value(u, up, off) - u)
+        # L(u) = sum of the six neighbour values (in NEIGHBOUR_OFFSETS order,
+        # left to right) - 6 u: the same value as sum(v(n) - u(x)), evaluated in
+        # the order the kernels use
+        total = stencil.value(u, up, NEIGHBOUR_OFFSETS[0])
+        for off in NEIGHBOUR_OFFSETS[1:]:
+            total = total + stencil.value(u, up, off)
+        lap = total - 6.0 * u
         u = np.where(mask, u + (1.0 / 6.0) * lap, 0.0)
         if rescale and k % RESCALE_EVERY == 0:
             m = np.max(np.abs(u[:, mask]))
