@@ -18,6 +18,11 @@ __all__ = [
     "check_int",
     "check_real",
     "check_choice",
+    "as_foreground",
+    "as_flow",
+    "as_volume_shape",
+    "as_coords",
+    "as_positions",
 ]
 
 
@@ -132,3 +137,213 @@ def check_choice(value, name: str, choices) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}; got {value!r}")
     return value
+
+
+# --------------------------------------------------------------------------
+# instance recovery (tracking and clustering) inputs
+# --------------------------------------------------------------------------
+
+def _check_finite(arr: np.ndarray, name: str) -> None:
+    # min / max propagate NaN and show +-inf without a temporary of the array's size
+    if arr.size and arr.dtype.kind == "f":
+        lo, hi = arr.min(), arr.max()
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(
+                f"{name} must be finite (no NaN or inf); got an array of {_describe(arr)} "
+                f"with minimum {lo} and maximum {hi}"
+            )
+
+
+def _real_dtype(arr: np.ndarray, name: str) -> np.dtype:
+    """float64 (or wider) computes in float64, every other real dtype in float32."""
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real (float or integer) array; got {_describe(arr)}")
+    is_f64 = arr.dtype.kind == "f" and arr.dtype.itemsize >= 8  # either byte order
+    return np.dtype(np.float64) if is_f64 else np.dtype(np.float32)
+
+
+def as_foreground(value, name: str) -> np.ndarray:
+    """Validate a 3-D foreground mask and return ``value > 0`` as bool.
+
+    Parameters
+    ----------
+    value : (D, H, W) array_like of bool, int or float
+        Foreground where the value is > 0 (True for bool).
+    name : str
+        Argument name used in error messages.
+
+    Returns
+    -------
+    foreground : (D, H, W) ndarray of bool
+        A new C-contiguous array.
+
+    Raises
+    ------
+    TypeError
+        If the dtype is not bool, integer or float.
+    ValueError
+        If the array is not 3-D or holds NaN.
+    """
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a bool, integer or float array; got {_describe(arr)}")
+    if arr.ndim != 3:
+        raise ValueError(f"{name} must be 3-D (D, H, W); got {_describe(arr)}")
+    if arr.dtype.kind == "f" and arr.size and np.isnan(arr.min()):
+        raise ValueError(f"{name} must not hold NaN; got an array of {_describe(arr)}")
+    return np.ascontiguousarray(arr > 0)
+
+
+def as_flow(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Validate a finite (3, D, H, W) flow field for tracking.
+
+    Parameters
+    ----------
+    value : (3, D, H, W) array_like of float or int
+        Flow vectors (dz, dy, dx).
+    name : str
+        Argument name used in error messages.
+    shape : tuple of int
+        The (D, H, W) shape the flow must match.
+
+    Returns
+    -------
+    flow : (3, D, H, W) ndarray of float32 or float64
+        float64 (or wider) input becomes float64, every other real dtype float32;
+        C-contiguous, native byte order (a view where possible).
+
+    Raises
+    ------
+    TypeError
+        If the dtype is not real (bool and complex are refused).
+    ValueError
+        On a wrong shape or any NaN / inf value.
+    """
+    arr = np.asarray(value)
+    dtype = _real_dtype(arr, name)
+    expected = (3,) + tuple(shape)
+    if arr.shape != expected:
+        raise ValueError(f"{name} must have shape (3, D, H, W) = {expected}; got {_describe(arr)}")
+    _check_finite(arr, name)
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def as_volume_shape(value, name: str) -> tuple[int, int, int]:
+    """Validate a (D, H, W) volume shape: three non-negative integers."""
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple (D, H, W) of int; got {value!r}") from None
+    if len(items) != 3:
+        raise ValueError(f"{name} must have 3 entries (D, H, W); got {value!r}")
+    return tuple(check_int(v, f"{name}[{i}]", minimum=0) for i, v in enumerate(items))
+
+
+def as_coords(value, name: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """Validate (N, 3) integer voxel coordinates lying inside `shape`.
+
+    Returns
+    -------
+    coords : (N, 3) ndarray of int64
+        C-contiguous, native byte order.
+
+    Raises
+    ------
+    TypeError
+        If the dtype is not integer.
+    ValueError
+        On a wrong shape or a coordinate outside ``[0, shape)``.
+    """
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer voxel coordinates; got {_describe(arr)}")
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3); got {_describe(arr)}")
+    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} holds coordinates outside the volume {tuple(shape)}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size:
+        lo, hi = arr.min(axis=0), arr.max(axis=0)
+        if (lo < 0).any() or (hi >= np.asarray(shape)).any():
+            raise ValueError(
+                f"{name} must lie inside the volume of shape {tuple(shape)}; got coordinates "
+                f"from {tuple(int(v) for v in lo)} to {tuple(int(v) for v in hi)}"
+            )
+    return arr
+
+
+def as_positions(value, name: str, n: int) -> np.ndarray:
+    """Validate (N, 3) finite real positions (N given by the coordinates).
+
+    Returns
+    -------
+    positions : (N, 3) ndarray of float32 or float64
+        float32 stays float32, everything else becomes float64; C-contiguous,
+        native byte order.
+    """
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real (float) array; got {_describe(arr)}")
+    if arr.shape != (n, 3):
+        raise ValueError(f"{name} must have shape (N, 3) = {(n, 3)} to match the coordinates; "
+                         f"got {_describe(arr)}")
+    _check_finite(arr, name)
+    is_f32 = arr.dtype.kind == "f" and arr.dtype.itemsize == 4  # either byte order
+    return np.ascontiguousarray(arr, dtype=np.float32 if is_f32 else np.float64)
+
+
+# --------------------------------------------------------------------------
+# multi-class predictions (run_instance_segmentation)
+# --------------------------------------------------------------------------
+
+def as_class_probabilities(value, name: str, n_classes: int) -> np.ndarray:
+    """Validate (N, D, H, W) per-class probabilities (no NaN).
+
+    Returns
+    -------
+    probabilities : (N, D, H, W) ndarray of bool, int or float
+        The input as an array (no copy where possible); only compared with 0.5.
+
+    Raises
+    ------
+    TypeError
+        If the dtype is not bool, integer or float.
+    ValueError
+        If the array is not 4-D, has another number of classes than
+        `n_classes`, or holds NaN.
+    """
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real (float) array; got {_describe(arr)}")
+    if arr.ndim != 4 or arr.shape[0] != n_classes:
+        raise ValueError(f"{name} must have shape (N, D, H, W) with N = {n_classes} classes; "
+                         f"got {_describe(arr)}")
+    if arr.dtype.kind == "f" and arr.size and np.isnan(arr.min()):
+        raise ValueError(f"{name} must not hold NaN; got an array of {_describe(arr)}")
+    return arr
+
+
+def as_class_flows(value, name: str, n_classes: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Validate finite (N*3, D, H, W) per-class flows.
+
+    Returns
+    -------
+    flows : (N*3, D, H, W) ndarray of float32 or float64
+        float64 stays float64, any other real dtype becomes float32;
+        C-contiguous, native byte order (a view where possible).
+
+    Raises
+    ------
+    TypeError
+        If the dtype is not real.
+    ValueError
+        On another shape than ``(3 * n_classes,) + shape`` or any NaN / inf.
+    """
+    arr = np.asarray(value)
+    dtype = _real_dtype(arr, name)
+    expected = (3 * n_classes,) + tuple(shape)
+    if arr.shape != expected:
+        raise ValueError(f"{name} must have shape (N*3, D, H, W) = {expected}; "
+                         f"got {_describe(arr)}")
+    _check_finite(arr, name)
+    return np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))

@@ -15,6 +15,7 @@ from scipy.ndimage import distance_transform_edt, maximum_filter
 
 from . import _validate as V
 from ._dispatch import require_host
+from ._threads import threads_for
 from .config import EVALUATED_INSTANCE_CLASSES, get_instance_class_config
 
 __all__ = [
@@ -33,15 +34,21 @@ FLOW_TYPES = ("direct", "diffusion")
 # --------------------------------------------------------------------------
 
 def _direct_flows(labels: np.ndarray, annotated: np.ndarray | None) -> np.ndarray:
-    from ._direct_cpu import cut_instance_centre, direct_flow_kernel
-    from ._labels_cpu import InstanceStats, compact_labels
-
     out = np.zeros((3,) + labels.shape, np.float32)
     if labels.size == 0:
         return out
+    with threads_for(labels.size):
+        _direct_flows_into(labels, annotated, out)
+    return out
+
+
+def _direct_flows_into(labels, annotated, out) -> None:
+    from ._direct_cpu import cut_instance_centre, direct_flow_kernel
+    from ._labels_cpu import InstanceStats, compact_labels
+
     lab, ids = compact_labels(labels)
     if ids.size == 0:
-        return out
+        return
     stats = InstanceStats(lab, ids.size, annotated)
     counts = np.maximum(stats.counts, 1)[:, None]
     centres = stats.sums / counts
@@ -52,7 +59,6 @@ def _direct_flows(labels: np.ndarray, annotated: np.ndarray | None) -> np.ndarra
     is_sink = lab[sinks[:, 0], sinks[:, 1], sinks[:, 2]] == np.arange(ids.size + 1)
     sinks[~is_sink] = -1
     direct_flow_kernel(lab, centres, sinks, out)
-    return out
 
 
 def _iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
@@ -67,15 +73,21 @@ def _iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) ->
 
 
 def _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
-    from . import _diffusion_cpu as K
-    from ._labels_cpu import InstanceStats, compact_labels
-
     out = np.zeros((3,) + labels.shape, np.float32)
     if labels.size == 0:
         return out
+    with threads_for(labels.size):
+        _diffusion_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out)
+    return out
+
+
+def _diffusion_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out) -> None:
+    from . import _diffusion_cpu as K
+    from ._labels_cpu import InstanceStats, compact_labels
+
     lab, ids = compact_labels(labels)
     if ids.size == 0:
-        return out
+        return
     stats = InstanceStats(lab, ids.size, None)
     n_slots = int(stats.counts.sum())
     if n_slots >= np.iinfo(np.int32).max:
@@ -99,7 +111,6 @@ def _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor)
     n_iters[0] = 0
     K.diffuse(u, nbr, starts, n_iters)
     K.gradient_flows(u, nbr, pos, out)
-    return out
 
 
 def _check_diffusion_args(n_iter, adaptive_iters, adaptive_factor, name="n_iter"):
@@ -258,7 +269,8 @@ def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
         return touching.astype(np.float32)
     from ._boundary_cpu import touching_kernel
 
-    touching_kernel(labels, touching)
+    with threads_for(labels.size):
+        touching_kernel(labels, touching)
     if dilation_width > 1:
         # k dilations by a 3x3x3 cube == one (2k+1)^3 cube, done separably;
         # beyond the volume's extent more dilation changes nothing

@@ -1,0 +1,195 @@
+"""CPU kernels and helpers for relabelling instance volumes (SPEC 3):
+size filtering, compaction and splitting of disconnected instances.
+
+Private: the public functions in `topo_numba.postprocess` validate first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def _gather(labels, table, out):
+    """out = table[labels] (flat, voxel-parallel)."""
+    src = labels.ravel()
+    dst = out.ravel()
+    for i in prange(src.size):
+        dst[i] = table[src[i]]
+
+
+def apply_table(labels: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``table[labels]`` as a new C-contiguous int32 array.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        C-contiguous, every value a valid index into `table`.
+    table : (K,) ndarray of int32
+
+    Returns
+    -------
+    out : ndarray of int32, shape of `labels`
+    """
+    out = np.empty(labels.shape, np.int32)
+    if labels.size:
+        _gather(labels, table, out)
+    return out
+
+
+def keep_table(counts: np.ndarray, min_size: int) -> np.ndarray:
+    """Relabel table that drops labels with fewer than `min_size` voxels.
+
+    Parameters
+    ----------
+    counts : (K + 1,) ndarray of int
+        Voxels of each label; entry 0 is background.
+    min_size : int
+
+    Returns
+    -------
+    table : (K + 1,) ndarray of int32
+        0 for background, absent (0-voxel) and small labels; the kept labels
+        numbered 1, 2, ... in increasing label order.
+    """
+    keep = (counts >= min_size) & (counts > 0)
+    keep[0] = False
+    return np.where(keep, np.cumsum(keep), 0).astype(np.int32)
+
+
+@njit(cache=True)
+def _component_stats(comp, inst, n_comp):
+    """Size, instance and first voxel (flat C index) of every component."""
+    size = np.zeros(n_comp + 1, np.int64)
+    parent = np.zeros(n_comp + 1, np.int32)
+    first = np.full(n_comp + 1, -1, np.int64)
+    c_flat = comp.ravel()
+    i_flat = inst.ravel()
+    for i in range(c_flat.size):
+        c = c_flat[i]
+        if c == 0:
+            continue
+        if size[c] == 0:
+            first[c] = i
+            parent[c] = i_flat[i]
+        size[c] += 1
+    return size, parent, first
+
+
+@njit(parallel=True, cache=True)
+def _mark_sites(comp, sites, pending, out):
+    """out = 1 on boundary voxels of site components, 2 on pending voxels, else 0.
+
+    A boundary voxel has a face neighbour inside the array that is not in its
+    component. The voxel of a component nearest to any voxel outside it is
+    always such a boundary voxel (from an interior voxel, the neighbour one
+    step towards the outside voxel is strictly nearer), so boundary voxels
+    are the only candidates for "nearest".
+    """
+    D, H, W = comp.shape
+    for z in prange(D):
+        for y in range(H):
+            for x in range(W):
+                c = comp[z, y, x]
+                mark = 0
+                if pending[c]:
+                    mark = 2
+                elif sites[c]:
+                    if ((z > 0 and comp[z - 1, y, x] != c)
+                            or (z < D - 1 and comp[z + 1, y, x] != c)
+                            or (y > 0 and comp[z, y - 1, x] != c)
+                            or (y < H - 1 and comp[z, y + 1, x] != c)
+                            or (x > 0 and comp[z, y, x - 1] != c)
+                            or (x < W - 1 and comp[z, y, x + 1] != c)):
+                        mark = 1
+                out[z, y, x] = mark
+
+
+def _absorb(inst, comp, out, sites, pending, new_id):
+    """Give each pending voxel the id of the nearest site voxel of its own instance.
+
+    One k-d tree holds the boundary voxels of all site components, with the
+    instance as a fourth coordinate scaled beyond any distance inside the
+    volume, so the nearest neighbour of a voxel is always in its own instance
+    and its distance is the plain Euclidean one (all coordinates are exact
+    integers in float64). Ties are broken by the tree.
+    """
+    from scipy.spatial import cKDTree
+
+    marks = np.empty(comp.shape, np.uint8)
+    _mark_sites(comp, sites, pending, marks)
+    site_at = np.nonzero(marks == 1)
+    pend_at = np.nonzero(marks == 2)
+    del marks
+    spread = float(sum(comp.shape) + 1)  # more than any distance inside the volume
+
+    def points(at):
+        return np.column_stack(at + (inst[at] * spread,)).astype(np.float64)
+
+    _, nearest = cKDTree(points(site_at)).query(points(pend_at), k=1)
+    near_comp = comp[tuple(a[nearest] for a in site_at)]
+    out[pend_at] = new_id[near_comp]
+
+
+def split_components(inst: np.ndarray, n_inst: int, comp: np.ndarray, n_comp: int,
+                     ratio: float) -> np.ndarray:
+    """Split instances into large 6-connected components (SPEC 3, split_disconnected).
+
+    Parameters
+    ----------
+    inst : (D, H, W) ndarray of int32
+        Compact instance labels 1..n_inst.
+    n_inst : int
+    comp : (D, H, W) ndarray of int
+        6-connected components of equal labels, 1..n_comp, 0 on background.
+    n_comp : int
+    ratio : float
+        A component is large when it holds at least
+        ``max(1, int(instance voxels * ratio))`` voxels.
+
+    Returns
+    -------
+    out : (D, H, W) ndarray of int32
+        Instances in increasing input id order, each either kept whole
+        (one component, or no large component) or split into its large
+        components (in C order of their first voxel); each voxel of a small
+        component takes the id of the nearest voxel (Euclidean) of a large
+        component of its own instance (ties: any of the nearest).
+    """
+    size, parent, first = _component_stats(comp, inst, n_comp)
+    size, parent, first = size[1:], parent[1:], first[1:]
+    total = np.zeros(n_inst + 1, np.int64)
+    np.add.at(total, parent, size)
+    n_parts = np.bincount(parent, minlength=n_inst + 1)
+    threshold = np.maximum(1, np.floor(np.minimum(total * ratio, 2.0 ** 62)).astype(np.int64))
+    large = size >= threshold[parent]
+    n_large = np.bincount(parent[large], minlength=n_inst + 1)
+    split = (n_parts >= 2) & (n_large >= 1)
+
+    order = np.lexsort((first, parent))  # by instance, then first voxel
+    p_sorted = parent[order]
+    opens = np.ones(n_comp, bool)  # first component of its instance
+    opens[1:] = p_sorted[1:] != p_sorted[:-1]
+    in_split = split[p_sorted]
+    new_flag = np.where(in_split, large[order], opens)
+    ids_sorted = np.cumsum(new_flag)
+    if ids_sorted.size and ids_sorted[-1] >= np.iinfo(np.int32).max:
+        raise ValueError(f"too many instances after splitting ({ids_sorted[-1]}) for int32 labels")
+    new_id = np.zeros(n_comp + 1, np.int32)
+    new_id[order + 1] = ids_sorted
+    pending = np.zeros(n_comp + 1, bool)
+    pending[order + 1] = in_split & ~large[order]
+    new_id[pending] = 0
+    out = apply_table(comp, new_id)
+    if not pending.any():
+        return out
+
+    # sites: large components of the instances that have small ones
+    parent_full = np.concatenate(([0], parent))
+    has_pending = np.zeros(n_inst + 1, bool)
+    has_pending[parent_full[pending]] = True
+    sites = np.zeros(n_comp + 1, bool)
+    sites[1:] = large & has_pending[parent]
+    _absorb(inst, comp, out, sites, pending, new_id)
+    return out
