@@ -33,8 +33,10 @@ FLOW_TYPES = ("direct", "diffusion")
 # validated cores (arrays already checked and converted)
 # --------------------------------------------------------------------------
 
-def _direct_flows(labels: np.ndarray, annotated: np.ndarray | None) -> np.ndarray:
-    out = np.zeros((3,) + labels.shape, np.float32)
+def _direct_flows(labels: np.ndarray, annotated: np.ndarray | None, out=None) -> np.ndarray:
+    """Direct flows of validated labels, into `out` (zeros, (3, D, H, W) float32) if given."""
+    if out is None:
+        out = np.zeros((3,) + labels.shape, np.float32)
     if labels.size == 0:
         return out
     with threads_for(labels.size):
@@ -72,8 +74,11 @@ def _iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) ->
     return n.astype(np.int64)
 
 
-def _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
-    out = np.zeros((3,) + labels.shape, np.float32)
+def _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
+                     out=None) -> np.ndarray:
+    """Diffusion flows of validated labels, into `out` (zeros, (3, D, H, W) float32) if given."""
+    if out is None:
+        out = np.zeros((3,) + labels.shape, np.float32)
     if labels.size == 0:
         return out
     with threads_for(labels.size):
@@ -311,11 +316,12 @@ def _targets_one(ids, annotated, settings, adaptive_iters, adaptive_factor, flow
         class_fg[c] = fg
         if not fg.any():
             continue
+        # written in place: flows[3c:3c+3] is a C-contiguous block of zeros
         if flow_type == "diffusion":
-            flows[3 * c:3 * c + 3] = _diffusion_flows(labels, annotated, n_iter,
-                                                      adaptive_iters, adaptive_factor)
+            _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
+                             out=flows[3 * c:3 * c + 3])
         else:
-            flows[3 * c:3 * c + 3] = _direct_flows(labels, annotated)
+            _direct_flows(labels, annotated, out=flows[3 * c:3 * c + 3])
         if boundary_only:
             annotated_bg = ~fg if annotated is None else (annotated.astype(bool) & ~fg)
             if annotated_bg.any():
