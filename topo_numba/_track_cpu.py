@@ -78,7 +78,7 @@ def _step_trilinear(flow, pz, py, px, step):
 
 
 @njit(parallel=True, cache=True)
-def track(coords, flow, n_steps, step_flow, step_f64, trilinear, out):
+def _track_grouped(coords, flow, n_steps, step_flow, step_f64, trilinear, out):
     """Euler steps ``p <- clip(p + step * f(p), 0, n - 1)`` of every particle.
 
     Parameters
@@ -165,6 +165,107 @@ def track(coords, flow, n_steps, step_flow, step_f64, trilinear, out):
             out[i0 + k, 0] = p[k, 0]
             out[i0 + k, 1] = p[k, 1]
             out[i0 + k, 2] = p[k, 2]
+
+
+@njit(cache=True, inline="always")
+def _advance(flow, z, y, x, zmax, ymax, xmax, step):
+    """One nearest-rule Euler step from (z, y, x), clipped to the array."""
+    iz = int(z)  # positions are clipped to [0, n - 1]: truncation is floor
+    iy = int(y)
+    ix = int(x)
+    nz = _clip(z + step * flow[0, iz, iy, ix], zmax)
+    ny = _clip(y + step * flow[1, iz, iy, ix], ymax)
+    nx = _clip(x + step * flow[2, iz, iy, ix], xmax)
+    return nz, ny, nx
+
+
+# steps taken between two checks for fixed points / 2-cycles (>= 2)
+BLOCK = 8
+
+
+@njit(cache=True, inline="always")
+def _settled(z, y, x, z1, y1, x1, z2, y2, x2):
+    """0: still moving; 1: fixed point (p == p one step back); 2: 2-cycle
+    (p == p two steps back)."""
+    if z == z1 and y == y1 and x == x1:
+        return 1
+    if z == z2 and y == y2 and x == x2:
+        return 2
+    return 0
+
+
+@njit(parallel=True, cache=True)
+def _track_nearest(coords, flow, n_steps, step, out):
+    """Nearest-rule tracking, four particles per loop iteration held in
+    registers (their reads overlap), checked every BLOCK steps for fixed
+    points and 2-cycles (exact shortcuts, as in `_track_grouped`)."""
+    D, H, W = flow.shape[1], flow.shape[2], flow.shape[3]
+    zmax = float(D - 1)
+    ymax = float(H - 1)
+    xmax = float(W - 1)
+    n = coords.shape[0]
+    for g in prange((n + 3) // 4):
+        ia = 4 * g
+        ib = min(ia + 1, n - 1)  # a short last group repeats its last particle
+        ic = min(ia + 2, n - 1)
+        idx = min(ia + 3, n - 1)
+        az, ay, ax = float(coords[ia, 0]), float(coords[ia, 1]), float(coords[ia, 2])
+        bz, by, bx = float(coords[ib, 0]), float(coords[ib, 1]), float(coords[ib, 2])
+        cz, cy, cx = float(coords[ic, 0]), float(coords[ic, 1]), float(coords[ic, 2])
+        dz, dy, dx = float(coords[idx, 0]), float(coords[idx, 1]), float(coords[idx, 2])
+        done = 0
+        while done < n_steps:
+            block = min(BLOCK, n_steps - done)
+            # positions one and two steps before the end of the block
+            az1, ay1, ax1, bz1, by1, bx1 = az, ay, ax, bz, by, bx
+            cz1, cy1, cx1, dz1, dy1, dx1 = cz, cy, cx, dz, dy, dx
+            az2, ay2, ax2, bz2, by2, bx2 = az, ay, ax, bz, by, bx
+            cz2, cy2, cx2, dz2, dy2, dx2 = cz, cy, cx, dz, dy, dx
+            for _ in range(block):
+                az2, ay2, ax2, bz2, by2, bx2 = az1, ay1, ax1, bz1, by1, bx1
+                cz2, cy2, cx2, dz2, dy2, dx2 = cz1, cy1, cx1, dz1, dy1, dx1
+                az1, ay1, ax1, bz1, by1, bx1 = az, ay, ax, bz, by, bx
+                cz1, cy1, cx1, dz1, dy1, dx1 = cz, cy, cx, dz, dy, dx
+                az, ay, ax = _advance(flow, az, ay, ax, zmax, ymax, xmax, step)
+                bz, by, bx = _advance(flow, bz, by, bx, zmax, ymax, xmax, step)
+                cz, cy, cx = _advance(flow, cz, cy, cx, zmax, ymax, xmax, step)
+                dz, dy, dx = _advance(flow, dz, dy, dx, zmax, ymax, xmax, step)
+            done += block
+            if block < 2:
+                continue
+            sa = _settled(az, ay, ax, az1, ay1, ax1, az2, ay2, ax2)
+            sb = _settled(bz, by, bx, bz1, by1, bx1, bz2, by2, bx2)
+            sc = _settled(cz, cy, cx, cz1, cy1, cx1, cz2, cy2, cx2)
+            sd = _settled(dz, dy, dx, dz1, dy1, dx1, dz2, dy2, dx2)
+            if sa and sb and sc and sd:
+                # every later step repeats: a fixed point stays, a 2-cycle
+                # alternates, so an odd number of steps left ends one back
+                if (n_steps - done) % 2 == 1:
+                    if sa == 2:
+                        az, ay, ax = az1, ay1, ax1
+                    if sb == 2:
+                        bz, by, bx = bz1, by1, bx1
+                    if sc == 2:
+                        cz, cy, cx = cz1, cy1, cx1
+                    if sd == 2:
+                        dz, dy, dx = dz1, dy1, dx1
+                break
+        out[ia, 0], out[ia, 1], out[ia, 2] = az, ay, ax
+        out[ib, 0], out[ib, 1], out[ib, 2] = bz, by, bx
+        out[ic, 0], out[ic, 1], out[ic, 2] = cz, cy, cx
+        out[idx, 0], out[idx, 1], out[idx, 2] = dz, dy, dx
+
+
+def track(coords, flow, n_steps, step_flow, step_f64, trilinear, out) -> None:
+    """Final positions of `n_steps` Euler steps of every particle into `out`.
+
+    Parameters are those of `_track_grouped`; the nearest rule runs the
+    register-resident `_track_nearest`, trilinear reads `_track_grouped`.
+    """
+    if trilinear:
+        _track_grouped(coords, flow, n_steps, step_flow, step_f64, True, out)
+    else:
+        _track_nearest(coords, flow, n_steps, step_flow, out)
 
 
 @njit(parallel=True, cache=True)
