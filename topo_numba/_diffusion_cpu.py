@@ -67,6 +67,15 @@ def assign_slots(lab, chunk_starts, slot_of, pos):
 
 
 @njit(cache=True, inline="always")
+def _zyx(p, H, W):
+    """(z, y, x) of the C-order flat index p in a volume of rows H and columns W."""
+    z = p // (H * W)
+    rem = p - z * (H * W)
+    y = rem // W
+    return z, y, rem - y * W
+
+
+@njit(cache=True, inline="always")
 def _row_of(lab, annotated, has_mask, slot_of, k, s, zero, z, y, x):
     D, H, W = lab.shape
     if z < 0 or z >= D or y < 0 or y >= H or x < 0 or x >= W:
@@ -86,10 +95,7 @@ def build_neighbours(lab, annotated, has_mask, slot_of, pos):
     nbr = np.empty((n, 6), np.int32)
     for s in prange(n):
         p = pos[s]
-        z = p // (H * W)
-        rem = p - z * (H * W)
-        y = rem // W
-        x = rem - y * W
+        z, y, x = _zyx(p, H, W)
         k = lab[z, y, x]
         nbr[s, 0] = _row_of(lab, annotated, has_mask, slot_of, k, s, n, z - 1, y, x)
         nbr[s, 1] = _row_of(lab, annotated, has_mask, slot_of, k, s, n, z + 1, y, x)
@@ -111,13 +117,10 @@ def init_fields(pos, shape_hw):
     u[n, 1] = 0.0
     u[n, 2] = 0.0
     for s in prange(n):
-        p = pos[s]
-        z = p // (H * W)
-        rem = p - z * (H * W)
-        y = rem // W
+        z, y, x = _zyx(pos[s], H, W)
         u[s, 0] = z
         u[s, 1] = y
-        u[s, 2] = rem - y * W
+        u[s, 2] = x
     return u
 
 
@@ -273,10 +276,7 @@ def gradient_flows(u, nbr, pos, out):
     flat = out.reshape(3, -1)
     for s in prange(n):
         p = pos[s]
-        z = p // (H * W)
-        rem = p - z * (H * W)
-        y = rem // W
-        x = rem - y * W
+        z, y, x = _zyx(p, H, W)
         g0 = _axis_gradient(u, nbr, s, 0, z, D)
         g1 = _axis_gradient(u, nbr, s, 1, y, H)
         g2 = _axis_gradient(u, nbr, s, 2, x, W)
