@@ -1,6 +1,9 @@
-"""Dispatch by array type (SPEC section 1): device arrays are recognised and,
-until the GPU backend exists, refused with a TypeError before anything else
-happens; host inputs (arrays, lists, array-likes) run on the CPU."""
+"""Dispatch by array type (SPEC section 1): device arrays are recognised before
+anything else happens and go to the GPU backend; objects that only pretend to
+be device arrays, and calls mixing host and device arrays, are refused with a
+TypeError naming the argument (never a silent copy); host inputs (arrays,
+lists, array-likes) run on the CPU. The GPU path itself is tested in
+tests/test_gpu_*.py."""
 
 from __future__ import annotations
 
@@ -90,14 +93,19 @@ IDS = [f"{name}-{arg}" for name, arg, _ in CALLS]
 
 
 @pytest.mark.parametrize("name, arg, call", CALLS, ids=IDS)
-def test_device_array_refused_with_type_error(name, arg, call, capsys):
+def test_fake_or_mixed_device_array_refused_with_type_error(name, arg, call, capsys):
+    """The fake has a null data pointer: not a device array anyone can read.
+    Next to host arrays (the spatial_mask cases) it is also a host/device mix."""
     fake = FakeDeviceArray(shape=(1, 4, 4, 4) if arg == "instance_ids" else (4, 4, 4))
     func = getattr(T, name)
-    with pytest.raises(TypeError, match="GPU") as info:
+    with pytest.raises(TypeError) as info:
         call(func, fake)
     msg = str(info.value)
-    assert arg in msg, msg
-    assert "GPU backend" in msg, msg
+    assert name.removesuffix("_gpu") in msg and repr(arg) in msg, msg
+    if arg == "spatial_mask":
+        assert "GPU array" in msg and "same device" in msg, msg
+    else:
+        assert "not describe a valid device array" in msg, msg
     # nothing else happened: no host copy, no indexing, no shape/dtype inspection
     assert set(fake.calls) <= {"__cuda_array_interface__"}, fake.calls
     out, err = capsys.readouterr()
@@ -108,9 +116,55 @@ def test_device_array_refused_with_type_error(name, arg, call, capsys):
 def test_device_array_refused_even_when_other_args_are_bad(name, arg, call):
     """The backend check comes first: a GPU array is never half-validated on the host."""
     fake = FakeDeviceArray(shape=(7,), typestr="<f4")
-    with pytest.raises(TypeError, match="GPU"):
+    with pytest.raises(TypeError, match="device"):
         call(getattr(T, name), fake)
     assert set(fake.calls) <= {"__cuda_array_interface__"}
+
+
+class ValidInterface(FakeDeviceArray):
+    """A well-formed __cuda_array_interface__ (never dereferenced by dispatch)."""
+
+    @property
+    def __cuda_array_interface__(self):
+        self.calls.append("__cuda_array_interface__")
+        return {"shape": self._shape, "typestr": self._typestr, "data": (1 << 40, False),
+                "version": 3, "strides": None}
+
+
+class NumbaLike:
+    """Classified by the class attribute Numba device arrays carry (the CUDA
+    simulator's arrays have no __cuda_array_interface__)."""
+
+    __cuda_ndarray__ = True
+
+
+def test_backend_of():
+    assert _dispatch.backend_of("f", a=np.zeros(3), b=None, c=[1]) == "cpu"
+    assert _dispatch.backend_of("f") == "cpu"
+    valid = ValidInterface()
+    assert _dispatch.backend_of("f", a=valid, b=None) == "gpu"
+    assert valid.calls == ["__cuda_array_interface__"] * len(valid.calls)
+    assert _dispatch.backend_of("f", a=NumbaLike(), b=ValidInterface()) == "gpu"
+    with pytest.raises(TypeError, match=r"f: 'b' is a GPU array but 'a', 'c' are on the host"):
+        _dispatch.backend_of("f", a=np.zeros(3), b=NumbaLike(), c=[1])
+    with pytest.raises(TypeError, match=r"'a', 'b' are GPU arrays but 'c' is on the host"):
+        _dispatch.backend_of("f", a=NumbaLike(), b=valid, c=np.zeros(1))
+    empty = FakeDeviceArray(shape=(0, 3))  # null pointer, but no element to read
+    assert _dispatch.backend_of("f", a=empty) == "gpu"
+
+
+@pytest.mark.parametrize("cai", [
+    None, [], {"shape": (2,), "typestr": "<f4"},
+    {"shape": [2], "typestr": "<f4", "data": (8, False)},
+    {"shape": (2,), "typestr": "<f4", "data": (8, False), "mask": object()},
+    {"shape": (-1,), "typestr": "<f4", "data": (8, False)},
+])
+def test_malformed_interfaces_are_refused(cai):
+    class Bad:
+        __cuda_array_interface__ = cai
+
+    with pytest.raises(TypeError, match=r"f: argument 'x' .*valid device array"):
+        _dispatch.backend_of("f", x=Bad())
 
 
 def test_is_device_array():

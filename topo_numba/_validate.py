@@ -347,3 +347,127 @@ def as_class_flows(value, name: str, n_classes: int, shape: tuple[int, ...]) -> 
                          f"got {_describe(arr)}")
     _check_finite(arr, name)
     return np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
+
+
+# --------------------------------------------------------------------------
+# device arrays (GPU path): the same rules and messages, checked on the device
+# --------------------------------------------------------------------------
+# `b` is the GPU backend (`topo_numba._gpu.Backend`); values are device arrays
+# (already classified by `_dispatch.backend_of`). Conversions stay on the
+# device; each reduction whose result decides an error is one marked SYNC.
+
+def _device_native(b, arr):
+    """An xp array in native byte order, C-contiguous (a device copy if needed)."""
+    if not arr.dtype.isnative:  # only reachable under the simulator (NumPy underneath)
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return b.xp.ascontiguousarray(arr)
+
+
+def device_labels(b, value, name: str, ndim: int | tuple[int, ...] = 3):
+    """`as_labels` for a device array: C-contiguous unsigned ids on the device."""
+    arr = b.asarray(value, name)
+    ndims = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    elif arr.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} must hold integer instance ids (0 = background); "
+            f"got {_describe(arr)}"
+        )
+    if arr.ndim not in ndims:
+        expected = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"{name} must be {expected}; got {_describe(arr)}")
+    if arr.dtype.kind == "i" and arr.size:
+        lowest = b.scalar(arr.min())  # SYNC: one scalar, the negative-id check
+        if lowest < 0:
+            raise ValueError(
+                f"{name} must hold non-negative instance ids; got minimum {lowest} "
+                f"in an array of {_describe(arr)}"
+            )
+    arr = _device_native(b, arr)
+    return arr.view(f"u{arr.dtype.itemsize}")
+
+
+def device_spatial_mask(b, value, name: str, shape: tuple[int, ...]):
+    """`as_spatial_mask` for a device array: ``value > 0.5`` as uint8 on the device."""
+    if value is None:
+        return None
+    arr = b.asarray(value, name)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a float or bool array; got {_describe(arr)}")
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(
+            f"{name} must have the shape of the labels, {tuple(shape)}; got {_describe(arr)}"
+        )
+    return b.xp.ascontiguousarray(arr > 0.5).view(np.uint8)
+
+
+def _device_check_finite(b, arr, name: str) -> None:
+    if arr.size and arr.dtype.kind == "f":
+        lo, hi = b.to_host(b.xp.stack((arr.min(), arr.max())))  # SYNC: two scalars
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(
+                f"{name} must be finite (no NaN or inf); got an array of {_describe(arr)} "
+                f"with minimum {lo} and maximum {hi}"
+            )
+
+
+def device_foreground(b, value, name: str):
+    """`as_foreground` for a device array: ``value > 0`` as bool on the device."""
+    arr = b.asarray(value, name)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a bool, integer or float array; got {_describe(arr)}")
+    if arr.ndim != 3:
+        raise ValueError(f"{name} must be 3-D (D, H, W); got {_describe(arr)}")
+    if arr.dtype.kind == "f" and arr.size and np.isnan(b.scalar(arr.min())):  # SYNC
+        raise ValueError(f"{name} must not hold NaN; got an array of {_describe(arr)}")
+    return b.xp.ascontiguousarray(arr > 0)
+
+
+def device_flow(b, value, name: str, shape: tuple[int, ...]):
+    """`as_flow` for a device array: finite float32 / float64 (3, D, H, W) on the device."""
+    arr = b.asarray(value, name)
+    dtype = _real_dtype(arr, name)
+    expected = (3,) + tuple(shape)
+    if tuple(arr.shape) != expected:
+        raise ValueError(f"{name} must have shape (3, D, H, W) = {expected}; got {_describe(arr)}")
+    _device_check_finite(b, arr, name)
+    arr = _device_native(b, arr)
+    return b.xp.ascontiguousarray(arr.astype(dtype, copy=False))
+
+
+def device_coords(b, value, name: str, shape: tuple[int, int, int]):
+    """`as_coords` for a device array: (N, 3) int64 inside `shape`, on the device."""
+    arr = b.asarray(value, name)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer voxel coordinates; got {_describe(arr)}")
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3); got {_describe(arr)}")
+    if arr.size:
+        # SYNC: six scalars (per-axis minimum and maximum), compared exactly
+        lo = b.to_host(arr.min(axis=0))
+        hi = b.to_host(arr.max(axis=0))
+        # float64 is exact below 2**53 and keeps the order above: no wrap-around
+        if (lo < 0).any() or (hi.astype(np.float64) >= np.asarray(shape, np.float64)).any():
+            raise ValueError(
+                f"{name} must lie inside the volume of shape {tuple(shape)}; got coordinates "
+                f"from {tuple(int(v) for v in lo)} to {tuple(int(v) for v in hi)}"
+            )
+        arr = b.xp.ascontiguousarray(_device_native(b, arr).astype(np.int64, copy=False))
+    else:
+        arr = b.xp.zeros((0, 3), np.int64)
+    return arr
+
+
+def device_positions(b, value, name: str, n: int):
+    """`as_positions` for a device array: finite (N, 3) float32 / float64 on the device."""
+    arr = b.asarray(value, name)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real (float) array; got {_describe(arr)}")
+    if tuple(arr.shape) != (n, 3):
+        raise ValueError(f"{name} must have shape (N, 3) = {(n, 3)} to match the coordinates; "
+                         f"got {_describe(arr)}")
+    _device_check_finite(b, arr, name)
+    is_f32 = arr.dtype.kind == "f" and arr.dtype.itemsize == 4
+    arr = _device_native(b, arr)
+    return b.xp.ascontiguousarray(arr.astype(np.float32 if is_f32 else np.float64, copy=False))

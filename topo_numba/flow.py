@@ -2,8 +2,9 @@
 
 Same names, arguments, shapes and dtypes as ``topo.flow`` of the original
 ``topo`` package; the work is done by compiled kernels in the private
-``_*_cpu`` modules. Dispatch is by array type (``_dispatch``) and every input
-is validated (``_validate``) before any kernel runs.
+``_*_cpu`` modules, or, for device arrays, by the GPU path (``_flow_gpu`` and
+the ``_*_cuda`` kernels). Dispatch is by array type (``_dispatch``) and every
+input is validated (``_validate``) before any kernel runs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt, maximum_filter
 
 from . import _validate as V
-from ._dispatch import require_host
+from ._dispatch import backend_of
 from ._threads import threads_for
 from .config import EVALUATED_INSTANCE_CLASSES, get_instance_class_config
 
@@ -154,7 +155,8 @@ def generate_direct_flows(instance_mask, spatial_mask=None) -> np.ndarray:
     Raises
     ------
     TypeError
-        If `instance_mask` is not integer, or an argument is a GPU array.
+        If `instance_mask` is not integer, or host and device (GPU) arrays
+        are mixed.
     ValueError
         If `instance_mask` is not 3-D, has negative ids, or `spatial_mask`
         has another shape.
@@ -176,7 +178,11 @@ def generate_direct_flows(instance_mask, spatial_mask=None) -> np.ndarray:
     >>> flows[:, 1, 2, 2]  # above the centre: points down in z
     array([1., 0., 0.], dtype=float32)
     """
-    require_host("generate_direct_flows", instance_mask=instance_mask, spatial_mask=spatial_mask)
+    if backend_of("generate_direct_flows", instance_mask=instance_mask,
+                  spatial_mask=spatial_mask) == "gpu":
+        from . import _flow_gpu
+
+        return _flow_gpu.generate_direct_flows(instance_mask, spatial_mask)
     labels = V.as_labels(instance_mask, "instance_mask", 3)
     annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", labels.shape)
     return _direct_flows(labels, annotated)
@@ -234,7 +240,12 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
     >>> flows[2, 1, 1], flows[2, 1, 10]  # both ends point inward
     (np.float32(1.0), np.float32(-1.0))
     """
-    require_host("generate_diffusion_flows", instance_mask=instance_mask, spatial_mask=spatial_mask)
+    if backend_of("generate_diffusion_flows", instance_mask=instance_mask,
+                  spatial_mask=spatial_mask) == "gpu":
+        from . import _flow_gpu
+
+        return _flow_gpu.generate_diffusion_flows(instance_mask, n_iter, adaptive_iters,
+                                                  adaptive_factor, spatial_mask)
     labels = V.as_labels(instance_mask, "instance_mask", 3)
     annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", labels.shape)
     n_iter, adaptive_iters, adaptive_factor = _check_diffusion_args(
@@ -266,7 +277,10 @@ def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
     >>> compute_boundary_map(labels, dilation_width=1)[0, 0]
     array([0., 0., 1., 1., 0., 0.], dtype=float32)
     """
-    require_host("compute_boundary_map", instance_mask=instance_mask)
+    if backend_of("compute_boundary_map", instance_mask=instance_mask) == "gpu":
+        from . import _flow_gpu
+
+        return _flow_gpu.compute_boundary_map(instance_mask, dilation_width)
     labels = V.as_labels(instance_mask, "instance_mask", 3)
     dilation_width = V.check_int(dilation_width, "dilation_width", minimum=1)
     touching = np.zeros(labels.shape, np.uint8)
@@ -331,6 +345,33 @@ def _targets_one(ids, annotated, settings, adaptive_iters, adaptive_factor, flow
                 class_fg[c] = 0.0
 
 
+def _check_targets_args(shape, class_names, class_config, resolution_nm, diffusion_iters,
+                        adaptive_iters, adaptive_factor):
+    """Validate the non-array arguments of `compute_flow_targets` (both backends).
+
+    Returns (batched, n_classes, per-class settings, adaptive_iters, adaptive_factor).
+    """
+    batched = len(shape) == 5
+    if class_names is None:
+        class_names = EVALUATED_INSTANCE_CLASSES
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise TypeError(f"class_names must be a list of str; got {class_names!r}")
+    n_classes = shape[1] if batched else shape[0]
+    if len(class_names) != n_classes:
+        raise ValueError(
+            f"class_names has {len(class_names)} names but instance_ids of shape "
+            f"{tuple(shape)} has {n_classes} classes (axis {1 if batched else 0})"
+        )
+    if class_config is None:
+        class_config = get_instance_class_config(resolution_nm)
+    if not isinstance(class_config, Mapping):
+        raise TypeError(f"class_config must be a dict; got {type(class_config).__name__}")
+    diffusion_iters, adaptive_iters, adaptive_factor = _check_diffusion_args(
+        diffusion_iters, adaptive_iters, adaptive_factor, name="diffusion_iters")
+    settings = _class_settings(class_names, class_config, diffusion_iters)
+    return batched, n_classes, settings, adaptive_iters, adaptive_factor
+
+
 def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
                          class_config: Mapping | None = None, resolution_nm: float | None = None,
                          diffusion_iters: int = 200, adaptive_iters: bool = True,
@@ -381,33 +422,20 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     >>> flows.shape, fg.shape
     ((6, 8, 8, 8), (2, 8, 8, 8))
     """
-    require_host("compute_flow_targets", instance_ids=instance_ids, spatial_mask=spatial_mask)
-    ids = V.as_labels(instance_ids, "instance_ids", (4, 5))
-    batched = ids.ndim == 5
-    if class_names is None:
-        class_names = EVALUATED_INSTANCE_CLASSES
-    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
-        raise TypeError(f"class_names must be a list of str; got {class_names!r}")
-    n_classes = ids.shape[1] if batched else ids.shape[0]
-    if len(class_names) != n_classes:
-        raise ValueError(
-            f"class_names has {len(class_names)} names but instance_ids of shape "
-            f"{ids.shape} has {n_classes} classes (axis {1 if batched else 0})"
-        )
-    if class_config is None:
-        class_config = get_instance_class_config(resolution_nm)
-    if not isinstance(class_config, Mapping):
-        raise TypeError(f"class_config must be a dict; got {type(class_config).__name__}")
-    diffusion_iters, adaptive_iters, adaptive_factor = _check_diffusion_args(
-        diffusion_iters, adaptive_iters, adaptive_factor, name="diffusion_iters")
-    settings = _class_settings(class_names, class_config, diffusion_iters)
+    if backend_of("compute_flow_targets", instance_ids=instance_ids,
+                  spatial_mask=spatial_mask) == "gpu":
+        from . import _flow_gpu
 
+        return _flow_gpu.compute_flow_targets(instance_ids, class_names, class_config,
+                                              resolution_nm, diffusion_iters, adaptive_iters,
+                                              adaptive_factor, spatial_mask)
+    ids = V.as_labels(instance_ids, "instance_ids", (4, 5))
+    batched, n_classes, settings, adaptive_iters, adaptive_factor = _check_targets_args(
+        ids.shape, class_names, class_config, resolution_nm, diffusion_iters, adaptive_iters,
+        adaptive_factor)
     spatial = ids.shape[-3:]
-    if batched:
-        mask_shape = (ids.shape[0], 1) + spatial
-        annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", mask_shape)
-    else:
-        annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", spatial)
+    mask_shape = (ids.shape[0], 1) + spatial if batched else spatial
+    annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", mask_shape)
 
     lead = ids.shape[:-4]
     flows = np.zeros(lead + (3 * n_classes,) + spatial, np.float32)

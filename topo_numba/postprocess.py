@@ -2,9 +2,10 @@
 
 Same names, arguments, shapes and dtypes as ``topo.postprocess`` of the
 original ``topo`` package; the work is done by compiled kernels in the
-private ``_track_cpu``, ``_cluster_cpu`` and ``_relabel_cpu`` modules. Every
-input is validated (``_validate``) before any kernel runs; inputs are never
-modified.
+private ``_track_cpu``, ``_cluster_cpu`` and ``_relabel_cpu`` modules, or,
+for device arrays, by the GPU path (``_postprocess_gpu`` and the ``_*_cuda``
+kernels; `split_disconnected` is CPU only). Every input is validated
+(``_validate``) before any kernel runs; inputs are never modified.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as V
-from ._dispatch import require_host
+from ._dispatch import backend_of, require_host
 
 __all__ = [
     "track_flows",
@@ -23,6 +24,14 @@ __all__ = [
 ]
 
 INTERPOLATIONS = ("nearest", "trilinear")
+
+
+def _check_track_args(n_steps, step_size, interpolation):
+    """Validated (n_steps, step_size) of `track_flows` (both backends)."""
+    n_steps = V.check_int(n_steps, "n_steps", minimum=1)
+    step_size = V.check_real(step_size, "step_size", positive=True)
+    V.check_choice(interpolation, "interpolation", INTERPOLATIONS)
+    return n_steps, step_size
 
 
 def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
@@ -62,7 +71,8 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
     Raises
     ------
     TypeError
-        On a non-numeric array, a non-integer `n_steps`, or a GPU array.
+        On a non-numeric array, a non-integer `n_steps`, or host and device
+        (GPU) arrays mixed.
     ValueError
         If `sem_mask` is not 3-D or holds NaN, `flow` does not have shape
         (3, D, H, W) or holds NaN / inf, ``n_steps < 1``, ``step_size <= 0``
@@ -87,14 +97,15 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
     >>> ends[:, 2]
     array([2., 2., 2., 2., 2.])
     """
+    if backend_of("track_flows", sem_mask=sem_mask, flow=flow) == "gpu":
+        from . import _postprocess_gpu
+
+        return _postprocess_gpu.track_flows(sem_mask, flow, n_steps, step_size, interpolation)
     from ._track_cpu import foreground_coords, track
 
-    require_host("track_flows", sem_mask=sem_mask, flow=flow)
     fg = V.as_foreground(sem_mask, "sem_mask")
     flow = V.as_flow(flow, "flow", fg.shape)
-    n_steps = V.check_int(n_steps, "n_steps", minimum=1)
-    step_size = V.check_real(step_size, "step_size", positive=True)
-    V.check_choice(interpolation, "interpolation", INTERPOLATIONS)
+    n_steps, step_size = _check_track_args(n_steps, step_size, interpolation)
 
     coords = foreground_coords(fg)
     positions = np.empty(coords.shape, np.float64)
@@ -170,7 +181,12 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
     """
     from ._cluster_cpu import cluster_labels
 
-    require_host("cluster_convergence", fg_coords=fg_coords, final_positions=final_positions)
+    if backend_of("cluster_convergence", fg_coords=fg_coords,
+                  final_positions=final_positions) == "gpu":
+        from . import _postprocess_gpu
+
+        return _postprocess_gpu.cluster_convergence(fg_coords, final_positions, volume_shape,
+                                                    convergence_radius, min_size)
     shape = V.as_volume_shape(volume_shape, "volume_shape")
     coords = V.as_coords(fg_coords, "fg_coords", shape)
     positions = V.as_positions(final_positions, "final_positions", coords.shape[0])
@@ -222,7 +238,10 @@ def filter_small(instances, min_size: int):
     """
     from ._labels_cpu import compact_labels
 
-    require_host("filter_small", instances=instances)
+    if backend_of("filter_small", instances=instances) == "gpu":
+        from . import _postprocess_gpu
+
+        return _postprocess_gpu.filter_small(instances, min_size)
     labels = V.as_labels(instances, "instances", 3)
     min_size = V.check_int(min_size, "min_size", minimum=0)
     compact, ids = compact_labels(labels)
@@ -262,7 +281,10 @@ def compact_relabel(instances):
     """
     from ._labels_cpu import compact_labels
 
-    require_host("compact_relabel", instances=instances)
+    if backend_of("compact_relabel", instances=instances) == "gpu":
+        from . import _postprocess_gpu
+
+        return _postprocess_gpu.compact_relabel(instances)
     labels = V.as_labels(instances, "instances", 3)
     return compact_labels(labels)[0]
 

@@ -1,0 +1,117 @@
+"""Convergence clustering (SPEC 3, `cluster_convergence`) on the GPU, the
+twin of ``_cluster_cpu``.
+
+Voxel-sized work runs on the device: pass 1 (grid cell of every end point,
+a stable sort by cell, one cluster per occupied cell), the cluster means
+(one thread per cluster summing its points in input order, so the float64
+sums are bit-identical to the CPU's), the scatter of group labels into the
+volume and the size filter. Pass 2, the union-find over cluster centres, is
+inherently sequential (groups are numbered in cluster order) and works on one
+row per occupied cell, not per voxel: it runs on the host with the CPU
+kernel, after one documented transfer of the K cluster centres (K x 3
+float64) down and the K group labels (int32) back up.
+
+Private: `topo_numba.postprocess.cluster_convergence` validates first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda, float64
+
+
+@cuda.jit
+def _segment_means(sorted_pos, order, starts, centres, cluster_of):
+    """Mean of each cluster's points (float64, summed in input order)."""
+    k = cuda.grid(1)
+    if k >= starts.shape[0] - 1:
+        return
+    sz = 0.0
+    sy = 0.0
+    sx = 0.0
+    for j in range(starts[k], starts[k + 1]):
+        sz += float64(sorted_pos[j, 0])
+        sy += float64(sorted_pos[j, 1])
+        sx += float64(sorted_pos[j, 2])
+        cluster_of[order[j]] = k
+    n = float64(starts[k + 1] - starts[k])
+    centres[k, 0] = sz / n
+    centres[k, 1] = sy / n
+    centres[k, 2] = sx / n
+
+
+@cuda.jit
+def _last_writer(coords, winner):
+    """winner[voxel] = largest index i with coords[i] == voxel (last entry wins)."""
+    i = cuda.grid(1)
+    if i >= coords.shape[0]:
+        return
+    cuda.atomic.max(winner, (coords[i, 0], coords[i, 1], coords[i, 2]), i)
+
+
+@cuda.jit
+def _scatter(coords, cluster_of, group, winner, out):
+    i = cuda.grid(1)
+    if i >= coords.shape[0]:
+        return
+    z, y, x = coords[i, 0], coords[i, 1], coords[i, 2]
+    if winner[z, y, x] == i:
+        out[z, y, x] = group[cluster_of[i]]
+
+
+def _merge_on_host(centres: np.ndarray, radius: float):
+    """Pass 2 of `_cluster_cpu.cluster_labels` on K cluster centres (host)."""
+    from ._cluster_cpu import _merge_and_number
+
+    n_clusters = centres.shape[0]
+    keys = np.round(centres / radius).astype(np.int64)
+    members = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0])).astype(np.int64)
+    sorted_keys = keys[members]
+    new_cell = np.ones(n_clusters, bool)
+    new_cell[1:] = (sorted_keys[1:] != sorted_keys[:-1]).any(axis=1)
+    first = np.flatnonzero(new_cell)
+    cell_keys = np.ascontiguousarray(sorted_keys[first])
+    cell_starts = np.concatenate((first, [n_clusters])).astype(np.int64)
+    return _merge_and_number(centres, members, cell_keys, cell_starts, radius)
+
+
+def cluster_labels(b, coords, positions, shape, radius: float):
+    """Group labels (D, H, W) int32 on the device and their number (see `_cluster_cpu`)."""
+    xp = b.xp
+    D, H, W = shape
+    g = max(1.0, radius / 2.0)
+    cell = xp.rint(positions / g).astype(np.int64)  # in the positions' precision
+    gz = xp.clip(cell[:, 0], 0, int(D / g))
+    gy = xp.clip(cell[:, 1], 0, int(H / g))
+    gx = xp.clip(cell[:, 2], 0, int(W / g))
+    hashes = (gz * (int(H / g) + 1) + gy) * (int(W / g) + 1) + gx
+    del cell, gz, gy, gx
+    order = xp.argsort(hashes, kind="stable")
+    sorted_hashes = hashes[order]
+    starts = xp.flatnonzero(sorted_hashes[1:] != sorted_hashes[:-1]) + 1  # SYNC (inside xp)
+    starts = xp.concatenate((xp.zeros(1, np.int64), starts.astype(np.int64),
+                             xp.full(1, hashes.shape[0], np.int64)))
+    n_clusters = int(starts.shape[0]) - 1
+    centres = xp.empty((n_clusters, 3), np.float64)
+    cluster_of = xp.empty(coords.shape[0], np.int64)
+    b.launch(_segment_means, n_clusters, b.arg(positions[order]), b.arg(order), b.arg(starts),
+             b.arg(centres), b.arg(cluster_of))
+    # SYNC: the one documented transfer, K centres down, K group labels up
+    group, n_groups = _merge_on_host(b.to_host(centres), radius)
+    group = b.to_device(group)
+    winner = xp.full(shape, -1, np.int64)
+    labels = xp.zeros(shape, np.int32)
+    kc, kw = b.arg(coords), b.arg(winner)
+    b.launch(_last_writer, coords.shape[0], kc, kw)
+    b.launch(_scatter, coords.shape[0], kc, b.arg(cluster_of), b.arg(group), kw, b.arg(labels))
+    return labels, int(n_groups)
+
+
+def size_filter(b, labels, n_labels: int, min_size: int):
+    """Drop labels 1..n_labels with fewer than `min_size` voxels; compact, order kept."""
+    xp = b.xp
+    counts = xp.bincount(labels.reshape(-1), minlength=n_labels + 1)
+    keep = (counts >= min_size) & (counts > 0)
+    keep[0] = False
+    table = xp.where(keep, xp.cumsum(keep), 0).astype(np.int32)
+    return table[labels]

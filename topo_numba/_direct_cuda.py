@@ -1,0 +1,176 @@
+"""GPU kernels for direct flows (SPEC 2.1), the twin of ``_direct_cpu``.
+
+All instances of all selected volumes at once: centres from the per-instance
+sums (`_labels_cuda`), the distance-transform peak for instances cut by the
+annotation edge (`_edt_cuda`, all cut instances in one transform), sinks,
+then one thread per voxel writes ``(c - x) / |c - x|`` in float64 and stores
+float32, as the CPU kernel does.
+
+Private: `topo_numba.flow` validates and calls `direct_flows`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, int64
+
+from ._edt_cuda import squared_edt
+from ._gpu import Backend
+from ._labels_cuda import DeviceInstances
+
+
+@cuda.jit
+def _padded_labels(lab, vols, mask, mask_of, P):
+    """Labels of the cut-instance volumes, padded by one voxel (SPEC 2.1).
+
+    Inside: the compact label. A padding voxel just outside a face takes the
+    label of the face voxel it touches when that voxel belongs to an instance
+    and is unannotated (the instance continues there); every other padding
+    voxel (and the edges and corners of the padding) is -1.
+    """
+    t = cuda.grid(1)
+    Vc, Dp, Hp, Wp = P.shape[0], P.shape[1], P.shape[2], P.shape[3]
+    if t >= Vc * Dp * Hp * Wp:
+        return
+    D, H, W = Dp - 2, Hp - 2, Wp - 2
+    i = t // (Dp * Hp * Wp)
+    rem = t - i * (Dp * Hp * Wp)
+    zp = rem // (Hp * Wp)
+    rem = rem - zp * (Hp * Wp)
+    yp = rem // Wp
+    xp_ = rem - yp * Wp
+    z, y, x = zp - 1, yp - 1, xp_ - 1
+    v = vols[i]
+    outside = (z < 0 or z >= D) + (y < 0 or y >= H) + (x < 0 or x >= W)
+    val = -1
+    if outside == 0:
+        val = lab[v, z, y, x]
+    elif outside == 1:
+        zc = min(max(z, 0), D - 1)
+        yc = min(max(y, 0), H - 1)
+        xc = min(max(x, 0), W - 1)
+        k = lab[v, zc, yc, xc]
+        if k != 0 and mask[mask_of[v], zc, yc, xc] == 0:
+            val = k
+    P[i, zp, yp, xp_] = val
+
+
+@cuda.jit
+def _peaks(P, vols, need, dist2, n_vox, best):
+    """best[k] = max over the voxels x of instance k of dist2(x) * n + (n - 1 - index(x)):
+    the largest distance, first in C order among equal ones."""
+    t = cuda.grid(1)
+    Vc, Dp, Hp, Wp = P.shape[0], P.shape[1], P.shape[2], P.shape[3]
+    D, H, W = Dp - 2, Hp - 2, Wp - 2
+    if t >= Vc * D * H * W:
+        return
+    i = t // (D * H * W)
+    lin = t - i * (D * H * W)
+    z = lin // (H * W)
+    rem = lin - z * (H * W)
+    y = rem // W
+    x = rem - y * W
+    k = P[i, z + 1, y + 1, x + 1]
+    if k <= 0 or need[k] == 0:
+        return
+    key = int64(dist2[i, z + 1, y + 1, x + 1]) * n_vox + (n_vox - 1 - lin)
+    cuda.atomic.max(best, k, key)
+
+
+@cuda.jit
+def _direct_kernel(lab, out_index, centres, sinks, out):
+    """out[out_index[v], :, z, y, x] = unit vector to the centre (0 on background / sinks)."""
+    t = cuda.grid(1)
+    V, D, H, W = lab.shape[0], lab.shape[1], lab.shape[2], lab.shape[3]
+    if t >= V * D * H * W:
+        return
+    v = t // (D * H * W)
+    rem = t - v * (D * H * W)
+    z = rem // (H * W)
+    rem = rem - z * (H * W)
+    y = rem // W
+    x = rem - y * W
+    k = lab[v, z, y, x]
+    fz = 0.0
+    fy = 0.0
+    fx = 0.0
+    if k != 0 and not (z == sinks[k, 0] and y == sinks[k, 1] and x == sinks[k, 2]):
+        dz = centres[k, 0] - z
+        dy = centres[k, 1] - y
+        dx = centres[k, 2] - x
+        norm = math.sqrt(dz * dz + dy * dy + dx * dx)
+        if norm > 0.0:
+            fz = dz / norm
+            fy = dy / norm
+            fx = dx / norm
+    o = out_index[v]
+    out[o, 0, z, y, x] = fz
+    out[o, 1, z, y, x] = fy
+    out[o, 2, z, y, x] = fx
+
+
+def _cut_centres(b: Backend, inst: DeviceInstances, cut_host: np.ndarray, mask, mask_of,
+                 centres) -> None:
+    """Replace the centres of cut instances by their distance-transform peaks."""
+    xp = b.xp
+    D, H, W = inst.shape
+    vol_host = b.to_host(inst.vol)  # SYNC: (K + 1) volume indices, to plan the padding
+    vols = np.unique(vol_host[cut_host])
+    vols_d = b.to_device(vols.astype(np.int64))  # small upload: volume list
+    P = xp.empty((vols.size, D + 2, H + 2, W + 2), np.int32)
+    kP = b.arg(P)
+    b.launch(_padded_labels, P.size, b.arg(inst.lab), b.arg(vols_d), b.arg(mask),
+             b.arg(mask_of), kP)
+    need = b.to_device(cut_host.astype(np.uint8))  # small upload: cut flags
+    dist2, _ = squared_edt(b, P, need)
+    best = xp.full(inst.n + 1, -1, np.int64)
+    n_vox = D * H * W
+    b.launch(_peaks, vols.size * n_vox, kP, b.arg(vols_d), b.arg(need), b.arg(dist2),
+             n_vox, b.arg(best))
+    ks = xp.asarray(np.flatnonzero(cut_host))  # small upload: cut instance indices
+    lin = (n_vox - 1) - best[ks] % n_vox
+    z = lin // (H * W)
+    y = (lin - z * (H * W)) // W
+    x = lin - z * (H * W) - y * W
+    centres[ks] = xp.stack((z, y, x), axis=1).astype(np.float64)
+
+
+def direct_flows(b: Backend, labels, sel, out_index, mask, mask_of, out) -> None:
+    """Direct flows of the selected volumes into `out`.
+
+    Parameters
+    ----------
+    labels : (V, D, H, W) xp array of unsigned int
+        C-contiguous ids.
+    sel : (S,) xp array of int64
+        Volumes to process.
+    out_index : (S,) xp array of int64
+        Index into `out` of each selected volume.
+    mask : (M, D, H, W) xp array of uint8
+        1 where annotated (a dummy when `mask_of` is all -1).
+    mask_of : (S,) xp array of int64
+        Mask volume of each selected volume, -1 for none.
+    out : (O, 3, D, H, W) xp array of float32
+        Written at ``out[out_index]`` everywhere (0 on background).
+    """
+    xp = b.xp
+    inst = DeviceInstances(b, labels, sel)
+    D, H, W = inst.shape
+    if inst.lab.size == 0:
+        return
+    centres = xp.zeros((inst.n + 1, 3), np.float64)
+    sinks = xp.full((inst.n + 1, 3), -1, np.int64)
+    if inst.n:
+        inst.collect_stats(b, mask, mask_of)
+        centres = inst.sums / xp.maximum(inst.counts, 1)[:, None]
+        cut_host = b.to_host(inst.cut).astype(bool)  # SYNC: (K + 1) cut flags
+        if cut_host.any():
+            _cut_centres(b, inst, cut_host, mask, mask_of, centres)
+        shape = xp.asarray([D, H, W], np.int64)
+        sinks = xp.clip(xp.rint(centres), 0, shape - 1).astype(np.int64)
+        own = inst.lab[inst.vol, sinks[:, 0], sinks[:, 1], sinks[:, 2]]
+        sinks[own != xp.arange(inst.n + 1)] = -1
+    b.launch(_direct_kernel, inst.lab.size, b.arg(inst.lab), b.arg(out_index),
+             b.arg(centres), b.arg(sinks), b.arg(out))

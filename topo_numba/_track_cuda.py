@@ -1,0 +1,122 @@
+"""GPU kernel for flow tracking (SPEC 3), the twin of ``_track_cpu``.
+
+One thread per particle, all particles at once. The arithmetic is that of the
+CPU kernel: nearest reads compute ``step * f`` in the flow's precision and add
+it to the float64 position; trilinear reads are float64 throughout. The same
+two exact shortcuts end a particle early (a fixed point, or a period-2 hop).
+
+Float32 flows give the CPU's end points bit for bit (the product is float32,
+the sum float64: nothing a compiler may fuse). For float64 flows and for
+trilinear reads the GPU compiler may fuse a multiply and an add into one FMA
+(one rounding instead of two), so end points can differ from the CPU's in the
+last bits.
+
+Private: `topo_numba.postprocess.track_flows` validates and calls `track`.
+"""
+
+from __future__ import annotations
+
+from numba import cuda, float64
+
+
+@cuda.jit(device=True, inline=True)
+def _clip(v, hi):
+    if v < 0.0:
+        return 0.0
+    if v > hi:
+        return hi
+    return v
+
+
+@cuda.jit(device=True, inline=True)
+def _trilinear(flow, c, z0, z1, y0, y1, x0, x1, tz, ty, tx):
+    """Trilinear value of channel `c` (float64; lerp along x, then y, then z)."""
+    ux = 1.0 - tx
+    uy = 1.0 - ty
+    c00 = float64(flow[c, z0, y0, x0]) * ux + float64(flow[c, z0, y0, x1]) * tx
+    c01 = float64(flow[c, z0, y1, x0]) * ux + float64(flow[c, z0, y1, x1]) * tx
+    c10 = float64(flow[c, z1, y0, x0]) * ux + float64(flow[c, z1, y0, x1]) * tx
+    c11 = float64(flow[c, z1, y1, x0]) * ux + float64(flow[c, z1, y1, x1]) * tx
+    c0 = c00 * uy + c01 * ty
+    c1 = c10 * uy + c11 * ty
+    return c0 * (1.0 - tz) + c1 * tz
+
+
+@cuda.jit
+def track_kernel(coords, flow, n_steps, step_flow, step_f64, trilinear, out):
+    """Euler steps ``p <- clip(p + step * f(p), 0, n - 1)``; see ``_track_cpu.track``."""
+    i = cuda.grid(1)
+    if i >= coords.shape[0]:
+        return
+    D, H, W = flow.shape[1], flow.shape[2], flow.shape[3]
+    zmax = float64(D - 1)
+    ymax = float64(H - 1)
+    xmax = float64(W - 1)
+    pz = float64(coords[i, 0])
+    py = float64(coords[i, 1])
+    px = float64(coords[i, 2])
+    qz = -1.0
+    qy = -1.0
+    qx = -1.0
+    left = n_steps
+    while left > 0:
+        iz = int(pz)  # positions are clipped to [0, n - 1]: truncation is floor
+        iy = int(py)
+        ix = int(px)
+        if trilinear:
+            z1 = min(iz + 1, D - 1)
+            y1 = min(iy + 1, H - 1)
+            x1 = min(ix + 1, W - 1)
+            tz = pz - iz
+            ty = py - iy
+            tx = px - ix
+            nz = _clip(pz + step_f64 * _trilinear(flow, 0, iz, z1, iy, y1, ix, x1, tz, ty, tx),
+                       zmax)
+            ny = _clip(py + step_f64 * _trilinear(flow, 1, iz, z1, iy, y1, ix, x1, tz, ty, tx),
+                       ymax)
+            nx = _clip(px + step_f64 * _trilinear(flow, 2, iz, z1, iy, y1, ix, x1, tz, ty, tx),
+                       xmax)
+        else:
+            # the product in the flow's precision, widened before the float64 sum
+            nz = _clip(pz + float64(step_flow * flow[0, iz, iy, ix]), zmax)
+            ny = _clip(py + float64(step_flow * flow[1, iz, iy, ix]), ymax)
+            nx = _clip(px + float64(step_flow * flow[2, iz, iy, ix]), xmax)
+        left -= 1
+        if nz == pz and ny == py and nx == px:
+            left = 0  # fixed point: every later step stays here
+        elif nz == qz and ny == qy and nx == qx:
+            # period 2: positions alternate p, n, p, n, ... from here on
+            if left % 2 == 1:
+                nz, ny, nx = pz, py, px
+            pz, py, px = nz, ny, nx
+            left = 0
+        else:
+            qz, qy, qx = pz, py, px
+            pz, py, px = nz, ny, nx
+    out[i, 0] = pz
+    out[i, 1] = py
+    out[i, 2] = px
+
+
+def track(b, fg, flow, n_steps: int, step_size: float, trilinear: bool):
+    """Foreground coordinates and end points, on the device.
+
+    Parameters
+    ----------
+    fg : (D, H, W) xp array of bool
+    flow : (3, D, H, W) xp array of float32 or float64, C-contiguous, finite
+
+    Returns
+    -------
+    coords : (N, 3) xp array of int64
+        ``argwhere(fg)`` (C order).
+    positions : (N, 3) xp array of float64
+    """
+    xp = b.xp
+    coords = xp.ascontiguousarray(xp.argwhere(fg).astype(xp.int64, copy=False))
+    positions = xp.empty(coords.shape, xp.float64)
+    if coords.shape[0]:
+        b.launch(track_kernel, coords.shape[0], b.arg(coords), b.arg(flow), n_steps,
+                 flow.dtype.type(step_size), float(step_size), bool(trilinear),
+                 b.arg(positions))
+    return coords, positions
