@@ -1,0 +1,687 @@
+"""The ``topo-numba`` command (also ``python -m topo_numba``).
+
+Subcommands::
+
+    topo-numba demo     [--out DIR] [--size N] [--gpu]      synthetic round trip, figure
+    topo-numba flows    LABELS [LABELS ...] OUT [...]       labels -> flow targets
+    topo-numba segment  PROBS FLOWS OUT [...]               predictions -> instance labels
+    topo-numba view     INPUT [INPUT ...] --out PNG [...]   slices as a picture
+    topo-numba bench    [--quick]                           the benchmark suite
+
+Errors are reported as one line on stderr with exit status 1 (2 for a wrong
+command line, 130 when interrupted); ``-vv`` adds the traceback. Progress
+bars appear only on a terminal and never with ``--quiet``. Outputs are
+written atomically and never replace an existing path without
+``--overwrite``. Paths and formats: see `topo_numba.io`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .io import VolumeIOError, check_output, open_array, open_output, write_png
+
+log = logging.getLogger("topo_numba.cli")
+
+
+class CLIError(Exception):
+    """A problem to report to the user as one line (exit status 1)."""
+
+
+# --------------------------------------------------------------------------
+# small helpers: output, memory, files
+# --------------------------------------------------------------------------
+
+class _Console:
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+
+    def say(self, text: str = "") -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def progress(self, items, desc: str):
+        """`items` with a progress bar on a terminal (stderr), plain otherwise."""
+        from tqdm import tqdm
+
+        return tqdm(items, desc=desc, unit="class", leave=False,
+                    disable=self.quiet or not sys.stderr.isatty())
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def parse_bytes(text: str) -> int:
+    """'8G', '512M', '1.5GiB', '1000000' -> bytes (powers of 1024)."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 8G, 512M)")
+    scale = 1024 ** " KMGT".index(m.group(2).upper() or " ")
+    return int(float(m.group(1)) * scale)
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for limit_f, usage_f in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                             ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                              "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_f).read_text().strip()
+            if limit != "max" and int(limit) < 2**60:
+                left = int(limit) - int(Path(usage_f).read_text())
+                avail = left if avail is None else min(avail, left)
+            break
+        except (OSError, ValueError):
+            continue
+    return avail
+
+
+def _check_memory(need: int, what: str, args) -> None:
+    avail = args.memory_limit if args.memory_limit is not None else available_memory()
+    log.info("memory estimate for %s: %s (available: %s)", what, _gib(need),
+             "unknown" if avail is None else _gib(avail))
+    if avail is not None and need > avail:
+        raise CLIError(
+            f"{what} needs about {_gib(need)} ({need} bytes, estimated) but only {_gib(avail)} "
+            "is available; tiled / out-of-core processing is not available in this version of "
+            "topo-numba: process a smaller crop or use a machine with more memory")
+
+
+def _load_json(path: str, what: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CLIError(f"{what} {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CLIError(f"{what} {path}: cannot read it ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"{what} {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise CLIError(f"{what} {path}: must be a JSON object {{class name: {{settings}}}}")
+    return data
+
+
+def _check_png(path: str, overwrite: bool) -> None:
+    if Path(path).suffix.lower() != ".png":
+        raise CLIError(f"{path}: pictures are written as PNG; name a .png file")
+    if Path(path).exists() and not overwrite:
+        raise CLIError(f"{path}: already exists; pass --overwrite to replace it")
+
+
+def _voxel_size(attrs: dict) -> float | None:
+    """Isotropic voxel size (nm) recorded in `attrs`, if any."""
+    v = attrs.get("voxel_size_nm", attrs.get("resolution_nm"))
+    if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
+        return float(v[0]) if len(set(v)) == 1 else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _common_attrs(command: str, resolution: float | None) -> dict:
+    attrs = {"created_by": f"topo-numba {command}", "topo_numba_version": __version__,
+             "axes": ["z", "y", "x"]}
+    if resolution is not None:
+        attrs["voxel_size_nm"] = [resolution] * 3
+    return attrs
+
+
+def _library(context: str, func, *args, **kwargs):
+    """Call a library function; its ValueError / TypeError become one-line errors."""
+    try:
+        return func(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"{context}: {exc}") from None
+
+
+def _class_names(given, refs, n: int, what: str) -> list[str]:
+    names = list(given) if given else None
+    if names is None:
+        for ref in refs:
+            found = ref.attrs.get("class_names")
+            if isinstance(found, list) and len(found) == n:
+                names = [str(x) for x in found]
+                break
+    if names is None:
+        from .config import EVALUATED_INSTANCE_CLASSES
+
+        raise CLIError(f"{what} has {n} class channel{'s' if n != 1 else ''}; name "
+                       f"{'it' if n == 1 else 'them'} with --classes "
+                       f"(known classes: {' '.join(EVALUATED_INSTANCE_CLASSES)})")
+    if len(names) != n:
+        raise CLIError(f"--classes names {len(names)} classes but {what} has {n} class "
+                       f"channel{'s' if n != 1 else ''}")
+    if len(set(names)) != len(names):
+        raise CLIError(f"--classes names a class twice: {' '.join(names)}")
+    return names
+
+
+def _check_known(names, config: dict, source: str, hint: str = "") -> None:
+    for name in names:
+        if name not in config:
+            raise CLIError(f"unknown class {name!r}: not in {source} "
+                           f"(it has: {', '.join(config) or 'no class'}){hint}")
+
+
+# --------------------------------------------------------------------------
+# topo-numba flows
+# --------------------------------------------------------------------------
+
+def _flows_config(args, names, refs):
+    """(class config per name, resolution in nm or None)."""
+    from .config import get_instance_class_config
+
+    resolution = args.resolution
+    if args.class_config:
+        config = _load_json(args.class_config, "--class-config")
+        _check_known(names, config, args.class_config)
+    else:
+        if resolution is None:
+            resolution = next((r for r in map(lambda r: _voxel_size(r.attrs), refs) if r), None)
+        if resolution is None:
+            raise CLIError("give --resolution NM (the voxel size, which selects the class "
+                           "table) or --class-config FILE")
+        config = get_instance_class_config(resolution)
+        _check_known(names, config, f"the class table at {resolution:g} nm",
+                     "; use --class-config for other classes")
+    config = {n: dict(config[n]) for n in names}
+    if args.n_iter is not None:
+        for cfg in config.values():
+            if cfg.get("flow_type") == "diffusion":
+                cfg["diffusion_iters"] = args.n_iter
+    return config, resolution
+
+
+def cmd_flows(args, con: _Console) -> int:
+    from .flow import compute_flow_targets
+
+    refs = [open_array(p) for p in args.labels]
+    for ref in refs:
+        if len(ref.shape) not in (3, 4):
+            raise CLIError(f"LABELS {ref.path}: must be 3-D (D, H, W) or 4-D (classes, D, H, W);"
+                           f" got shape {ref.shape}")
+        if ref.dtype.kind not in "iub":
+            raise CLIError(f"LABELS {ref.path}: instance labels must be integers; "
+                           f"got dtype {ref.dtype}")
+    spatial = refs[0].shape[-3:]
+    for ref in refs[1:]:
+        if ref.shape[-3:] != spatial:
+            raise CLIError(f"LABELS {ref.path}: shape {ref.shape} does not match "
+                           f"{refs[0].path} ({refs[0].shape}): volumes differ in size")
+    channels = [1 if len(r.shape) == 3 else r.shape[0] for r in refs]
+    n = sum(channels)
+    names = _class_names(args.classes, refs, n, "LABELS")
+    config, resolution = _flows_config(args, names, refs)
+    mask_ref = None
+    if args.spatial_mask:
+        mask_ref = open_array(args.spatial_mask)
+        if mask_ref.shape != spatial:
+            raise CLIError(f"--spatial-mask {mask_ref.path}: shape {mask_ref.shape} does not "
+                           f"match the labels ({spatial})")
+        if mask_ref.dtype.kind not in "biuf":
+            raise CLIError(f"--spatial-mask {mask_ref.path}: must be a float or bool mask; "
+                           f"got dtype {mask_ref.dtype}")
+    kind = check_output(args.out, args.overwrite)
+    if kind == "tiff":
+        raise CLIError(f"{args.out}: flow targets are two arrays (flows, class_fg); write "
+                       ".zarr, .npz, .h5 or a directory (no suffix) of .npy files")
+
+    voxels = int(np.prod(spatial, dtype=np.int64))
+    dtype = np.result_type(*[r.dtype for r in refs])
+    in_memory = kind in ("npz", "tiff")
+    base = n * voxels * dtype.itemsize + (mask_ref.nbytes if mask_ref else 0)
+    base += (16 * n * voxels) if in_memory else 16 * voxels
+    job = f"computing flows of {n} class{'es' if n > 1 else ''} on a {spatial} volume"
+    _check_memory(base + 24 * voxels, job, args)
+
+    t0 = time.perf_counter()
+    if len(refs) == 1:  # no stacking copy
+        ids = refs[0].read()
+        ids = ids[None] if ids.ndim == 3 else ids
+    else:
+        ids = np.empty((n,) + spatial, dtype)
+        c = 0
+        for ref, k in zip(refs, channels):
+            ids[c:c + k] = ref.read() if k > 1 else ref.read()[None]
+            c += k
+    mask = mask_ref.read() if mask_ref else None
+    log.info("read %s in %.2f s", ", ".join(args.labels), time.perf_counter() - t0)
+    fg_counts = [int(np.count_nonzero(ids[i])) for i in range(n)]
+    per_class = [24 * voxels + (60 * f if config[nm].get("flow_type") == "diffusion" else 0)
+                 + (24 * voxels if config[nm].get("boundary_only") else 0)
+                 for nm, f in zip(names, fg_counts)]
+    _check_memory(base + max(per_class), job, args)
+
+    attrs = _common_attrs("flows", resolution)
+    attrs.update(class_names=names, flow_channel_order=["dz", "dy", "dx"],
+                 class_config=config, inputs=[str(p) for p in args.labels])
+    channel_names = [f"{nm}/{d}" for nm in names for d in ("dz", "dy", "dx")]
+    t0 = time.perf_counter()
+    with open_output(args.out, args.overwrite) as out:
+        out.attrs.update(attrs)
+        flows = out.create("flows", (3 * n,) + spatial, np.float32,
+                           chunks=(3,) + tuple(min(64, s) for s in spatial),
+                           dims=("c", "z", "y", "x"),
+                           attrs={"class_names": names, "channel_names": channel_names,
+                                  "flow_channel_order": ["dz", "dy", "dx"],
+                                  **{k: attrs[k] for k in ("axes", "voxel_size_nm") if k in attrs}})
+        fg = out.create("class_fg", (n,) + spatial, np.float32, dims=("c", "z", "y", "x"),
+                        attrs={"class_names": names,
+                               **{k: attrs[k] for k in ("voxel_size_nm",) if k in attrs}})
+        bar = con.progress(range(n), "flows")
+        for i in bar:
+            name = names[i]
+            bar.set_postfix_str(name)
+            t1 = time.perf_counter()
+            f, g = _library(f"flows for class {name!r}", compute_flow_targets,
+                            ids[i:i + 1], [name], {name: config[name]},
+                            diffusion_iters=args.n_iter or 200, spatial_mask=mask)
+            flows[3 * i:3 * i + 3] = f
+            fg[i:i + 1] = g
+            log.info("class %s (%s): %d foreground voxels, %.2f s", name,
+                     config[name].get("flow_type", "direct"), fg_counts[i],
+                     time.perf_counter() - t1)
+    con.say(f"wrote {args.out}: flows {(3 * n,) + spatial} float32 (channels "
+            f"{', '.join(channel_names)}), class_fg {(n,) + spatial} float32; "
+            f"{time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# topo-numba segment
+# --------------------------------------------------------------------------
+
+def cmd_segment(args, con: _Console) -> int:
+    from .config import get_postprocess_config
+    from .segment import run_instance_segmentation
+
+    probs_ref, flows_ref = open_array(args.probs), open_array(args.flows)
+    if len(probs_ref.shape) not in (3, 4):
+        raise CLIError(f"PROBS {probs_ref.path}: must be 3-D (D, H, W) or 4-D "
+                       f"(classes, D, H, W); got shape {probs_ref.shape}")
+    if probs_ref.dtype.kind not in "biuf":
+        raise CLIError(f"PROBS {probs_ref.path}: must hold probabilities; got dtype "
+                       f"{probs_ref.dtype}")
+    n = 1 if len(probs_ref.shape) == 3 else probs_ref.shape[0]
+    spatial = probs_ref.shape[-3:]
+    if flows_ref.shape != (3 * n,) + spatial:
+        raise CLIError(f"FLOWS {flows_ref.path}: must have shape (3 x {n} classes, D, H, W) = "
+                       f"{(3 * n,) + spatial} to match PROBS; got {flows_ref.shape}")
+    if flows_ref.dtype.kind not in "iuf":
+        raise CLIError(f"FLOWS {flows_ref.path}: must hold float flows; got dtype "
+                       f"{flows_ref.dtype}")
+    names = _class_names(args.classes, [flows_ref, probs_ref], n, "PROBS")
+    resolution = args.resolution
+    if args.postprocess_config:
+        config = _load_json(args.postprocess_config, "--postprocess-config")
+        _check_known(names, config, args.postprocess_config)
+    else:
+        if resolution is None:
+            resolution = _voxel_size(flows_ref.attrs) or _voxel_size(probs_ref.attrs)
+        if resolution is None:
+            raise CLIError("give --resolution NM (the voxel size, which selects the "
+                           "post-processing table) or --postprocess-config FILE")
+        config = get_postprocess_config(resolution)
+        _check_known(names, config, f"the post-processing table at {resolution:g} nm",
+                     "; use --postprocess-config for other classes")
+    kind = check_output(args.out, args.overwrite)
+
+    voxels = int(np.prod(spatial, dtype=np.int64))
+    base = probs_ref.nbytes + flows_ref.nbytes
+    base += 4 * voxels * (n if kind in ("npz", "tiff") else 1)
+    job = f"segmenting {n} class{'es' if n > 1 else ''} on a {spatial} volume"
+    _check_memory(base + 16 * voxels, job, args)
+    t0 = time.perf_counter()
+    probs = probs_ref.read()
+    probs = probs[None] if probs.ndim == 3 else probs
+    flows = flows_ref.read()
+    log.info("read %s and %s in %.2f s", args.probs, args.flows, time.perf_counter() - t0)
+    fg_max = max(int(np.count_nonzero(probs[i] > 0.5)) for i in range(n))
+    _check_memory(base + 16 * voxels + 120 * fg_max, job, args)
+
+    attrs = _common_attrs("segment", resolution)
+    attrs.update(class_names=names, inputs=[args.probs, args.flows],
+                 postprocess_config={nm: config[nm] for nm in names},
+                 flow_error_threshold=args.flow_error_threshold)
+    counts = {}
+    t0 = time.perf_counter()
+    with open_output(args.out, args.overwrite) as out:
+        out.attrs.update(attrs)
+        if kind == "tiff":  # one array: (classes, D, H, W), or (D, H, W) for one class
+            shape = spatial if n == 1 else (n,) + spatial
+            stack = out.create("labels", shape, np.int32,
+                               attrs={"axes": "ZYX" if n == 1 else "CZYX"})
+        bar = con.progress(range(n), "segment")
+        for i in bar:
+            name = names[i]
+            bar.set_postfix_str(name)
+            labels = _library(f"segment class {name!r}", run_instance_segmentation,
+                              probs[i:i + 1], flows[3 * i:3 * i + 3], [name],
+                              {name: config[name]}, args.flow_error_threshold,
+                              resolution_nm=resolution)[name]
+            counts[name] = int(labels.max())
+            if kind == "tiff":
+                stack[(i,) if n > 1 else ()] = labels
+            else:
+                arr = out.create(name, spatial, np.int32, dims=("z", "y", "x"),
+                                 attrs={"class_name": name, **{k: attrs[k] for k in (
+                                     "axes", "voxel_size_nm") if k in attrs}})
+                arr[...] = labels
+            log.info("class %s: %d instances", name, counts[name])
+    summary = ", ".join(f"{nm}: {k} instance{'s' if k != 1 else ''}" for nm, k in counts.items())
+    con.say(f"wrote {args.out}: instance labels (int32) of {summary}; "
+            f"{time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# topo-numba view
+# --------------------------------------------------------------------------
+
+def _panels_of(ref, axis: str, index, as_kind: str | None):
+    """[(title, rgb)] for the slice of one array (one panel per class / channel)."""
+    from . import viz
+
+    shape = ref.shape
+    if len(shape) not in (3, 4):
+        raise CLIError(f"{ref.path}: can show 3-D (D, H, W) or 4-D (C, D, H, W) arrays; "
+                       f"got shape {shape}")
+    a = len(shape) - 3 + viz.AXES[axis]
+    pos = shape[a] // 2 if index is None else index
+    if not 0 <= pos < shape[a]:
+        raise CLIError(f"--index {pos} is outside 0..{shape[a] - 1} along {axis} of {ref.path}")
+    region = tuple(pos if d == a else slice(None) for d in range(len(shape)))
+    data = ref.read(region)
+    data = data[None] if data.ndim == 2 else data
+    kind = as_kind
+    if kind is None:
+        if ref.dtype.kind in "iub":
+            kind = "labels"
+        elif "flow_channel_order" in ref.attrs or (
+                len(shape) == 4 and shape[0] % 3 == 0 and bool((data < 0).any())):
+            kind = "flows"
+        else:
+            kind = "gray"
+    if kind == "flows" and data.shape[0] % 3:
+        raise CLIError(f"{ref.path}: flows need 3 channels (dz, dy, dx) per class; "
+                       f"got {data.shape[0]} channels")
+    where = f"{axis}={pos}"
+    stem = ref.path if len(ref.path) <= 32 else "..." + ref.path[-29:]
+    names = ref.attrs.get("class_names")
+    groups = data.shape[0] // 3 if kind == "flows" else data.shape[0]
+    if not (isinstance(names, list) and len(names) == groups):
+        names = [str(i) for i in range(groups)] if groups > 1 else [""]
+    panels = []
+    for i, name in enumerate(names):
+        title = f"{stem} {name} ({where})".replace("  ", " ")
+        if kind == "flows":
+            panels.append((title, viz.flow_to_rgb(data[3 * i:3 * i + 3], axis)))
+        elif kind == "labels":
+            panels.append((title, viz.labels_to_rgb(data[i])))
+        else:
+            panels.append((title, viz.gray_to_rgb(data[i])))
+    return panels, kind
+
+
+def cmd_view(args, con: _Console) -> int:
+    from . import viz
+
+    _check_png(args.out, args.overwrite)
+    rows, kinds = [], set()
+    for path in args.inputs:
+        panels, kind = _panels_of(open_array(path), args.axis, args.index, args.as_kind)
+        rows.append(panels)
+        kinds.add(kind)
+    has_flows = "flows" in kinds
+    plane = {"z": "+x right, +y down", "y": "+x right, +z down", "x": "+y right, +z down"}
+    caption = (f"flow colour = direction in the slice plane ({plane[args.axis]}),\n"
+               "brightness = length in the plane (dark: pointing across it)"
+               if "flows" in kinds else None)
+    page = viz.figure(rows, caption=caption, scale=args.scale,
+                      legend=viz.colour_wheel(40) if has_flows else None)
+    write_png(args.out, page, overwrite=args.overwrite)
+    con.say(f"wrote {args.out} ({page.shape[1]} x {page.shape[0]} pixels)")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# topo-numba bench
+# --------------------------------------------------------------------------
+
+def cmd_bench(args, con: _Console) -> int:
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    scripts = [root / "bench_flows.py", root / "bench_postprocess.py"]
+    if args.only:
+        scripts = [root / f"bench_{args.only}.py"]
+    missing = [s.name for s in scripts if not s.exists()]
+    if missing:
+        raise CLIError(f"the benchmark scripts ({', '.join(missing)}) are not installed with "
+                       f"the package (looked in {root}); run topo-numba bench from a source "
+                       "checkout installed with pip install -e .")
+    status = 0
+    for script in scripts:
+        cmd = [sys.executable, str(script)] + (["--quick"] if args.quick else [])
+        con.say(f"$ python benchmarks/{script.name}{' --quick' if args.quick else ''}")
+        rc = subprocess.call(cmd, cwd=root.parent)
+        if rc:
+            status = 1
+            print(f"topo-numba: error: {script.name} failed with exit status {rc}",
+                  file=sys.stderr)
+        con.say()
+    return status
+
+
+# --------------------------------------------------------------------------
+# topo-numba demo
+# --------------------------------------------------------------------------
+
+def cmd_demo(args, con: _Console) -> int:
+    from ._cli_demo import run_demo
+
+    return run_demo(args, con)
+
+
+# --------------------------------------------------------------------------
+# parser and entry point
+# --------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what is done (-v), with debugging details and tracebacks (-vv)")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="print nothing but errors; no progress bar")
+    writes = argparse.ArgumentParser(add_help=False)
+    writes.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output (default: refuse)")
+    memory = argparse.ArgumentParser(add_help=False)
+    memory.add_argument("--memory-limit", type=parse_bytes, default=None, metavar="SIZE",
+                        help="refuse jobs estimated to need more (e.g. 16G; "
+                             "default: the memory available now)")
+
+    parser = argparse.ArgumentParser(
+        prog="topo-numba",
+        description="Flow fields for 3D instance segmentation: labels -> flow targets, "
+                    "predicted flows -> instance labels (compiled with Numba).",
+        epilog="Arrays: file.tif, file.npy, file.npz/KEY, dir.zarr/PATH, dir.n5/PATH, "
+               "file.h5/PATH; axes (z, y, x), channels first. Run 'topo-numba demo' to see it "
+               "work on synthetic data.")
+    parser.add_argument("--version", action="version", version=f"topo-numba {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", parents=[common, writes],
+                       help="synthetic round trip: labels -> flows -> labels, figure",
+                       description="Build a crowded synthetic crop (curved tubes: class mito, "
+                                   "diffusion flows; small balls: class ves, direct flows), "
+                                   "compute flow targets, recover the instances, print "
+                                   "accuracy and timings, write a PNG figure and the arrays.")
+    p.add_argument("--out", default="topo-numba-demo", metavar="DIR",
+                   help="output directory (default: ./topo-numba-demo; a previous demo "
+                        "output there is replaced)")
+    p.add_argument("--size", type=int, default=96, metavar="N",
+                   help="edge of the synthetic crop in voxels (16..256, default 96)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--gpu", action="store_true",
+                   help="run on the GPU (CuPy arrays; needs the gpu extra and a CUDA device)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("flows", parents=[common, writes, memory],
+                       help="instance labels -> flow targets and class foreground",
+                       description="Compute flow targets (N*3, D, H, W) and class foreground "
+                                   "(N, D, H, W) from instance labels, one class per label "
+                                   "volume or channel.")
+    p.add_argument("labels", nargs="+", metavar="LABELS",
+                   help="instance labels: 3-D (one class) or 4-D (classes first); several "
+                        "3-D volumes are stacked in order")
+    p.add_argument("out", metavar="OUT", help="output: .zarr, .npz, .h5 or a directory of .npy")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resolution", type=_positive_float, metavar="NM",
+                   help="voxel size in nm: selects the class table (8/16/32/64 nm, nearest)")
+    g.add_argument("--class-config", metavar="FILE",
+                   help='JSON {"class": {"flow_type": "direct"|"diffusion", '
+                        '"diffusion_iters": N, "boundary_only": bool, "boundary_width": W}}')
+    p.add_argument("--classes", nargs="+", metavar="NAME",
+                   help="class name of each label channel (default: the class_names "
+                        "stored with the labels)")
+    p.add_argument("--spatial-mask", metavar="FILE",
+                   help="(D, H, W) mask, 1 where annotated (crop-aware flows)")
+    p.add_argument("--n-iter", type=_positive_int, metavar="N",
+                   help="diffusion iterations of every diffusion class (default: the table)")
+    p.set_defaults(func=cmd_flows)
+
+    p = sub.add_parser("segment", parents=[common, writes, memory],
+                       help="class probabilities + flows -> instance labels per class",
+                       description="Recover instance labels of every class from semantic "
+                                   "probabilities (N, D, H, W) and flows (N*3, D, H, W).")
+    p.add_argument("probs", metavar="PROBS", help="class probabilities, 3-D or (N, D, H, W)")
+    p.add_argument("flows", metavar="FLOWS", help="flows (N*3, D, H, W), channels (dz, dy, dx)")
+    p.add_argument("out", metavar="OUT",
+                   help="output: .zarr/.npz/.h5/directory (one int32 array per class) or .tif "
+                        "(one (N, D, H, W) int32 stack)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resolution", type=_positive_float, metavar="NM",
+                   help="voxel size in nm: selects the post-processing table")
+    g.add_argument("--postprocess-config", metavar="FILE",
+                   help='JSON {"class": {"group": 1|2|3, "n_steps": N, "step_size": S, '
+                        '"convergence_radius": R, "min_size": M}}')
+    p.add_argument("--classes", nargs="+", metavar="NAME",
+                   help="class name of each channel (default: the class_names stored with "
+                        "FLOWS or PROBS)")
+    p.add_argument("--flow-error-threshold", type=float, default=0.0, metavar="X",
+                   help="drop instances whose flows differ from the prediction by a mean "
+                        "squared error above X (default 0: keep all)")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("view", parents=[common, writes],
+                       help="slices of labels / flows / probabilities as a PNG",
+                       description="Draw one slice of each array: labels in distinct colours, "
+                                   "flows as HSV colour (hue = direction in the plane), other "
+                                   "data in grey. One row per input, one panel per class.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--out", required=True, metavar="PNG", help="picture to write")
+    p.add_argument("--axis", choices=("z", "y", "x"), default="z",
+                   help="axis to slice along (default z)")
+    p.add_argument("--index", type=int, default=None, help="slice index (default: the middle)")
+    p.add_argument("--as", dest="as_kind", choices=("labels", "flows", "gray"),
+                   help="how to draw the inputs (default: from dtype and metadata)")
+    p.add_argument("--scale", type=_positive_int, default=3, help="enlargement (default 3)")
+    p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser("bench", parents=[common],
+                       help="run the benchmark suite (source checkout) and print its tables")
+    p.add_argument("--quick", action="store_true", help="small smoke-run sizes")
+    p.add_argument("--only", choices=("flows", "postprocess"), help="run one benchmark")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("topo_numba").setLevel(level)
+    if verbose < 2:  # third-party chatter only with -vv
+        for name in ("numba", "zarr", "asyncio", "PIL", "tifffile", "h5py", "numcodecs"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _fail(message: str) -> None:
+    line = " ".join(str(message).split())
+    print(f"topo-numba: error: {line}", file=sys.stderr)
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``topo-numba`` and ``python -m topo_numba``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    _setup_logging(args.verbose)
+    con = _Console(args.quiet)
+    if threading.current_thread() is threading.main_thread():
+        # a terminated run unwinds like Ctrl-C, so that partial outputs are removed
+        signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return args.func(args, con)
+    except (CLIError, VolumeIOError) as exc:
+        log.debug("details", exc_info=True)
+        _fail(str(exc))
+    except MemoryError:
+        log.debug("details", exc_info=True)
+        _fail("out of memory; tiled / out-of-core processing is not available in this version "
+              "of topo-numba: process a smaller crop")
+    except KeyboardInterrupt:
+        _fail("interrupted (no partial output is left behind)")
+        return 130
+    except OSError as exc:
+        log.debug("details", exc_info=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}")
+    except Exception as exc:  # a bug: still one line, traceback with -vv
+        log.debug("details", exc_info=True)
+        _fail(f"internal error: {type(exc).__name__}: {exc} (run with -vv for the traceback)")
+    return 1
