@@ -12,8 +12,10 @@ CuPy) then. Kernels are Numba CUDA kernels; the array plumbing around them
   Numba does for foreign ``__cuda_array_interface__`` objects). Kernels run on
   CuPy's current stream, so CuPy and Numba work stays ordered.
 * under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, used by the test
-  suite on machines without a GPU) ``xp`` is NumPy: simulated device arrays
-  are NumPy arrays underneath, and the simulated kernels take NumPy arrays.
+  suite on machines without a GPU) ``xp`` is NumPy (and ``ndimage`` is
+  ``scipy.ndimage`` instead of ``cupyx.scipy.ndimage``): simulated device
+  arrays are NumPy arrays underneath, and the simulated kernels take NumPy
+  arrays.
   This is the only place where the two differ; the orchestration in the
   ``_*_cuda`` modules is the same code on both.
 
@@ -78,12 +80,23 @@ class Backend:
         CuPy on a GPU, NumPy under the CUDA simulator.
     simulated : bool
         True under Numba's CUDA simulator.
+    ndimage : module
+        The ``scipy.ndimage`` of ``xp``: ``cupyx.scipy.ndimage`` on a GPU,
+        ``scipy.ndimage`` under the simulator (imported on first use).
     """
 
     def __init__(self, cuda, xp, simulated: bool):
         self.cuda = cuda
         self.xp = xp
         self.simulated = simulated
+
+    @functools.cached_property
+    def ndimage(self):
+        if self.simulated:
+            import scipy.ndimage as ndimage
+        else:
+            import cupyx.scipy.ndimage as ndimage
+        return ndimage
 
     # ------------------------------------------------------------ conversions
     def asarray(self, obj, name: str):

@@ -471,3 +471,29 @@ def device_positions(b, value, name: str, n: int):
     is_f32 = arr.dtype.kind == "f" and arr.dtype.itemsize == 4
     arr = _device_native(b, arr)
     return b.xp.ascontiguousarray(arr.astype(np.float32 if is_f32 else np.float64, copy=False))
+
+
+def device_class_probabilities(b, value, name: str, n_classes: int):
+    """`as_class_probabilities` for a device array: (N, D, H, W), no NaN, on the device."""
+    arr = b.asarray(value, name)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real (float) array; got {_describe(arr)}")
+    if arr.ndim != 4 or arr.shape[0] != n_classes:
+        raise ValueError(f"{name} must have shape (N, D, H, W) with N = {n_classes} classes; "
+                         f"got {_describe(arr)}")
+    if arr.dtype.kind == "f" and arr.size and np.isnan(b.scalar(arr.min())):  # SYNC
+        raise ValueError(f"{name} must not hold NaN; got an array of {_describe(arr)}")
+    return arr
+
+
+def device_class_flows(b, value, name: str, n_classes: int, shape: tuple[int, ...]):
+    """`as_class_flows` for a device array: finite float32 / float64 (N*3, D, H, W)."""
+    arr = b.asarray(value, name)
+    dtype = _real_dtype(arr, name)
+    expected = (3 * n_classes,) + tuple(shape)
+    if tuple(arr.shape) != expected:
+        raise ValueError(f"{name} must have shape (N*3, D, H, W) = {expected}; "
+                         f"got {_describe(arr)}")
+    _device_check_finite(b, arr, name)
+    arr = _device_native(b, arr)
+    return b.xp.ascontiguousarray(arr.astype(dtype, copy=False))

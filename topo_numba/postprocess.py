@@ -3,8 +3,8 @@
 Same names, arguments, shapes and dtypes as ``topo.postprocess`` of the
 original ``topo`` package; the work is done by compiled kernels in the
 private ``_track_cpu``, ``_cluster_cpu`` and ``_relabel_cpu`` modules, or,
-for device arrays, by the GPU path (``_postprocess_gpu`` and the ``_*_cuda``
-kernels; `split_disconnected` is CPU only). Every input is validated
+for device arrays, by the GPU path (``_postprocess_gpu``, ``_segment_gpu``
+and the ``_*_cuda`` kernels). Every input is validated
 (``_validate``) before any kernel runs; inputs are never modified.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as V
-from ._dispatch import backend_of, require_host
+from ._dispatch import backend_of
 
 __all__ = [
     "track_flows",
@@ -329,6 +329,11 @@ def split_disconnected(instances, min_fragment_ratio: float = 0.1):
     tree chooses, so ties may resolve differently from the original. The
     original returns the input dtype; this returns int32.
 
+    Device arrays (GPU): components by a union-find over voxels; each
+    instance with fragments gets one exact feature transform over its
+    bounding box. Same labels as the CPU except where a fragment voxel has
+    several equally near large voxels of different parts (ties).
+
     Examples
     --------
     >>> import numpy as np
@@ -344,7 +349,10 @@ def split_disconnected(instances, min_fragment_ratio: float = 0.1):
     from ._labels_cpu import compact_labels
     from ._relabel_cpu import split_components
 
-    require_host("split_disconnected", instances=instances)
+    if backend_of("split_disconnected", instances=instances) == "gpu":
+        from . import _segment_gpu
+
+        return _segment_gpu.split_disconnected(instances, min_fragment_ratio)
     labels = V.as_labels(instances, "instances", 3)
     ratio = V.check_real(min_fragment_ratio, "min_fragment_ratio")
     if ratio < 0:

@@ -7,8 +7,10 @@ original ``topo`` package (``postprocess_single``, ``run_instance_segmentation``
 `merge_agreeing_clusters`. Tracking, clustering and splitting are those of
 `topo_numba.postprocess`; the merge and the flow check run in the compiled
 kernels of ``_merge_cpu``. Every step costs O(voxels) (or O(boundary voxels)):
-nothing loops over instances on the full volume. Every input is validated
-before any kernel runs; inputs are never modified.
+nothing loops over instances on the full volume. Device arrays go to the GPU
+path (``_segment_gpu``, ``_merge_cuda``), chosen by the arrays' type as
+everywhere in the package. Every input is validated before any kernel runs;
+inputs are never modified.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from . import _validate as V
-from ._dispatch import require_host
+from ._dispatch import backend_of
 from .postprocess import INTERPOLATIONS
 
 __all__ = [
@@ -179,7 +181,8 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
     Raises
     ------
     TypeError
-        On non-numeric arrays, non-integer counts or a GPU array.
+        On non-numeric arrays, non-integer counts, or host and device
+        (GPU) arrays mixed.
     ValueError
         On a non-3-D mask, a flow of another shape or with NaN / inf,
         ``n_steps < 1``, a radius or step size <= 0, ``min_size < 0``, or a
@@ -202,17 +205,23 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
     >>> bool((labels == truth).all())
     True
     """
-    require_host("postprocess_single", sem_mask=sem_mask, flow=flow)
+    def checks(shape):
+        n = V.check_int(n_steps, "n_steps", minimum=1)
+        step = V.check_real(step_size, "step_size", positive=True)
+        radius = V.check_real(convergence_radius, "convergence_radius", positive=True)
+        size = V.check_int(min_size, "min_size", minimum=0)
+        grp = _check_group(group)
+        V.check_choice(interpolation, "interpolation", INTERPOLATIONS)
+        _check_radius_fits(radius, shape, "convergence_radius")
+        return n, step, radius, size, grp, interpolation
+
+    if backend_of("postprocess_single", sem_mask=sem_mask, flow=flow) == "gpu":
+        from . import _segment_gpu
+
+        return _segment_gpu.postprocess_single(sem_mask, flow, checks)
     fg = V.as_foreground(sem_mask, "sem_mask")
     flow = V.as_flow(flow, "flow", fg.shape)
-    n_steps = V.check_int(n_steps, "n_steps", minimum=1)
-    step_size = V.check_real(step_size, "step_size", positive=True)
-    radius = V.check_real(convergence_radius, "convergence_radius", positive=True)
-    min_size = V.check_int(min_size, "min_size", minimum=0)
-    group = _check_group(group)
-    V.check_choice(interpolation, "interpolation", INTERPOLATIONS)
-    _check_radius_fits(radius, fg.shape, "convergence_radius")
-    return _postprocess(fg, flow, n_steps, step_size, radius, min_size, group, interpolation)
+    return _postprocess(fg, flow, *checks(fg.shape))
 
 
 def merge_agreeing_clusters(instances, flow, dot_threshold: float = 0.0) -> np.ndarray:
@@ -272,7 +281,10 @@ def merge_agreeing_clusters(instances, flow, dot_threshold: float = 0.0) -> np.n
     >>> merge_agreeing_clusters(labels, flow)[0, 0]
     array([1, 1, 1, 2, 2, 2], dtype=int32)
     """
-    require_host("merge_agreeing_clusters", instances=instances, flow=flow)
+    if backend_of("merge_agreeing_clusters", instances=instances, flow=flow) == "gpu":
+        from . import _segment_gpu
+
+        return _segment_gpu.merge_agreeing_clusters(instances, flow, dot_threshold)
     labels = V.as_labels(instances, "instances", 3)
     flow = V.as_flow(flow, "flow", labels.shape)
     dot_threshold = V.check_real(dot_threshold, "dot_threshold")
@@ -343,12 +355,18 @@ def remove_bad_flow_masks(instances, pred_flow, threshold: float = 0.4,
     from ._relabel_cpu import apply_table, keep_table
     from .flow import generate_diffusion_flows, generate_direct_flows
 
-    require_host("remove_bad_flow_masks", instances=instances, pred_flow=pred_flow)
+    def checks():
+        return (V.check_real(threshold, "threshold"),
+                V.check_choice(flow_type, "flow_type", FLOW_TYPES),
+                V.check_int(diffusion_iters, "diffusion_iters", minimum=1))
+
+    if backend_of("remove_bad_flow_masks", instances=instances, pred_flow=pred_flow) == "gpu":
+        from . import _segment_gpu
+
+        return _segment_gpu.remove_bad_flow_masks(instances, pred_flow, checks)
     labels = V.as_labels(instances, "instances", 3)
     pred = V.as_flow(pred_flow, "pred_flow", labels.shape)
-    threshold = V.check_real(threshold, "threshold")
-    V.check_choice(flow_type, "flow_type", FLOW_TYPES)
-    diffusion_iters = V.check_int(diffusion_iters, "diffusion_iters", minimum=1)
+    threshold, flow_type, diffusion_iters = checks()
 
     compact, ids = compact_labels(labels)
     n = ids.size
@@ -487,25 +505,36 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
     """
     from .config import EVALUATED_INSTANCE_CLASSES, get_postprocess_config
 
-    require_host("run_instance_segmentation", semantic_pred=semantic_pred, flow_pred=flow_pred)
+    on_gpu = backend_of("run_instance_segmentation", semantic_pred=semantic_pred,
+                        flow_pred=flow_pred) == "gpu"
     if class_names is None:
         class_names = EVALUATED_INSTANCE_CLASSES
     if (isinstance(class_names, str) or not isinstance(class_names, Sequence)
             or not all(isinstance(n, str) for n in class_names)):
         raise TypeError(f"class_names must be a list of str; got {class_names!r}")
     n = len(class_names)
+
+    def settings_of(shape):
+        threshold = V.check_real(flow_error_threshold, "flow_error_threshold")
+        config = class_config
+        if config is None:
+            if resolution_nm is None:
+                raise ValueError("run_instance_segmentation needs class_config or resolution_nm "
+                                 "(the voxel size in nm, to pick get_postprocess_config's table)")
+            config = get_postprocess_config(resolution_nm)
+        if not isinstance(config, Mapping):
+            raise TypeError(f"class_config must be a dict; got {type(config).__name__}")
+        return threshold, _class_settings(class_names, config, resolution_nm, threshold > 0,
+                                          shape)
+
+    if on_gpu:
+        from . import _segment_gpu
+
+        return _segment_gpu.run_instance_segmentation(semantic_pred, flow_pred, class_names,
+                                                      settings_of)
     sem = V.as_class_probabilities(semantic_pred, "semantic_pred", n)
     flows = V.as_class_flows(flow_pred, "flow_pred", n, sem.shape[1:])
-    threshold = V.check_real(flow_error_threshold, "flow_error_threshold")
-    if class_config is None:
-        if resolution_nm is None:
-            raise ValueError("run_instance_segmentation needs class_config or resolution_nm "
-                             "(the voxel size in nm, to pick get_postprocess_config's table)")
-        class_config = get_postprocess_config(resolution_nm)
-    if not isinstance(class_config, Mapping):
-        raise TypeError(f"class_config must be a dict; got {type(class_config).__name__}")
-    settings = _class_settings(class_names, class_config, resolution_nm, threshold > 0,
-                               sem.shape[1:])
+    threshold, settings = settings_of(sem.shape[1:])
 
     results = {}
     for name, s in settings.items():

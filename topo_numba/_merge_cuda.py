@@ -1,0 +1,225 @@
+"""GPU kernels for `topo_numba.segment` and `split_disconnected`, the twins of
+``_merge_cpu`` and ``_relabel_cpu``: the face pairs of touching labels (group-2
+merge) and the 6-connected components of equal labels (splitting).
+
+* Touching pairs: one thread per (z, y) row writes the (label pair, flow dot
+  product) of every face between two different non-zero labels, in the CPU
+  kernel's order (row by row, +z, +y, +x per voxel); the keys are sorted
+  stably and each pair's dots summed in that order by one thread, so the
+  float64 sums are those of the CPU (``np.bincount``) bit for bit.
+* Components: union-find over voxels (hooking with atomic min, pointer
+  jumping), one flag per round read on the host. Roots only move to smaller
+  flat indices, so each component's root is its first voxel in C order.
+
+Private: the callers in ``_segment_gpu`` pass compact int32 labels and
+validated C-contiguous flows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda, float64, int64
+
+from ._gpu import Backend
+
+# ----------------------------------------------------------------- touching pairs
+
+
+@cuda.jit(device=True, inline=True)
+def _dot(flow, z0, y0, x0, z1, y1, x1):
+    return (float64(flow[0, z0, y0, x0]) * float64(flow[0, z1, y1, x1])
+            + float64(flow[1, z0, y0, x0]) * float64(flow[1, z1, y1, x1])
+            + float64(flow[2, z0, y0, x0]) * float64(flow[2, z1, y1, x1]))
+
+
+@cuda.jit
+def _count_pairs(lab, counts):
+    """counts[r] = face pairs (a, b), a != b, both non-zero, at the lower voxels of row r."""
+    r = cuda.grid(1)
+    D, H, W = lab.shape
+    if r >= D * H:
+        return
+    z = r // H
+    y = r - z * H
+    n = 0
+    for x in range(W):
+        a = lab[z, y, x]
+        if a == 0:
+            continue
+        if z + 1 < D:
+            b = lab[z + 1, y, x]
+            if b != 0 and b != a:
+                n += 1
+        if y + 1 < H:
+            b = lab[z, y + 1, x]
+            if b != 0 and b != a:
+                n += 1
+        if x + 1 < W:
+            b = lab[z, y, x + 1]
+            if b != 0 and b != a:
+                n += 1
+    counts[r] = n
+
+
+@cuda.jit
+def _fill_pairs(lab, flow, offsets, n_keys, keys, dots):
+    """key = min * n_keys + max and the flow dot product of every counted pair."""
+    r = cuda.grid(1)
+    D, H, W = lab.shape
+    if r >= D * H:
+        return
+    z = r // H
+    y = r - z * H
+    j = offsets[r]
+    for x in range(W):
+        a = lab[z, y, x]
+        if a == 0:
+            continue
+        for axis in range(3):
+            nz = z + (axis == 0)
+            ny = y + (axis == 1)
+            nx = x + (axis == 2)
+            if nz >= D or ny >= H or nx >= W:
+                continue
+            b = lab[nz, ny, nx]
+            if b != 0 and b != a:
+                keys[j] = int64(min(a, b)) * n_keys + max(a, b)
+                dots[j] = _dot(flow, z, y, x, nz, ny, nx)
+                j += 1
+
+
+@cuda.jit
+def _segment_sums(values, starts, out):
+    """out[k] = sum of values[starts[k]:starts[k + 1]], summed in order (float64)."""
+    k = cuda.grid(1)
+    if k >= out.shape[0]:
+        return
+    s = 0.0
+    for j in range(starts[k], starts[k + 1]):
+        s += values[j]
+    out[k] = s
+
+
+def touching_pairs(b: Backend, lab, flow, n_labels: int):
+    """`_merge_cpu.touching_pairs` on the device.
+
+    Returns
+    -------
+    first, second : (P,) xp arrays of int64
+        Touching label pairs, ``first < second``, sorted.
+    mean_dot : (P,) xp array of float64
+    """
+    xp = b.xp
+    D, H, W = (int(s) for s in lab.shape)
+    n_rows = D * H
+    empty = xp.zeros(0, np.int64)
+    if n_rows == 0 or W == 0:
+        return empty, empty, xp.zeros(0, np.float64)
+    counts = xp.empty(n_rows, np.int64)
+    klab = b.arg(lab)
+    b.launch(_count_pairs, n_rows, klab, b.arg(counts))
+    offsets = xp.zeros(n_rows + 1, np.int64)
+    xp.cumsum(counts, out=offsets[1:])
+    total = int(b.scalar(offsets[-1]))  # SYNC: number of boundary faces, to size buffers
+    if total == 0:
+        return empty, empty, xp.zeros(0, np.float64)
+    n_keys = n_labels + 1
+    keys = xp.empty(total, np.int64)
+    dots = xp.empty(total, np.float64)
+    b.launch(_fill_pairs, n_rows, klab, b.arg(flow), b.arg(offsets), np.int64(n_keys),
+             b.arg(keys), b.arg(dots))
+    order = xp.argsort(keys, kind="stable")
+    keys, dots = keys[order], dots[order]
+    starts = xp.flatnonzero(keys[1:] != keys[:-1]) + 1  # SYNC (inside xp): number of pairs
+    starts = xp.concatenate((xp.zeros(1, np.int64), starts.astype(np.int64),
+                             xp.full(1, total, np.int64)))
+    n_pairs = int(starts.shape[0]) - 1
+    sums = xp.empty(n_pairs, np.float64)
+    b.launch(_segment_sums, n_pairs, b.arg(dots), b.arg(starts), b.arg(sums))
+    uniq = keys[starts[:-1]]
+    mean_dot = sums / (starts[1:] - starts[:-1])
+    return uniq // n_keys, uniq % n_keys, mean_dot
+
+
+# ----------------------------------------------------------------- components
+
+
+@cuda.jit(device=True, inline=True)
+def _root(parent, s):
+    """Root of `s`, in the parent array's integer type."""
+    r = parent[s]
+    while parent[r] != r:
+        r = parent[r]
+    return r
+
+
+@cuda.jit(device=True, inline=True)
+def _union(parent, s, j, changed):
+    a = _root(parent, s)
+    c = _root(parent, j)
+    if a != c:
+        cuda.atomic.min(parent, max(a, c), min(a, c))
+        changed[0] = 1
+
+
+@cuda.jit
+def _hook(lab, parent, changed):
+    """Union every voxel with its lower (z-1, y-1, x-1) neighbours of the same label."""
+    t = cuda.grid(1)
+    D, H, W = lab.shape
+    if t >= D * H * W:
+        return
+    z = t // (H * W)
+    rem = t - z * (H * W)
+    y = rem // W
+    x = rem - y * W
+    L = lab[z, y, x]
+    if L == 0:
+        return
+    if x > 0 and lab[z, y, x - 1] == L:
+        _union(parent, t, t - 1, changed)
+    if y > 0 and lab[z, y - 1, x] == L:
+        _union(parent, t, t - W, changed)
+    if z > 0 and lab[z - 1, y, x] == L:
+        _union(parent, t, t - H * W, changed)
+
+
+@cuda.jit
+def _compress(parent):
+    t = cuda.grid(1)
+    if t < parent.shape[0]:
+        parent[t] = _root(parent, t)
+
+
+def components(b: Backend, lab):
+    """6-connected components of equal non-zero labels.
+
+    Parameters
+    ----------
+    lab : (D, H, W) xp array of int32, C-contiguous
+
+    Returns
+    -------
+    comp : (D, H, W) xp array of int32 (int64 for volumes of 2**31 voxels or more)
+        1..n_comp, numbered in C order of each component's first voxel; 0 on background.
+    roots : (n_comp,) xp array of int64
+        Flat index of each component's first voxel (increasing).
+    """
+    xp = b.xp
+    n = int(lab.size)
+    itype = np.int32 if n < 2 ** 31 - 1 else np.int64
+    parent = xp.arange(n, dtype=itype)
+    changed = xp.zeros(1, np.int32)
+    klab, kparent, kchanged = b.arg(lab), b.arg(parent), b.arg(changed)
+    while n:
+        changed[0] = 0
+        b.launch(_hook, n, klab, kparent, kchanged)
+        b.launch(_compress, n, kparent)
+        if not b.scalar(changed[0]):  # SYNC: one flag per round (a few rounds)
+            break
+    flat = lab.reshape(-1)
+    is_root = (parent == xp.arange(n, dtype=itype)) & (flat != 0)
+    roots = xp.flatnonzero(is_root).astype(np.int64)  # SYNC (inside xp): n_comp
+    comp = xp.searchsorted(roots, parent.astype(np.int64)).astype(itype) + 1
+    comp = xp.where(flat != 0, comp, 0).astype(itype).reshape(lab.shape)
+    return comp, roots

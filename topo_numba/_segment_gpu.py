@@ -1,0 +1,315 @@
+"""GPU path of `split_disconnected` and the `topo_numba.segment` pipeline
+(SPEC section 3): the group pipelines of `postprocess_single`, the group-2
+merge, orphan recovery, the flow check and `run_instance_segmentation`.
+
+`topo_numba.postprocess` and `topo_numba.segment` send device arrays here
+after `_dispatch.backend_of` has classified them: validate on the device
+(`_validate.device_*`, the same rules and messages as on the host), run the
+``_*_cuda`` kernels and ``xp`` / ``ndimage`` plumbing, return arrays of the
+input's kind. The ``_*`` cores below take validated ``xp`` arrays and mirror
+the validated cores of ``segment.py`` step by step.
+
+Host <-> device traffic (each marked ``# SYNC``), besides the scalars of
+validation and of buffer sizing:
+
+* cluster centres and group labels (`cluster_convergence`, K rows);
+* the group-2 merge: the agreeing touching label pairs (at most one per
+  touching pair) down, the merge table (K + 1 int32) up; the union-find runs
+  on the host (``_merge_cpu.merge_table``), as pass 2 of the clustering does;
+* splitting: one flag per round of the connected-components search; when an
+  instance has fragments to absorb, the bounding boxes of those instances
+  (6 integers each);
+* one flag per class (any foreground? any label?) in `run_instance_segmentation`.
+
+Private.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validate as V
+from ._gpu import Backend, backend
+
+# --------------------------------------------------------------------------
+# validated cores (xp arrays)
+# --------------------------------------------------------------------------
+
+
+def _keep_table(b: Backend, counts, min_size: int):
+    """`_relabel_cpu.keep_table` on the device."""
+    xp = b.xp
+    keep = (counts >= min_size) & (counts > 0)
+    keep[0] = False
+    return xp.where(keep, xp.cumsum(keep), 0).astype(np.int32)
+
+
+def _compact(b: Backend, labels):
+    """(compact int32 labels 1..K, K) of validated (D, H, W) unsigned ids."""
+    from ._labels_cuda import DeviceInstances
+
+    inst = DeviceInstances(b, labels[None], b.xp.zeros(1, np.int64))
+    return inst.lab[0], inst.n
+
+
+def _merge_pairs_table(b: Backend, n_labels: int, first, second):
+    """`_merge_cpu.merge_table` of device pairs: union-find on the host."""
+    from ._merge_cpu import merge_table
+
+    # SYNC: the agreeing touching pairs down (one row per label pair, not per voxel)
+    first = b.to_host(first).astype(np.int64)
+    second = b.to_host(second).astype(np.int64)
+    return b.to_device(merge_table(n_labels, first, second))  # SYNC: K + 1 int32 up
+
+
+def _merge(b: Backend, compact, n: int, flow, dot_threshold: float):
+    """`segment._merge` on compact labels."""
+    from ._merge_cuda import touching_pairs
+
+    if n <= 1:
+        return compact
+    first, second, mean_dot = touching_pairs(b, compact, flow, n)
+    agree = mean_dot > dot_threshold
+    table = _merge_pairs_table(b, n, first[agree], second[agree])
+    return table[compact]
+
+
+def _bounding_boxes(b: Backend, inst, n_inst: int):
+    """Inclusive boxes (lo, hi), (n_inst + 1, 3) int64 each, of compact labels."""
+    from ._labels_cuda import _row_stats
+
+    xp = b.xp
+    k1 = n_inst + 1
+    lo = xp.full((k1, 3), np.iinfo(np.int64).max, np.int64)
+    hi = xp.full((k1, 3), -1, np.int64)
+    lab4 = inst[None]
+    D, H, _ = inst.shape
+    b.launch(_row_stats, D * H, b.arg(lab4), b.arg(xp.zeros((1, 1, 1, 1), np.uint8)),
+             b.arg(xp.full(1, -1, np.int64)), b.arg(xp.zeros(k1, np.int64)),
+             b.arg(xp.zeros((k1, 3), np.int64)), b.arg(lo), b.arg(hi),
+             b.arg(xp.zeros(k1, np.uint8)))
+    return lo, hi
+
+
+def _absorb(b: Backend, inst, n_inst: int, comp, out, sites, pending, has_pending):
+    """Each pending voxel takes the id of the nearest site voxel of its own instance.
+
+    One exact Euclidean feature transform (``ndimage.distance_transform_edt``)
+    per instance that has fragments to absorb, on that instance's bounding
+    box (which holds all of its site and pending voxels). `out` is filled in place.
+    """
+    xp = b.xp
+    lo, hi = _bounding_boxes(b, inst, n_inst)
+    which = xp.flatnonzero(has_pending)
+    # SYNC: the ids and bounding boxes of the instances with fragments (7 ints each)
+    which_h = b.to_host(which)
+    lo_h, hi_h = b.to_host(lo[which]), b.to_host(hi[which])
+    site_vox = sites[comp]
+    pend_vox = pending[comp]
+    for i, l, h in zip(which_h, lo_h, hi_h):
+        box = tuple(slice(int(a), int(c) + 1) for a, c in zip(l, h))
+        own = inst[box] == i
+        feature = site_vox[box] & own
+        todo = pend_vox[box] & own
+        idx = b.ndimage.distance_transform_edt(~feature, return_distances=False,
+                                               return_indices=True)
+        sub = out[box]
+        out[box] = xp.where(todo, sub[idx[0], idx[1], idx[2]], sub)
+
+
+def _split(b: Backend, inst, n_inst: int, ratio: float):
+    """`split_disconnected` on compact labels 1..n_inst (see `_relabel_cpu.split_components`)."""
+    from ._merge_cuda import components
+
+    xp = b.xp
+    if n_inst == 0:
+        return inst
+    comp, roots = components(b, inst)
+    n_comp = int(roots.shape[0])
+    if n_comp == n_inst:  # every instance is connected
+        return inst
+    size = xp.bincount(comp.reshape(-1), minlength=n_comp + 1)[1:]
+    parent = inst.reshape(-1)[roots].astype(np.int64)  # instance of each component
+    total = xp.bincount(inst.reshape(-1), minlength=n_inst + 1)
+    n_parts = xp.bincount(parent, minlength=n_inst + 1)
+    threshold = xp.maximum(1, xp.floor(xp.minimum(total * ratio, 2.0 ** 62)).astype(np.int64))
+    large = size >= threshold[parent]
+    n_large = xp.bincount(parent, weights=large.astype(np.float64), minlength=n_inst + 1)
+    split = (n_parts >= 2) & (n_large >= 1)
+
+    order = xp.argsort(parent, kind="stable")  # by instance, then first voxel (roots ascend)
+    p_sorted = parent[order]
+    opens = xp.ones(n_comp, bool)
+    opens[1:] = p_sorted[1:] != p_sorted[:-1]
+    in_split = split[p_sorted]
+    new_flag = xp.where(in_split, large[order], opens)
+    ids_sorted = xp.cumsum(new_flag)
+    n_new = int(b.scalar(ids_sorted[-1]))  # SYNC: one scalar, the int32 range check
+    if n_new >= np.iinfo(np.int32).max:
+        raise ValueError(f"too many instances after splitting ({n_new}) for int32 labels")
+    new_id = xp.zeros(n_comp + 1, np.int32)
+    new_id[order + 1] = ids_sorted
+    pending = xp.zeros(n_comp + 1, bool)
+    pending[order + 1] = in_split & ~large[order]
+    new_id = xp.where(pending, 0, new_id).astype(np.int32)
+    out = new_id[comp]
+    if not b.scalar(pending.any()):  # SYNC: one flag, any fragment to absorb?
+        return out
+    parent_full = xp.concatenate((xp.zeros(1, np.int64), parent))
+    sites = xp.zeros(n_comp + 1, bool)
+    has_pending = xp.bincount(parent_full, weights=pending.astype(np.float64),
+                              minlength=n_inst + 1) > 0
+    sites[1:] = large & has_pending[parent]
+    _absorb(b, inst, n_inst, comp, out, sites, pending, has_pending)
+    return out
+
+
+def _recover_orphans(b: Backend, fg, labels):
+    """`segment._recover_orphans` on the device (exact feature transform, ``ndimage``)."""
+    xp = b.xp
+    unlabelled = labels == 0
+    orphans = fg & unlabelled
+    # SYNC: two flags
+    if not b.scalar(orphans.any()) or b.scalar(unlabelled.all()):
+        return labels
+    idx = b.ndimage.distance_transform_edt(unlabelled, return_distances=False,
+                                           return_indices=True)
+    return xp.where(orphans, labels[idx[0], idx[1], idx[2]], labels)
+
+
+def _postprocess(b: Backend, fg, flow, n_steps, step_size, radius, min_size, group,
+                 interpolation):
+    """`segment._postprocess` on validated device arrays."""
+    from ._cluster_cuda import cluster_labels
+    from ._merge_cuda import touching_pairs
+    from ._track_cuda import track
+
+    xp = b.xp
+    shape = tuple(int(s) for s in fg.shape)
+    coords, ends = track(b, fg, flow, n_steps, step_size, interpolation == "trilinear")
+    if coords.shape[0] == 0:
+        return xp.zeros(shape, np.int32)
+    labels, n = cluster_labels(b, coords, ends, shape, radius)
+    sizes = xp.bincount(labels.reshape(-1), minlength=n + 1)
+    table = _keep_table(b, sizes, min_size)  # 1..K in label order, 0 for small ones
+    if group == 2:
+        first, second, mean_dot = touching_pairs(b, labels, flow, n)
+        first, second = table[first].astype(np.int64), table[second].astype(np.int64)
+        agree = (mean_dot > 0.0) & (first > 0) & (second > 0)
+        n_kept = int(b.scalar(table.max()))  # SYNC: one scalar
+        table = _merge_pairs_table(b, n_kept, first[agree], second[agree])[table]
+    labels = table[labels]
+    if group == 2:
+        n_final = int(b.scalar(table.max()))  # SYNC: one scalar
+        labels = _split(b, labels, n_final, 0.1)
+    elif group == 3:
+        labels = _recover_orphans(b, fg, labels)
+    return labels
+
+
+def _remove_bad(b: Backend, compact, n: int, pred, threshold, flow_type, diffusion_iters):
+    """`segment.remove_bad_flow_masks` on compact labels 1..n and a validated flow."""
+    from ._diffusion_cuda import diffusion_flows
+    from ._direct_cuda import direct_flows
+    from ._flow_gpu import _mask_args
+    from .flow import _check_diffusion_args
+
+    xp = b.xp
+    if n == 0:
+        return compact
+    own = xp.zeros((1, 3) + tuple(compact.shape), np.float32)
+    mask, mask_of = _mask_args(b, None, [0])
+    sel = xp.zeros(1, np.int64)
+    if flow_type == "diffusion":
+        # the defaults of generate_diffusion_flows (adaptive iterations)
+        n_iter, adaptive, factor = _check_diffusion_args(diffusion_iters, True, 6)
+        diffusion_flows(b, compact[None], sel, sel, mask, mask_of, np.array([n_iter]),
+                        adaptive, factor, own)
+    else:
+        direct_flows(b, compact[None], sel, sel, mask, mask_of, own)
+    err = ((own[0].astype(np.float64) - pred.astype(np.float64)) ** 2).sum(axis=0)
+    flat = compact.reshape(-1)
+    sums = xp.bincount(flat, weights=err.reshape(-1), minlength=n + 1)
+    counts = xp.bincount(flat, minlength=n + 1)
+    counts[0] = 1
+    bad = sums / (3.0 * counts) > threshold
+    bad[0] = False
+    counts = xp.where(bad, 0, counts)  # the keep table drops labels without voxels
+    return _keep_table(b, counts, 1)[compact]
+
+
+# --------------------------------------------------------------------------
+# public entry points (arguments already classified as device arrays)
+# --------------------------------------------------------------------------
+
+
+def split_disconnected(instances, min_fragment_ratio):
+    """GPU `topo_numba.postprocess.split_disconnected`."""
+    b = backend()
+    labels = V.device_labels(b, instances, "instances", 3)
+    ratio = V.check_real(min_fragment_ratio, "min_fragment_ratio")
+    if ratio < 0:
+        raise ValueError(f"min_fragment_ratio must be >= 0; got {ratio}")
+    compact, n = _compact(b, labels)
+    return b.wrap(_split(b, compact, n, ratio), instances)
+
+
+def merge_agreeing_clusters(instances, flow, dot_threshold):
+    """GPU `topo_numba.segment.merge_agreeing_clusters`."""
+    b = backend()
+    labels = V.device_labels(b, instances, "instances", 3)
+    flow_x = V.device_flow(b, flow, "flow", tuple(labels.shape))
+    dot_threshold = V.check_real(dot_threshold, "dot_threshold")
+    compact, n = _compact(b, labels)
+    return b.wrap(_merge(b, compact, n, flow_x, dot_threshold), instances)
+
+
+def postprocess_single(sem_mask, flow, checks):
+    """GPU `topo_numba.segment.postprocess_single`; `checks(shape)` validates the
+    scalar arguments (the host function's own checks) and returns them."""
+    b = backend()
+    fg = V.device_foreground(b, sem_mask, "sem_mask")
+    flow_x = V.device_flow(b, flow, "flow", tuple(fg.shape))
+    args = checks(tuple(fg.shape))
+    return b.wrap(_postprocess(b, fg, flow_x, *args), sem_mask)
+
+
+def remove_bad_flow_masks(instances, pred_flow, checks):
+    """GPU `topo_numba.segment.remove_bad_flow_masks`; `checks()` validates the
+    scalar arguments (the host function's own checks) and returns them."""
+    b = backend()
+    labels = V.device_labels(b, instances, "instances", 3)
+    pred = V.device_flow(b, pred_flow, "pred_flow", tuple(labels.shape))
+    threshold, flow_type, diffusion_iters = checks()
+    compact, n = _compact(b, labels)
+    return b.wrap(_remove_bad(b, compact, n, pred, threshold, flow_type, diffusion_iters),
+                  instances)
+
+
+def run_instance_segmentation(semantic_pred, flow_pred, class_names, settings_of):
+    """GPU `topo_numba.segment.run_instance_segmentation`; `settings_of(shape)`
+    validates the configuration (the host function's own checks) and returns
+    (flow_error_threshold, {class: settings})."""
+    b = backend()
+    xp = b.xp
+    n = len(class_names)
+    sem = V.device_class_probabilities(b, semantic_pred, "semantic_pred", n)
+    shape = tuple(int(s) for s in sem.shape[1:])
+    flows = V.device_class_flows(b, flow_pred, "flow_pred", n, shape)
+    threshold, settings = settings_of(shape)
+    results = {}
+    for name, s in settings.items():
+        c = s["index"]
+        fg = xp.ascontiguousarray(sem[c] > 0.5)
+        if not b.scalar(fg.any()):  # SYNC: one flag per class
+            results[name] = b.wrap(xp.zeros(shape, np.int32), semantic_pred)
+            continue
+        flow = flows[3 * c:3 * c + 3]
+        labels = _postprocess(b, fg, flow, s["n_steps"], s["step_size"], s["radius"],
+                              s["min_size"], s["group"], "nearest")
+        if threshold > 0:
+            n_labels = int(b.scalar(labels.max()))  # SYNC: one scalar per class
+            labels = _remove_bad(b, labels, n_labels, flow, threshold, s["flow_type"],
+                                 s["diffusion_iters"])
+        results[name] = b.wrap(labels, semantic_pred)
+    return results
