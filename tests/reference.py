@@ -276,8 +276,12 @@ def _targets_one(ids, class_names, class_config, diffusion_iters, adaptive_iters
         if flow_type == "direct":
             f = ref_direct_flows(labels, spatial_mask)
         elif flow_type == "diffusion":
-            f = ref_diffusion_flows(labels, cfg.get("diffusion_iters", diffusion_iters),
-                                    adaptive_iters, adaptive_factor, spatial_mask)
+            mode = cfg.get("diffusion_mode", "coordinates")
+            if mode not in ("coordinates", "source"):
+                raise ValueError(f"unknown diffusion_mode {mode!r} for class {name!r}")
+            ref = ref_source_flows if mode == "source" else ref_diffusion_flows
+            f = ref(labels, cfg.get("diffusion_iters", diffusion_iters),
+                    adaptive_iters, adaptive_factor, spatial_mask)
         else:
             raise ValueError(f"unknown flow_type {flow_type!r} for class {name!r}")
         flows[3 * c:3 * c + 3] = f
@@ -304,3 +308,197 @@ def ref_flow_targets(instance_ids, class_names, class_config, diffusion_iters=20
                             None if spatial_mask is None else np.asarray(spatial_mask)[b, 0])
                for b in range(ids.shape[0])]
     return (np.stack([r[0] for r in results]), np.stack([r[1] for r in results]))
+
+
+# ------------------------------------------------- heat-source diffusion flows
+#
+# mode="source" (issue 7), written from the issue text: per instance and per
+# 6-connected piece of it, one source voxel; every iteration applies the
+# SPEC 2.2 update (same neighbour table) and then adds 1 at the source; the
+# flow is the normalised gradient (same rule as above). Source: candidates
+# are the piece's cut voxels if it has any, else all its voxels (a voxel is
+# cut when a face neighbour that is not in the instance is unannotated, or
+# lies outside the array while the voxel itself is unannotated); start at
+# the candidate nearest (Euclidean, first in C order on ties) to the
+# candidates' mean position (positions relative to the piece's first voxel
+# in C order, so that translation changes no bit), then climb: while a
+# face-neighbouring candidate is deeper (more face steps inside the piece
+# from its walls, the voxels with a Dirichlet neighbour), move to the
+# deepest (first in NEIGHBOUR_OFFSETS order on ties). Float64 with an
+# exponent per band of SOURCE_BAND_SHELLS distance shells (exact powers of
+# two), so the far end of long thin pieces does not underflow.
+
+SOURCE_BAND_SHELLS = 128
+
+
+def source_iteration_count(ecc, n_iter=200, adaptive_iters=True, adaptive_factor=6):
+    """Iterations of a piece whose source has geodesic eccentricity ecc."""
+    if not adaptive_iters:
+        return max(int(n_iter), ecc + 1)
+    return max(int(np.ceil(adaptive_factor * float(ecc) / 2.0)), ecc + 1)
+
+
+def _pieces(mask):
+    """6-connected pieces of a mask, in the order of their first voxel (C order)."""
+    lab, n = ndi.label(mask, structure=ndi.generate_binary_structure(3, 1))
+    firsts = [np.flatnonzero(lab.ravel() == k)[0] for k in range(1, n + 1)]
+    return [lab == k for _, k in sorted(zip(firsts, range(1, n + 1)))]
+
+
+def _cut_voxels(mask, annotated):
+    """Instance voxels whose instance continues past the annotation (see above)."""
+    ann_p = _pad1(annotated, True)
+    inside = _pad1(np.ones(mask.shape, dtype=bool), False)
+    m = _pad1(mask, False)
+    cut = np.zeros(mask.shape, dtype=bool)
+    for off in NEIGHBOUR_OFFSETS:
+        n_in = _shift(inside, off, mask.shape)
+        n_mask = _shift(m, off, mask.shape)
+        n_ann = _shift(ann_p, off, mask.shape)
+        cut |= n_in & ~n_mask & ~n_ann
+        cut |= ~n_in & ~annotated
+    return cut & mask
+
+
+def geodesic_distance(piece, starts):
+    """Face steps inside the piece from the voxels in `starts` (-1 elsewhere)."""
+    dist = np.full(piece.shape, -1, dtype=np.int64)
+    front = starts & piece
+    cross = ndi.generate_binary_structure(3, 1)
+    d = 0
+    while front.any():
+        dist[front] = d
+        front = ndi.binary_dilation(front, structure=cross) & piece & (dist < 0)
+        d += 1
+    return dist
+
+
+def _walls(piece, instance, annotated):
+    """Piece voxels with a Dirichlet neighbour (in the array, not in the
+    instance, annotated)."""
+    inside = _pad1(np.ones(piece.shape, dtype=bool), False)
+    m, a = _pad1(instance, False), _pad1(annotated, False)
+    wall = np.zeros(piece.shape, dtype=bool)
+    for off in NEIGHBOUR_OFFSETS:
+        wall |= (_shift(inside, off, piece.shape) & ~_shift(m, off, piece.shape)
+                 & _shift(a, off, piece.shape))
+    return wall & piece
+
+
+def source_voxel(piece, cut, depth):
+    """Source of one piece: (z, y, x) tuple (see the comment above)."""
+    allowed = piece & cut if np.any(piece & cut) else piece
+    origin = np.argwhere(piece)[0]  # positions relative to the piece's first voxel
+    cand = np.argwhere(allowed)
+    rel = cand - origin
+    c = rel.sum(axis=0).astype(np.float64) / cand.shape[0]
+    d = rel.astype(np.float64) - c
+    d2 = d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]
+    src = tuple(int(v) for v in cand[int(np.argmin(d2))])
+    while True:
+        nxt, deepest = None, depth[src]
+        for off in NEIGHBOUR_OFFSETS:
+            q = tuple(a + b for a, b in zip(src, off))
+            if all(0 <= q[i] < piece.shape[i] for i in range(3)) and allowed[q] \
+                    and depth[q] > deepest:
+                nxt, deepest = q, depth[q]
+        if nxt is None:
+            return src
+        src = nxt
+
+
+def _source_piece(piece_box, annotated_box, source, n):
+    """Field v (box) and band exponents after n iterations; u = v * 2**E[band]."""
+    st = _Stencil(piece_box, annotated_box)
+    at = np.zeros(piece_box.shape, dtype=bool)
+    at[source] = True
+    dist = geodesic_distance(piece_box, at)
+    band = np.where(piece_box, dist // SOURCE_BAND_SHELLS, 0)
+    n_bands = int(band.max()) + 1
+    E = np.zeros(n_bands, dtype=np.int64)
+    u = np.zeros(st.shape, dtype=np.float64)
+    q = 1.0
+
+    def scaled(u, off):
+        """v(n) in the scale of x's band, for every x."""
+        ex = E[band]
+        diff = _shift(_pad1(ex, 0), off, st.shape) - ex
+        return np.where(st.same[off], np.ldexp(_shift(_pad1(u, 0.0), off, st.shape), diff),
+                        np.where(st.dirichlet[off], 0.0, u))
+
+    for k in range(1, n + 1):
+        total = scaled(u, NEIGHBOUR_OFFSETS[0])
+        for off in NEIGHBOUR_OFFSETS[1:]:
+            total = total + scaled(u, off)
+        lap = total - 6.0 * u
+        u = np.where(piece_box, u + (1.0 / 6.0) * lap, 0.0)
+        u[source] += q
+        if n_bands > 1 and k % RESCALE_EVERY == 0:
+            for j in range(n_bands):
+                inb = piece_box & (band == j)
+                m = u[inb].max()
+                if m > 0:
+                    e = int(np.frexp(m)[1])
+                    u[inb] = np.ldexp(u[inb], -e)
+                    E[j] += e
+                elif j > 0:
+                    E[j] = E[j - 1]
+            q = float(np.ldexp(1.0, -E[0]))
+    return st, u, scaled
+
+
+def _source_gradient(st, u, scaled):
+    g = np.zeros((3,) + st.shape)
+    for d in range(3):
+        q_off, p_off = NEIGHBOUR_OFFSETS[2 * d], NEIGHBOUR_OFFSETS[2 * d + 1]
+        vp, vq = scaled(u, p_off), scaled(u, q_off)
+        p_out, q_out = st.outside[p_off], st.outside[q_off]
+        g[d] = np.where(p_out & q_out, 0.0,
+                        np.where(p_out, u - vq, np.where(q_out, vp - u, (vp - vq) / 2.0)))
+    m = np.max(np.abs(g), axis=0)
+    nz = (m > 0) & st.mask
+    f = np.zeros_like(g)
+    gn = g[:, nz] / m[nz]
+    f[:, nz] = gn / np.sqrt(gn[0] * gn[0] + gn[1] * gn[1] + gn[2] * gn[2])
+    return f
+
+
+def ref_source_pieces(labels, spatial_mask=None):
+    """[(instance id, piece mask, source, eccentricity)] of every piece."""
+    labels = np.asarray(labels)
+    annotated = _annotated(spatial_mask, labels.shape)
+    out = []
+    for i in _instance_ids(labels):
+        mask = labels == i
+        cut = _cut_voxels(mask, annotated)
+        for piece in _pieces(mask):
+            depth = geodesic_distance(piece, _walls(piece, mask, annotated))
+            src = source_voxel(piece, cut, depth)
+            at = np.zeros(piece.shape, dtype=bool)
+            at[src] = True
+            out.append((i, piece, src, int(geodesic_distance(piece, at).max())))
+    return out
+
+
+def ref_source_flows64(labels, n_iter=200, adaptive_iters=True, adaptive_factor=6,
+                       spatial_mask=None):
+    """Heat-source diffusion flows (3, D, H, W), float64 before the cast."""
+    labels = np.asarray(labels)
+    annotated = _annotated(spatial_mask, labels.shape)
+    flows = np.zeros((3,) + labels.shape, dtype=np.float64)
+    for _, piece, src, ecc in ref_source_pieces(labels, spatial_mask):
+        n = source_iteration_count(ecc, n_iter, adaptive_iters, adaptive_factor)
+        box = _box(piece)
+        local = tuple(s - b.start for s, b in zip(src, box))
+        st, u, scaled = _source_piece(piece[box], annotated[box], local, n)
+        f = _source_gradient(st, u, scaled)
+        region = flows[(slice(None),) + box]
+        region[:, st.mask] = f[:, st.mask]
+    return flows
+
+
+def ref_source_flows(labels, n_iter=200, adaptive_iters=True, adaptive_factor=6,
+                     spatial_mask=None):
+    """Heat-source diffusion flows as float32 (3, D, H, W)."""
+    return ref_source_flows64(labels, n_iter, adaptive_iters, adaptive_factor,
+                              spatial_mask).astype(np.float32)

@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 FLOW_TYPES = ("direct", "diffusion")
+DIFFUSION_MODES = ("coordinates", "source")
 
 
 # --------------------------------------------------------------------------
@@ -76,24 +77,30 @@ def _iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) ->
 
 
 def _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
-                     out=None) -> np.ndarray:
+                     out=None, mode="coordinates") -> np.ndarray:
     """Diffusion flows of validated labels, into `out` (zeros, (3, D, H, W) float32) if given."""
     if out is None:
         out = np.zeros((3,) + labels.shape, np.float32)
     if labels.size == 0:
         return out
+    into = _source_flows_into if mode == "source" else _diffusion_flows_into
     with threads_for(labels.size):
-        _diffusion_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out)
+        into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out)
     return out
 
 
-def _diffusion_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out) -> None:
+def _slot_layout(labels, annotated):
+    """Slots of every foreground voxel and their neighbour rows (see `_diffusion_cpu`).
+
+    Returns None without foreground, else (stats, starts, nbr, pos): instance
+    k's slots are ``starts[k]:starts[k + 1]``.
+    """
     from . import _diffusion_cpu as K
     from ._labels_cpu import InstanceStats, compact_labels
 
     lab, ids = compact_labels(labels)
     if ids.size == 0:
-        return
+        return None
     stats = InstanceStats(lab, ids.size, None)
     n_slots = int(stats.counts.sum())
     if n_slots >= np.iinfo(np.int32).max:
@@ -110,13 +117,128 @@ def _diffusion_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_fa
     has_mask = annotated is not None
     mask = annotated if has_mask else np.ones((1, 1, 1), np.uint8)
     nbr = K.build_neighbours(lab, mask, has_mask, slot_of, pos)
-    del slot_of
+    return stats, starts, nbr, pos
+
+
+def _diffusion_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out) -> None:
+    from . import _diffusion_cpu as K
+
+    layout = _slot_layout(labels, annotated)
+    if layout is None:
+        return
+    stats, starts, nbr, pos = layout
     u = K.init_fields(pos, np.asarray(labels.shape[1:], np.int64))
     n_iters = _iteration_counts(stats.lo, stats.hi, labels.shape, n_iter,
                                 adaptive_iters, adaptive_factor)
     n_iters[0] = 0
     K.diffuse(u, nbr, starts, n_iters)
     K.gradient_flows(u, nbr, pos, out)
+
+
+def _source_iteration_counts(ecc, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
+    """Per-unit iteration counts in source mode (see `generate_diffusion_flows`).
+
+    ``max(ceil(adaptive_factor * ecc / 2), ecc + 1)`` when `adaptive_iters`,
+    else ``max(n_iter, ecc + 1)``: never fewer than the ecc + 1 iterations
+    that carry heat from the source to the farthest voxel.
+    """
+    reach = ecc + 1
+    if not adaptive_iters:
+        return np.maximum(reach, n_iter).astype(np.int64)
+    with np.errstate(over="ignore"):
+        n = np.ceil(adaptive_factor * ecc.astype(np.float64) / 2.0)
+    if np.any(n >= 2.0 ** 62):
+        raise ValueError(f"adaptive_factor = {adaptive_factor} gives more than 2**62 "
+                         "iterations in source mode")
+    return np.maximum(n.astype(np.int64), reach)
+
+
+class _SourceState:
+    """Everything source mode needs before it iterates (see `_source_cpu`).
+
+    Units are the 6-connected pieces of the instances (usually one per
+    instance); each has its own slot range, source, eccentricity and bands.
+
+    Attributes
+    ----------
+    empty : bool
+        No foreground (nothing else is set).
+    nbr (S, 6), pos (S,) : the slot arrays, in unit order.
+    unit_starts : (U + 1,) int64
+    sources, ecc : (U,) int64
+        Source slot and its geodesic eccentricity.
+    bands : `_source_cpu.Bands`
+    """
+
+    def __init__(self, labels, annotated):
+        from . import _source_cpu as SC
+
+        layout = _slot_layout(labels, annotated)
+        self.empty = layout is None
+        if self.empty:
+            return
+        _, starts, nbr, pos = layout
+        has_mask = annotated is not None
+        mask = annotated if has_mask else np.ones((1, 1, 1), np.uint8)
+        n_pieces, source, ecc, size, dist, order = SC.analyse_instances(
+            nbr, pos, starts, mask, has_mask, np.asarray(labels.shape, np.int64))
+        # units: piece j of instance k was stored at index starts[k] + j
+        k = np.repeat(np.arange(n_pieces.size), n_pieces)
+        at = starts[k] + np.arange(k.size) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
+        sources, ecc, sizes = source[at], ecc[at], size[at]
+        unit_starts = np.zeros(k.size + 1, np.int64)
+        np.cumsum(sizes, out=unit_starts[1:])
+        # instances in several pieces or with a long piece: slots piece by
+        # piece in breadth-first order
+        counts = np.diff(starts)[:n_pieces.size]
+        reorder = (n_pieces > 1) | (np.bincount(k, weights=ecc >= SC.BAND_SHELLS,
+                                                minlength=n_pieces.size) > 0)
+        if reorder.any():
+            in_reordered = np.repeat(reorder, counts)
+            perm = np.where(in_reordered, order, np.arange(pos.shape[0]))
+            nbr, pos, dist, inv = SC.permute_slots(nbr, pos, dist, perm)
+            sources = inv[sources]
+        self.nbr, self.pos = nbr, pos
+        self.unit_starts = unit_starts
+        self.sources, self.ecc = sources, ecc
+        self.bands = SC.Bands(unit_starts, dist, ecc >= SC.BAND_SHELLS)
+
+    def fields(self, n_iters):
+        """The field (S + 1,) after each unit's n_iters[g] iterations, scaled
+        per band (true value = ``u[s] * 2**bands.E[bands.band_of[s]]``)."""
+        from . import _source_cpu as SC
+
+        u = np.zeros(self.pos.shape[0] + 1, np.float64)
+        SC.diffuse_source(u, self.nbr, self.unit_starts, self.bands, n_iters, self.sources)
+        return u
+
+    def flows_into(self, u, out):
+        from . import _source_cpu as SC
+
+        b = self.bands
+        SC.source_gradient_flows(u, self.nbr, self.pos, b.band_of, b.bstart, b.fdown, b.fup,
+                                 out)
+
+
+def _source_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out) -> None:
+    state = _SourceState(labels, annotated)
+    if state.empty:
+        return
+    n_iters = _source_iteration_counts(state.ecc, n_iter, adaptive_iters, adaptive_factor)
+    state.flows_into(state.fields(n_iters), out)
+
+
+def _check_mode(mode, name="mode"):
+    if not isinstance(mode, str) or mode not in DIFFUSION_MODES:
+        raise ValueError(f"{name} must be one of {list(DIFFUSION_MODES)}; got {mode!r}")
+    return mode
+
+
+def _refuse_gpu_source(where):
+    raise TypeError(
+        f"{where}: diffusion mode 'source' runs on the CPU only for now; pass NumPy "
+        "arrays (e.g. cupy.asnumpy(x)) or use mode 'coordinates' on the GPU"
+    )
 
 
 def _check_diffusion_args(n_iter, adaptive_iters, adaptive_factor, name="n_iter"):
@@ -189,28 +311,47 @@ def generate_direct_flows(instance_mask, spatial_mask=None) -> np.ndarray:
 
 
 def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: bool = True,
-                             adaptive_factor: float = 6, spatial_mask=None) -> np.ndarray:
+                             adaptive_factor: float = 6, spatial_mask=None,
+                             mode: str = "coordinates") -> np.ndarray:
     """Topology-following flows from heat diffusion inside each instance.
 
-    For each axis d a field starts as the voxel coordinate along d inside the
-    instance and is smoothed by ``u <- u + L(u) / 6`` (6-neighbour Laplacian)
-    with Dirichlet 0 at annotated background and other instances, and
-    Neumann (zero flux) at unannotated voxels and the array border; the flow
-    is the normalised gradient (du_z/dz, du_y/dy, du_x/dx).
+    ``mode="coordinates"`` (SPEC 2.2, the original's flows): for each axis d
+    a field starts as the voxel coordinate along d inside the instance and
+    is smoothed by ``u <- u + L(u) / 6`` (6-neighbour Laplacian) with
+    Dirichlet 0 at annotated background and other instances, and Neumann
+    (zero flux) at unannotated voxels and the array border; the flow is the
+    normalised gradient (du_z/dz, du_y/dy, du_x/dx).
+
+    ``mode="source"``: one field per 6-connected piece of an instance,
+    starting at 0; every iteration applies the same update and boundary
+    table, then adds heat 1 at the piece's *source* voxel; the flow is the
+    normalised gradient of that field. Every piece has exactly one maximum,
+    so the flows of curved objects (U shapes, rings, helices, spirals)
+    converge to one point.
 
     Parameters
     ----------
     instance_mask : (D, H, W) array_like of int
         Instance ids, 0 = background.
     n_iter : int, default 200
-        Iterations (the cap when `adaptive_iters`).
+        Coordinates mode: the iterations (the cap when `adaptive_iters`).
+        Source mode: the iterations when ``adaptive_iters=False`` (raised to
+        ecc + 1 where that is more, see Notes); unused when `adaptive_iters`.
     adaptive_iters : bool, default True
-        Instance i gets ``min(adaptive_factor * E_i, n_iter)`` iterations, E_i
-        the largest side of its bounding box grown by 2 voxels per side and
-        clipped to the array.
+        Coordinates mode: instance i gets ``min(adaptive_factor * E_i,
+        n_iter)`` iterations, E_i the largest side of its bounding box grown
+        by 2 voxels per side and clipped to the array. Source mode: piece p
+        gets ``max(ceil(adaptive_factor * ecc_p / 2), ecc_p + 1)``
+        iterations, ecc_p the number of face steps inside the piece from the
+        source to its farthest voxel: it follows the piece's length along
+        its own path, not its box, and has no cap.
     adaptive_factor : float, default 6
     spatial_mask : (D, H, W) array_like of float or bool, optional
         1 (> 0.5) where annotated; unannotated voxels act as zero-flux walls.
+        In source mode a piece that the annotation edge cuts puts its source
+        on the cut (see Notes).
+    mode : {"coordinates", "source"}, default "coordinates"
+        Which diffusion (see above).
 
     Returns
     -------
@@ -221,15 +362,29 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
     Raises
     ------
     TypeError, ValueError
-        On invalid input (see `generate_direct_flows`), ``n_iter < 1`` or
-        ``adaptive_factor <= 0``.
+        On invalid input (see `generate_direct_flows`), ``n_iter < 1``,
+        ``adaptive_factor <= 0`` or an unknown `mode`; TypeError for
+        ``mode="source"`` with GPU arrays (CPU only for now).
 
     Notes
     -----
     All instances of the volume are processed in one call to the compiled
     kernels; the work is each instance's voxel count times its own iteration
-    count. Fields are float64 and rescaled by an exact power of two every 32
-    iterations, so directions survive however far the field decays.
+    count. Coordinates mode: fields are float64 and rescaled by an exact
+    power of two every 32 iterations, so directions survive however far the
+    field decays.
+
+    Source mode: the source of a piece is its voxel nearest (Euclidean; the
+    first in C order on ties) to the mean position of its voxels, or, when
+    the piece is cut by the annotation edge, of its cut voxels (those with a
+    face neighbour outside the instance that is unannotated, or outside the
+    array while they are unannotated themselves): the two halves of an
+    object cut by a tile seam then converge near their shared face. An
+    instance in several pieces gets one source per piece. At least ecc + 1
+    iterations are always run, so heat reaches every voxel; the field is
+    float64 with one power-of-two exponent per band of 128 distance shells,
+    so the far end of long thin objects never underflows. The flows are
+    invariant under translation away from the array border.
 
     Examples
     --------
@@ -237,11 +392,16 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
     >>> labels = np.zeros((3, 3, 12), np.int32)
     >>> labels[1, 1, 1:11] = 1           # a rod along x
     >>> flows = generate_diffusion_flows(labels)
-    >>> flows[2, 1, 1], flows[2, 1, 10]  # both ends point inward
+    >>> flows[2, 1, 1, 1], flows[2, 1, 1, 10]  # both ends point inward
     (np.float32(1.0), np.float32(-1.0))
+    >>> src = generate_diffusion_flows(labels, mode="source")
+    >>> src[2, 1, 1, 1:11]               # towards the source at x = 5
+    array([ 1.,  1.,  1.,  1.,  1., -1., -1., -1., -1., -1.], dtype=float32)
     """
     if backend_of("generate_diffusion_flows", instance_mask=instance_mask,
                   spatial_mask=spatial_mask) == "gpu":
+        if _check_mode(mode) == "source":
+            _refuse_gpu_source("generate_diffusion_flows")
         from . import _flow_gpu
 
         return _flow_gpu.generate_diffusion_flows(instance_mask, n_iter, adaptive_iters,
@@ -250,7 +410,9 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
     annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", labels.shape)
     n_iter, adaptive_iters, adaptive_factor = _check_diffusion_args(
         n_iter, adaptive_iters, adaptive_factor)
-    return _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor)
+    mode = _check_mode(mode)
+    return _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
+                            mode=mode)
 
 
 def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
@@ -298,8 +460,18 @@ def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
     return touching.astype(np.float32)
 
 
-def _class_settings(class_names, class_config, diffusion_iters):
-    """Validate the per-class configuration before any work starts."""
+def _class_mode(name, cfg):
+    """The class's validated ``diffusion_mode`` ("coordinates" when absent)."""
+    return _check_mode(cfg.get("diffusion_mode", "coordinates"),
+                       f"class_config[{name!r}]['diffusion_mode']")
+
+
+def _class_settings(class_names, class_config, diffusion_iters, modes=None):
+    """Validate the per-class configuration before any work starts.
+
+    Returns one (flow_type, n_iter, boundary_only, width) tuple per class;
+    the classes' diffusion modes are appended to `modes` when it is a list.
+    """
     settings = []
     for name in class_names:
         cfg = class_config.get(name, {"flow_type": "direct"})
@@ -318,11 +490,15 @@ def _class_settings(class_names, class_config, diffusion_iters):
                              f"class_config[{name!r}]['boundary_width']")
         if width < 0:
             raise ValueError(f"class_config[{name!r}]['boundary_width'] must be >= 0; got {width}")
+        mode = _class_mode(name, cfg)
         settings.append((flow_type, n_iter, boundary_only, width))
+        if modes is not None:
+            modes.append(mode)
     return settings
 
 
-def _targets_one(ids, annotated, settings, adaptive_iters, adaptive_factor, flows, class_fg):
+def _targets_one(ids, annotated, settings, modes, adaptive_iters, adaptive_factor, flows,
+                 class_fg):
     """Fill flows [N*3, D, H, W] and class_fg [N, D, H, W] for one volume."""
     for c, (flow_type, n_iter, boundary_only, width) in enumerate(settings):
         labels = ids[c]
@@ -333,7 +509,7 @@ def _targets_one(ids, annotated, settings, adaptive_iters, adaptive_factor, flow
         # written in place: flows[3c:3c+3] is a C-contiguous block of zeros
         if flow_type == "diffusion":
             _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
-                             out=flows[3 * c:3 * c + 3])
+                             out=flows[3 * c:3 * c + 3], mode=modes[c])
         else:
             _direct_flows(labels, annotated, out=flows[3 * c:3 * c + 3])
         if boundary_only:
@@ -346,10 +522,11 @@ def _targets_one(ids, annotated, settings, adaptive_iters, adaptive_factor, flow
 
 
 def _check_targets_args(shape, class_names, class_config, resolution_nm, diffusion_iters,
-                        adaptive_iters, adaptive_factor):
+                        adaptive_iters, adaptive_factor, modes=None):
     """Validate the non-array arguments of `compute_flow_targets` (both backends).
 
-    Returns (batched, n_classes, per-class settings, adaptive_iters, adaptive_factor).
+    Returns (batched, n_classes, per-class settings, adaptive_iters, adaptive_factor);
+    the per-class diffusion modes are appended to `modes` when it is a list.
     """
     batched = len(shape) == 5
     if class_names is None:
@@ -368,8 +545,22 @@ def _check_targets_args(shape, class_names, class_config, resolution_nm, diffusi
         raise TypeError(f"class_config must be a dict; got {type(class_config).__name__}")
     diffusion_iters, adaptive_iters, adaptive_factor = _check_diffusion_args(
         diffusion_iters, adaptive_iters, adaptive_factor, name="diffusion_iters")
-    settings = _class_settings(class_names, class_config, diffusion_iters)
+    settings = _class_settings(class_names, class_config, diffusion_iters, modes)
     return batched, n_classes, settings, adaptive_iters, adaptive_factor
+
+
+def _check_gpu_modes(class_names, class_config):
+    """Refuse source-mode diffusion classes before the GPU path starts."""
+    if not isinstance(class_config, Mapping):
+        return  # defaults (no source mode), or an error the GPU path reports
+    names = EVALUATED_INSTANCE_CLASSES if class_names is None else class_names
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        return
+    for name in names:
+        cfg = class_config.get(name)
+        if isinstance(cfg, Mapping) and _class_mode(name, cfg) == "source" \
+                and cfg.get("flow_type", "direct") == "diffusion":
+            _refuse_gpu_source(f"compute_flow_targets, class {name!r}")
 
 
 def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
@@ -386,8 +577,11 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
         The N class names; default `EVALUATED_INSTANCE_CLASSES` (N = 9).
     class_config : dict, optional
         ``{name: {"flow_type": "direct" | "diffusion", "diffusion_iters",
-        "boundary_only", "boundary_width"}}``; classes missing from it use
-        direct flows. Default: ``get_instance_class_config(resolution_nm)``.
+        "diffusion_mode": "coordinates" | "source", "boundary_only",
+        "boundary_width"}}``; classes missing from it use direct flows;
+        ``diffusion_mode`` (default "coordinates") is the `mode` of
+        `generate_diffusion_flows` for a diffusion class ("source" runs on
+        the CPU only for now). Default: ``get_instance_class_config(resolution_nm)``.
     resolution_nm : float, optional
         Selects the default `class_config`; required when it is None.
     diffusion_iters : int, default 200
@@ -410,8 +604,11 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     Raises
     ------
     ValueError
-        Unknown ``flow_type``, ``len(class_names) != N``, no `class_config`
-        and no `resolution_nm`, or invalid arrays (see `generate_direct_flows`).
+        Unknown ``flow_type`` or ``diffusion_mode``, ``len(class_names) != N``,
+        no `class_config` and no `resolution_nm`, or invalid arrays (see
+        `generate_direct_flows`).
+    TypeError
+        A "source" diffusion class with GPU arrays (CPU only for now).
 
     Examples
     --------
@@ -424,15 +621,17 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     """
     if backend_of("compute_flow_targets", instance_ids=instance_ids,
                   spatial_mask=spatial_mask) == "gpu":
+        _check_gpu_modes(class_names, class_config)
         from . import _flow_gpu
 
         return _flow_gpu.compute_flow_targets(instance_ids, class_names, class_config,
                                               resolution_nm, diffusion_iters, adaptive_iters,
                                               adaptive_factor, spatial_mask)
     ids = V.as_labels(instance_ids, "instance_ids", (4, 5))
+    modes = []
     batched, n_classes, settings, adaptive_iters, adaptive_factor = _check_targets_args(
         ids.shape, class_names, class_config, resolution_nm, diffusion_iters, adaptive_iters,
-        adaptive_factor)
+        adaptive_factor, modes)
     spatial = ids.shape[-3:]
     mask_shape = (ids.shape[0], 1) + spatial if batched else spatial
     annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", mask_shape)
@@ -443,10 +642,11 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     if batched:
         for b in range(ids.shape[0]):
             mask_b = None if annotated is None else annotated[b, 0]
-            _targets_one(ids[b], mask_b, settings, adaptive_iters, adaptive_factor,
+            _targets_one(ids[b], mask_b, settings, modes, adaptive_iters, adaptive_factor,
                          flows[b], class_fg[b])
     else:
-        _targets_one(ids, annotated, settings, adaptive_iters, adaptive_factor, flows, class_fg)
+        _targets_one(ids, annotated, settings, modes, adaptive_iters, adaptive_factor, flows,
+                     class_fg)
     return flows, class_fg
 
 

@@ -1,0 +1,589 @@
+"""CPU kernels for heat-source diffusion flows (``mode="source"``).
+
+Built on the slot layout of `_diffusion_cpu` (every foreground voxel a slot,
+the slots of an instance contiguous and in C order, neighbour rows pointing
+at the zero slot ``S`` for Dirichlet neighbours and at the slot itself for
+Neumann ones). Instead of three coordinate fields, each 6-connected *piece*
+of an instance carries one float64 field that starts at 0; every iteration
+applies the SPEC 2.2 update and then adds 1 at the piece's source slot. The
+flow is the normalised gradient of that field, with the same neighbour
+table and border rule as `_diffusion_cpu.gradient_flows`.
+
+Steps (all O(foreground voxels)):
+
+1. `analyse_instances` - per instance, in one parallel pass: its
+   6-connected pieces (breadth-first search over the neighbour rows); per
+   piece the source, the slot nearest to the mean position of the piece's
+   cut slots (where the instance continues past the annotation) if it has
+   any, else of all its slots; and every slot's distance from its source
+   (face steps inside the piece), whose maximum, the eccentricity, sets the
+   iteration count;
+2. `permute_slots` - only for instances in several pieces or with a long
+   piece: their slots are reordered piece by piece, each in breadth-first
+   order, so that every piece (a *unit*) and every band (below) is a
+   contiguous slot range;
+3. `diffuse_source` - each unit its own number of iterations, small units
+   spread over threads, large ones voxel-parallel;
+4. `source_gradient_flows` - normalised gradient into the flow volume.
+
+Dynamic range: heat only enters at the source (1 per iteration) and the
+update never increases the total, so a unit's maximum stays between 1 and
+its iteration count; no overall rescaling is needed. But the field decays
+along thin pieces (about 2**-1.6 per voxel at tube radius 1.5, 2**-2.6 for
+a one-voxel path), so the far end of a long thin piece lies below float64's
+range. Units whose eccentricity reaches `BAND_SHELLS` therefore keep one
+power-of-two exponent per band of distance shells (comment above
+`BAND_SHELLS`): every operation is then the exactly scaled operation of a
+float64 field with unbounded exponent, and units with one band compute
+exactly what a plain float64 field would.
+
+Private: `topo_numba.flow.generate_diffusion_flows` validates and calls these.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ._diffusion_cpu import SIXTH, _zyx, split_work
+
+# a unit is updated voxel-parallel when it holds at least this many voxels and
+# more than 1 / (2 * threads) of the total work; higher than the coordinates
+# mode's threshold (one field per voxel, not three, and often thousands of
+# iterations, each a parallel region when voxel-parallel)
+BIG_UNIT_VOXELS = 1 << 15
+
+
+@njit(cache=True, inline="always")
+def _is_cut(nbr, s, z, y, x, D, H, W, annotated):
+    """Whether the instance continues past the annotation at slot s: a
+    Neumann neighbour (``nbr == s``) that is an unannotated voxel inside the
+    array, or outside the array while the voxel itself is unannotated (the
+    continuation rule of the direct flows' distance transform, SPEC 2.1)."""
+    own = annotated[z, y, x] != 0
+    for k in range(6):
+        if nbr[s, k] != s:
+            continue
+        d = k // 2
+        c = (z if d == 0 else (y if d == 1 else x)) + 2 * (k % 2) - 1
+        size = D if d == 0 else (H if d == 1 else W)
+        if (c >= 0 and c < size) or not own:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _bfs(nbr, order, dist, head, tail):
+    """Breadth-first search over the neighbour rows from the slots queued in
+    ``order[head:tail]`` (their ``dist`` set); returns the new tail."""
+    n = nbr.shape[0]
+    while head < tail:
+        t = order[head]
+        head += 1
+        for i in range(6):
+            m = nbr[t, i]
+            if m != t and m != n and dist[m] < 0:
+                dist[m] = dist[t] + 1
+                order[tail] = m
+                tail += 1
+    return tail
+
+
+@njit(parallel=True, cache=True)
+def analyse_instances(nbr, pos, starts, annotated, has_mask, shape):
+    """Pieces, sources, distances and breadth-first order of every instance.
+
+    For each instance (slots ``starts[k]:starts[k + 1]``, C order):
+
+    1. its 6-connected pieces, numbered 0, 1, ... in the order of their
+       first slot;
+    2. the depth of every slot: face steps inside its piece from the
+       piece's walls (slots with a Dirichlet neighbour; -1 in a piece
+       without walls);
+    3. per piece the candidates (its cut slots if it has any, else all its
+       slots) and their mean position (relative to the piece's first voxel,
+       so that translation changes no bit); the source starts at the
+       candidate nearest to it (squared Euclidean distance, the first slot
+       on ties)
+       and climbs: while a neighbouring candidate of the piece is deeper,
+       it moves to the deepest (the first in the order z-, z+, y-, y+, x-,
+       x+ on ties), so that it ends inside the object, not on its wall;
+    4. the distance (face steps inside the piece) of every slot from its
+       piece's source.
+
+    Returns
+    -------
+    n_pieces : (K + 1,) int64
+    source, ecc, size : (S,) int64
+        Piece j of instance k at index ``starts[k] + j``: its source slot,
+        eccentricity (largest distance) and voxel count.
+    dist : (S,) int32
+    order : (S,) int64
+        ``order[starts[k]:starts[k + 1]]``: the instance's slots piece by
+        piece, each piece in breadth-first order (source first).
+    """
+    D = shape[0]
+    H = shape[1]
+    W = shape[2]
+    n = nbr.shape[0]
+    n_inst = starts.shape[0] - 1
+    n_pieces = np.zeros(n_inst, np.int64)
+    source = np.zeros(n, np.int64)
+    ecc = np.zeros(n, np.int64)
+    size = np.zeros(n, np.int64)
+    dist = np.empty(n, np.int32)
+    depth = np.empty(n, np.int32)
+    order = np.empty(n, np.int64)
+    piece = np.empty(n, np.int32)
+    cut = np.zeros(n, np.uint8)
+    for k in prange(n_inst):
+        s0 = starts[k]
+        s1 = starts[k + 1]
+        if s1 == s0:
+            continue
+        # 1. pieces (breadth-first search, `order` as the queue, `dist` as marks)
+        for s in range(s0, s1):
+            dist[s] = -1
+        p = 0
+        tail = s0
+        for s in range(s0, s1):
+            if dist[s] >= 0:
+                continue
+            dist[s] = 0
+            order[tail] = s
+            head = tail
+            tail = _bfs(nbr, order, dist, head, tail + 1)
+            for i in range(head, tail):
+                piece[order[i]] = p
+            p += 1
+        n_pieces[k] = p
+        # 2. depth from the walls
+        for s in range(s0, s1):
+            depth[s] = -1
+        tail = s0
+        for s in range(s0, s1):
+            for i in range(6):
+                if nbr[s, i] == n:
+                    depth[s] = 0
+                    order[tail] = s
+                    tail += 1
+                    break
+        _bfs(nbr, order, depth, s0, tail)
+        # 3. sources
+        # (positions relative to the piece's first voxel: translation
+        # changes no bit of the distances, so no tie is broken differently)
+        cnt = np.zeros(p, np.int64)
+        ncut = np.zeros(p, np.int64)
+        origin = np.empty((p, 3), np.int64)
+        sums = np.zeros((p, 3), np.int64)
+        csums = np.zeros((p, 3), np.int64)
+        for s in range(s0, s1):
+            z, y, x = _zyx(pos[s], H, W)
+            j = piece[s]
+            if cnt[j] == 0:
+                origin[j, 0] = z
+                origin[j, 1] = y
+                origin[j, 2] = x
+            if has_mask and _is_cut(nbr, s, z, y, x, D, H, W, annotated):
+                cut[s] = 1
+            z -= origin[j, 0]
+            y -= origin[j, 1]
+            x -= origin[j, 2]
+            cnt[j] += 1
+            sums[j, 0] += z
+            sums[j, 1] += y
+            sums[j, 2] += x
+            if cut[s]:
+                ncut[j] += 1
+                csums[j, 0] += z
+                csums[j, 1] += y
+                csums[j, 2] += x
+        target = np.empty((p, 3))
+        for j in range(p):
+            size[s0 + j] = cnt[j]
+            for d in range(3):
+                if ncut[j] > 0:
+                    target[j, d] = csums[j, d] / ncut[j]
+                else:
+                    target[j, d] = sums[j, d] / cnt[j]
+        best = np.full(p, np.inf)
+        for s in range(s0, s1):
+            j = piece[s]
+            if ncut[j] > 0 and cut[s] == 0:
+                continue
+            z, y, x = _zyx(pos[s], H, W)
+            dz = (z - origin[j, 0]) - target[j, 0]
+            dy = (y - origin[j, 1]) - target[j, 1]
+            dx = (x - origin[j, 2]) - target[j, 2]
+            d2 = dz * dz + dy * dy + dx * dx
+            if d2 < best[j]:
+                best[j] = d2
+                source[s0 + j] = s
+        for j in range(p):
+            s = source[s0 + j]
+            while True:
+                nxt = -1
+                deepest = depth[s]
+                for i in range(6):
+                    m = nbr[s, i]
+                    if m == s or m == n or (ncut[j] > 0 and cut[m] == 0):
+                        continue
+                    if depth[m] > deepest:
+                        deepest = depth[m]
+                        nxt = m
+                if nxt < 0:
+                    break
+                s = nxt
+            source[s0 + j] = s
+        # 4. distances from the sources, pieces one after the other in `order`
+        for s in range(s0, s1):
+            dist[s] = -1
+        tail = s0
+        for j in range(p):
+            src = source[s0 + j]
+            dist[src] = 0
+            order[tail] = src
+            head = tail
+            tail = _bfs(nbr, order, dist, head, tail + 1)
+            ecc[s0 + j] = dist[order[tail - 1]]
+    return n_pieces, source, ecc, size, dist, order
+
+
+@njit(parallel=True, cache=True)
+def permute_slots(nbr, pos, dist, perm):
+    """Slot arrays in the order `perm` (``perm[new] = old``), neighbour rows
+    renumbered (the zero slot kept). Returns (nbr, pos, dist, inv)."""
+    n = perm.shape[0]
+    inv = np.empty(n, np.int64)
+    for i in prange(n):
+        inv[perm[i]] = i
+    nbr2 = np.empty_like(nbr)
+    pos2 = np.empty_like(pos)
+    dist2 = np.empty_like(dist)
+    for i in prange(n):
+        s = perm[i]
+        pos2[i] = pos[s]
+        dist2[i] = dist[s]
+        for k in range(6):
+            j = nbr[s, k]
+            nbr2[i, k] = n if j == n else inv[j]
+    return nbr2, pos2, dist2, inv
+
+
+# --------------------------------------------------------------------------
+# diffusion with a source
+# --------------------------------------------------------------------------
+#
+# Bands: the slots of a unit whose eccentricity reaches BAND_SHELLS are kept
+# in breadth-first order and split into bands of BAND_SHELLS distance shells;
+# band j stores v = u * 2**-E[j]. A neighbour in the band before (after) is
+# read times fdown[j] = 2**(E[j-1] - E[j]) (fup[j] = 2**(E[j+1] - E[j])): a
+# power of two, so every sum is the exactly scaled sum of the unbounded-range
+# field. Every RESCALE_EVERY iterations each band is rescaled so that its
+# maximum lies in [0.5, 1); a band the heat has not reached yet takes the
+# exponent of the band before it. A unit with one band (most) has fdown =
+# fup = 1 and is never rescaled: its maximum stays in [1, n_iters].
+
+BAND_SHELLS = 128
+RESCALE_EVERY = 32
+
+
+@njit(cache=True, inline="always")
+def _update(a, b, nbr, s):
+    """One Jacobi update of slot s: (v0 + ... + v5) - 6 u, neighbours summed
+    left to right in the order (z-, z+, y-, y+, x-, x+), as `_diffusion_cpu`."""
+    t = a[nbr[s, 0]]
+    for k in range(1, 6):
+        t += a[nbr[s, k]]
+    u = a[s]
+    b[s] = u + SIXTH * (t - 6.0 * u)
+
+
+@njit(cache=True, inline="always")
+def _read(a, m, lo, hi, fd, fu):
+    """Value of slot m seen from a band [lo, hi) (exact power-of-two scaling)."""
+    v = a[m]
+    if m < lo:
+        v *= fd
+    elif m >= hi:
+        v *= fu
+    return v
+
+
+@njit(cache=True, inline="always")
+def _update_banded(a, b, nbr, s, lo, hi, fd, fu):
+    t = _read(a, nbr[s, 0], lo, hi, fd, fu)
+    for k in range(1, 6):
+        t += _read(a, nbr[s, k], lo, hi, fd, fu)
+    u = a[s]
+    b[s] = u + SIXTH * (t - 6.0 * u)
+
+
+@njit(cache=True)
+def _band_exponents(maxima, j0, j1, E, fdown, fup):
+    """New exponents of bands j0..j1-1 from their maxima; returns each band's
+    shift (the power of two its values are divided by) and updates the factors."""
+    shift = np.zeros(j1 - j0, np.int64)
+    for j in range(j0, j1):
+        m = maxima[j - j0]
+        if m > 0.0:
+            e = math.frexp(m)[1]
+            shift[j - j0] = e
+            E[j] += e
+        elif j > j0:
+            E[j] = E[j - 1]  # not reached yet: continue the band before
+    for j in range(j0, j1):
+        fdown[j] = math.ldexp(1.0, E[j - 1] - E[j]) if j > j0 else 1.0
+        fup[j] = math.ldexp(1.0, E[j + 1] - E[j]) if j < j1 - 1 else 1.0
+    return shift
+
+
+@njit(cache=True)
+def _rescale_bands(a, bstart, j0, j1, E, fdown, fup):
+    maxima = np.zeros(j1 - j0)
+    for j in range(j0, j1):
+        m = 0.0
+        for s in range(bstart[j], bstart[j + 1]):
+            if a[s] > m:
+                m = a[s]
+        maxima[j - j0] = m
+    shift = _band_exponents(maxima, j0, j1, E, fdown, fup)
+    for j in range(j0, j1):
+        e = shift[j - j0]
+        if e != 0:
+            for s in range(bstart[j], bstart[j + 1]):
+                a[s] = math.ldexp(a[s], -e)
+    return math.ldexp(1.0, -E[j0])
+
+
+@njit(parallel=True, cache=True)
+def diffuse_small(u, tmp, nbr, unit_starts, unit_bands, bstart, inner, E, fdown, fup,
+                  n_iters, sources, thread_lists, thread_bounds):
+    """Diffuse many units, each entirely within one thread.
+
+    Parameters
+    ----------
+    u, tmp : (S + 1,) float64
+        Field (in/out) and scratch, last entry the zero slot (0 in both).
+    nbr : (S, 6) int32
+    unit_starts : (U + 1,) int64
+    unit_bands : (U + 1,) int64
+        Bands of unit g are ``unit_bands[g]:unit_bands[g + 1]``.
+    bstart : (J + 1,) int64
+        Slots of band j are ``bstart[j]:bstart[j + 1]``.
+    inner : (J, 2) int64
+        Slots ``inner[j, 0]:inner[j, 1]`` of band j (all but its first and
+        last distance shell) have no neighbour in another band.
+    E : (J,) int64; fdown, fup : (J,) float64
+        Band exponents and neighbour factors (in/out).
+    n_iters, sources : (U,) int64
+    thread_lists, thread_bounds : int64
+        Units of thread t are ``thread_lists[thread_bounds[t]:thread_bounds[t + 1]]``.
+    """
+    n_threads = thread_bounds.shape[0] - 1
+    for t in prange(n_threads):
+        for i in range(thread_bounds[t], thread_bounds[t + 1]):
+            g = thread_lists[i]
+            s0 = unit_starts[g]
+            s1 = unit_starts[g + 1]
+            j0 = unit_bands[g]
+            j1 = unit_bands[g + 1]
+            src = sources[g]
+            q = 1.0
+            a = u
+            b = tmp
+            for it in range(n_iters[g]):
+                if j1 - j0 == 1:
+                    for s in range(s0, s1):
+                        _update(a, b, nbr, s)
+                else:
+                    for j in range(j0, j1):
+                        lo = bstart[j]
+                        hi = bstart[j + 1]
+                        # only the first and last shell of a band have
+                        # neighbours in another band
+                        for s in range(lo, inner[j, 0]):
+                            _update_banded(a, b, nbr, s, lo, hi, fdown[j], fup[j])
+                        for s in range(inner[j, 0], inner[j, 1]):
+                            _update(a, b, nbr, s)
+                        for s in range(inner[j, 1], hi):
+                            _update_banded(a, b, nbr, s, lo, hi, fdown[j], fup[j])
+                b[src] += q
+                a, b = b, a
+                if j1 - j0 > 1 and (it + 1) % RESCALE_EVERY == 0:
+                    q = _rescale_bands(a, bstart, j0, j1, E, fdown, fup)
+            if n_iters[g] % 2 == 1:
+                for s in range(s0, s1):
+                    b[s] = a[s]
+
+
+@njit(parallel=True, cache=True)
+def _step_parallel(a, b, nbr, s0, s1):
+    for s in prange(s0, s1):
+        _update(a, b, nbr, s)
+
+
+@njit(parallel=True, cache=True)
+def _step_banded_parallel(a, b, nbr, s0, s1, band_of, bstart, fdown, fup):
+    for s in prange(s0, s1):
+        j = band_of[s]
+        _update_banded(a, b, nbr, s, bstart[j], bstart[j + 1], fdown[j], fup[j])
+
+
+@njit(parallel=True, cache=True)
+def _rescale_bands_parallel(a, bstart, j0, j1, E, fdown, fup):
+    maxima = np.zeros(j1 - j0)
+    for j in prange(j0, j1):
+        m = 0.0
+        for s in range(bstart[j], bstart[j + 1]):
+            if a[s] > m:
+                m = a[s]
+        maxima[j - j0] = m
+    shift = _band_exponents(maxima, j0, j1, E, fdown, fup)
+    for j in prange(j0, j1):
+        e = shift[j - j0]
+        if e != 0:
+            for s in range(bstart[j], bstart[j + 1]):
+                a[s] = math.ldexp(a[s], -e)
+    return math.ldexp(1.0, -E[j0])
+
+
+@njit(cache=True)
+def diffuse_big(u, tmp, nbr, unit_starts, unit_bands, bstart, band_of, E, fdown, fup,
+                n_iters, sources, units):
+    """Diffuse large units one after the other, voxel-parallel."""
+    for i in range(units.shape[0]):
+        g = units[i]
+        s0 = unit_starts[g]
+        s1 = unit_starts[g + 1]
+        j0 = unit_bands[g]
+        j1 = unit_bands[g + 1]
+        src = sources[g]
+        q = 1.0
+        a = u
+        b = tmp
+        for it in range(n_iters[g]):
+            if j1 - j0 == 1:
+                _step_parallel(a, b, nbr, s0, s1)
+            else:
+                _step_banded_parallel(a, b, nbr, s0, s1, band_of, bstart, fdown, fup)
+            b[src] += q
+            a, b = b, a
+            if j1 - j0 > 1 and (it + 1) % RESCALE_EVERY == 0:
+                q = _rescale_bands_parallel(a, bstart, j0, j1, E, fdown, fup)
+        if n_iters[g] % 2 == 1:
+            for s in range(s0, s1):
+                b[s] = a[s]
+
+
+class Bands:
+    """Band layout of the units (see the comment above `BAND_SHELLS`).
+
+    Attributes: unit_bands (U + 1,), bstart (J + 1,), inner (J, 2) (see
+    `diffuse_small`), band_of (S,) int32, E (J,) int64, fdown, fup (J,) float64.
+    The slots of a banded unit must be sorted by `dist`.
+    """
+
+    def __init__(self, unit_starts, dist, banded):
+        n_units = unit_starts.shape[0] - 1
+        counts = np.ones(n_units, np.int64)
+        for g in np.flatnonzero(banded):
+            counts[g] = int(dist[unit_starts[g + 1] - 1]) // BAND_SHELLS + 1
+        self.unit_bands = np.zeros(n_units + 1, np.int64)
+        np.cumsum(counts, out=self.unit_bands[1:])
+        n_bands = int(self.unit_bands[-1])
+        bstart = np.empty(n_bands + 1, np.int64)
+        bstart[self.unit_bands[:-1]] = unit_starts[:-1]
+        bstart[-1] = unit_starts[-1]
+        inner = np.empty((n_bands, 2), np.int64)
+        inner[self.unit_bands[:-1], 0] = unit_starts[:-1]   # one band: all inner
+        inner[self.unit_bands[:-1], 1] = unit_starts[1:]
+        for g in np.flatnonzero(banded):
+            s0, s1 = unit_starts[g], unit_starts[g + 1]
+            j0, j1 = self.unit_bands[g], self.unit_bands[g + 1]
+            first = np.arange(j1 - j0) * BAND_SHELLS   # first shell of each band
+            at = s0 + np.searchsorted(dist[s0:s1], np.concatenate([first, [np.inf]]))
+            bstart[j0:j1 + 1] = at
+            inner[j0:j1, 0] = s0 + np.searchsorted(dist[s0:s1], first + 1)
+            inner[j0:j1, 1] = np.maximum(
+                s0 + np.searchsorted(dist[s0:s1], first + BAND_SHELLS - 1), inner[j0:j1, 0])
+        self.bstart = bstart
+        self.inner = inner
+        self.band_of = np.repeat(np.arange(n_bands, dtype=np.int32), np.diff(bstart))
+        self.E = np.zeros(n_bands, np.int64)
+        self.fdown = np.ones(n_bands, np.float64)
+        self.fup = np.ones(n_bands, np.float64)
+
+
+def diffuse_source(u, nbr, unit_starts, bands, n_iters, sources) -> None:
+    """Run every unit's own number of iterations on `u` (S + 1,) in place."""
+    n_threads = numba.get_num_threads()
+    counts = np.diff(unit_starts)
+    work = counts * n_iters
+    total = work.sum()
+    units = np.flatnonzero(counts > 0)
+    big_mask = (counts[units] >= BIG_UNIT_VOXELS) & (work[units] * 2 * n_threads > total)
+    tmp = np.zeros_like(u)
+    big = units[big_mask].astype(np.int64)
+    small = units[~big_mask]
+    b = bands
+    if small.size:
+        lists, bounds = split_work(work, small, n_threads)
+        diffuse_small(u, tmp, nbr, unit_starts, b.unit_bands, b.bstart, b.inner, b.E,
+                      b.fdown, b.fup, n_iters, sources, lists, bounds)
+    if big.size:
+        diffuse_big(u, tmp, nbr, unit_starts, b.unit_bands, b.bstart, b.band_of, b.E,
+                    b.fdown, b.fup, n_iters, sources, big)
+
+
+@njit(cache=True, inline="always")
+def _axis_gradient(a, nbr, s, d, c, size, lo, hi, fd, fu):
+    """Central difference along axis d at slot s (coordinate c of an axis of
+    length size), in the scale of the slot's band; one-sided where a
+    neighbour is outside the array."""
+    vq = _read(a, nbr[s, 2 * d], lo, hi, fd, fu)
+    vp = _read(a, nbr[s, 2 * d + 1], lo, hi, fd, fu)
+    if c == 0 and c == size - 1:
+        return 0.0
+    if c == size - 1:
+        return a[s] - vq
+    if c == 0:
+        return vp - a[s]
+    return (vp - vq) / 2.0
+
+
+@njit(parallel=True, cache=True)
+def source_gradient_flows(u, nbr, pos, band_of, bstart, fdown, fup, out):
+    """Normalised gradient of the field into `out` (3, D, H, W) float32 (zeros)."""
+    D = out.shape[1]
+    H = out.shape[2]
+    W = out.shape[3]
+    n = pos.shape[0]
+    flat = out.reshape(3, -1)
+    for s in prange(n):
+        p = pos[s]
+        z, y, x = _zyx(p, H, W)
+        j = band_of[s]
+        lo = bstart[j]
+        hi = bstart[j + 1]
+        fd = fdown[j]
+        fu = fup[j]
+        g0 = _axis_gradient(u, nbr, s, 0, z, D, lo, hi, fd, fu)
+        g1 = _axis_gradient(u, nbr, s, 1, y, H, lo, hi, fd, fu)
+        g2 = _axis_gradient(u, nbr, s, 2, x, W, lo, hi, fd, fu)
+        m = max(abs(g0), abs(g1), abs(g2))
+        if m > 0.0:
+            g0 = g0 / m
+            g1 = g1 / m
+            g2 = g2 / m
+            norm = np.sqrt(g0 * g0 + g1 * g1 + g2 * g2)
+            flat[0, p] = g0 / norm
+            flat[1, p] = g1 / norm
+            flat[2, p] = g2 / norm
+        else:
+            flat[0, p] = 0.0
+            flat[1, p] = 0.0
+            flat[2, p] = 0.0
