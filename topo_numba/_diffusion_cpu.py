@@ -262,6 +262,25 @@ def _axis_gradient(u, nbr, s, d, c, size):
     return (vp - vq) / 2.0
 
 
+@njit(cache=True, inline="always")
+def write_unit(flat, p, g0, g1, g2):
+    """flat[:, p] = g / |g| (dividing by max |g_d| first, so tiny gradients keep
+    their direction), or 0 where g is exactly 0."""
+    m = max(abs(g0), abs(g1), abs(g2))
+    if m > 0.0:
+        g0 = g0 / m
+        g1 = g1 / m
+        g2 = g2 / m
+        norm = np.sqrt(g0 * g0 + g1 * g1 + g2 * g2)
+        flat[0, p] = g0 / norm
+        flat[1, p] = g1 / norm
+        flat[2, p] = g2 / norm
+    else:
+        flat[0, p] = 0.0
+        flat[1, p] = 0.0
+        flat[2, p] = 0.0
+
+
 @njit(parallel=True, cache=True)
 def gradient_flows(u, nbr, pos, out):
     """Normalised central-difference gradient of the fields into `out`.
@@ -280,19 +299,7 @@ def gradient_flows(u, nbr, pos, out):
         g0 = _axis_gradient(u, nbr, s, 0, z, D)
         g1 = _axis_gradient(u, nbr, s, 1, y, H)
         g2 = _axis_gradient(u, nbr, s, 2, x, W)
-        m = max(abs(g0), abs(g1), abs(g2))
-        if m > 0.0:
-            g0 = g0 / m
-            g1 = g1 / m
-            g2 = g2 / m
-            norm = np.sqrt(g0 * g0 + g1 * g1 + g2 * g2)
-            flat[0, p] = g0 / norm
-            flat[1, p] = g1 / norm
-            flat[2, p] = g2 / norm
-        else:
-            flat[0, p] = 0.0
-            flat[1, p] = 0.0
-            flat[2, p] = 0.0
+        write_unit(flat, p, g0, g1, g2)
 
 
 def split_work(work: np.ndarray, candidates: np.ndarray, n_threads: int):

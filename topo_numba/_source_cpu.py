@@ -48,7 +48,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._diffusion_cpu import SIXTH, _zyx, split_work
+from ._diffusion_cpu import SIXTH, _zyx, split_work, write_unit
 
 # a unit is updated voxel-parallel when it holds at least this many voxels and
 # more than 1 / (2 * threads) of the total work; higher than the coordinates
@@ -574,16 +574,4 @@ def source_gradient_flows(u, nbr, pos, band_of, bstart, fdown, fup, out):
         g0 = _axis_gradient(u, nbr, s, 0, z, D, lo, hi, fd, fu)
         g1 = _axis_gradient(u, nbr, s, 1, y, H, lo, hi, fd, fu)
         g2 = _axis_gradient(u, nbr, s, 2, x, W, lo, hi, fd, fu)
-        m = max(abs(g0), abs(g1), abs(g2))
-        if m > 0.0:
-            g0 = g0 / m
-            g1 = g1 / m
-            g2 = g2 / m
-            norm = np.sqrt(g0 * g0 + g1 * g1 + g2 * g2)
-            flat[0, p] = g0 / norm
-            flat[1, p] = g1 / norm
-            flat[2, p] = g2 / norm
-        else:
-            flat[0, p] = 0.0
-            flat[1, p] = 0.0
-            flat[2, p] = 0.0
+        write_unit(flat, p, g0, g1, g2)
