@@ -179,8 +179,8 @@ BAD = {
                r"crop\.h5: already exists; pass --overwrite"),
     "memory": (["flows", "ids.npy", "o.zarr", "--classes", *CLASSES, "--resolution", 8,
                 "--memory-limit", "10K"],
-               r"needs about .* \(\d+ bytes, estimated\) .* out-of-core processing is not "
-               r"available in this version"),
+               r"needs about .* \(\d+ bytes, estimated\) .* runs out of core \(Dask\) for one "
+               r"Zarr labels array"),
     "nan flows": (["segment", "probs.npy", "nanflows.npy", "o.zarr", "--classes", "ves",
                    "--resolution", 8], r"flow_pred must be finite"),
 }
@@ -264,3 +264,24 @@ def test_parse_bytes():
     assert cli.parse_bytes("2G") == 2 * 2**30
     assert cli.parse_bytes("512MiB") == 512 * 2**20
     assert cli.parse_bytes("1000") == 1000
+
+
+@pytest.mark.parametrize("options", [["--chunks", 12], ["--memory-limit", "10K"]],
+                         ids=["chunks", "auto"])
+def test_flows_out_of_core_zarr_equals_in_memory(data, options):
+    """One Zarr labels array -> .zarr output runs through the Dask path with --chunks,
+    or by itself when the in-memory job would not fit; same flows as in memory."""
+    pytest.importorskip("dask", reason="the dask extra is needed")
+    d = data["dir"]
+    out = "ooc.zarr"
+    r = run("flows", "crop.zarr/labels/s0", out, "--class-config", "classes.json",
+            *options, cwd=d)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert "out of core" in r.stdout
+        flows = zarr.open_array(str(d / out), path="flows", mode="r")[:]
+        fg = zarr.open_array(str(d / out), path="class_fg", mode="r")[:]
+        np.testing.assert_array_equal(flows, data["flows"])
+        np.testing.assert_array_equal(fg, data["fg"])
+    finally:
+        tn.io._remove(d / out)

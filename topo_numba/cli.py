@@ -103,8 +103,9 @@ def _check_memory(need: int, what: str, args) -> None:
     if avail is not None and need > avail:
         raise CLIError(
             f"{what} needs about {_gib(need)} ({need} bytes, estimated) but only {_gib(avail)} "
-            "is available; tiled / out-of-core processing is not available in this version of "
-            "topo-numba: process a smaller crop or use a machine with more memory")
+            "is available; `topo-numba flows` runs out of core (Dask) for one Zarr labels "
+            "array with a .zarr output (automatically, or with --chunks N); otherwise process "
+            "a smaller crop or use a machine with more memory")
 
 
 def _load_json(path: str, what: str) -> dict:
@@ -250,7 +251,21 @@ def cmd_flows(args, con: _Console) -> int:
     base = n * voxels * dtype.itemsize + (mask_ref.nbytes if mask_ref else 0)
     base += (16 * n * voxels) if in_memory else 16 * voxels
     job = f"computing flows of {n} class{'es' if n > 1 else ''} on a {spatial} volume"
-    _check_memory(base + 24 * voxels, job, args)
+    # one Zarr labels array -> Zarr output can go out of core (Dask, chunk by chunk):
+    # with --chunks, or automatically when the in-memory job would not fit
+    out_of_core_ok = len(refs) == 1 and ".zarr" in refs[0].path and kind == "zarr"
+    if args.chunks is not None:
+        if not out_of_core_ok:
+            raise CLIError("--chunks (out-of-core processing) needs one Zarr labels array "
+                           "and a .zarr output")
+        return _flows_out_of_core(args, con, refs[0], names, config, resolution, mask_ref)
+    try:
+        _check_memory(base + 24 * voxels, job, args)
+    except CLIError:
+        if not out_of_core_ok:
+            raise
+        log.info("the in-memory job would not fit: switching to the out-of-core path")
+        return _flows_out_of_core(args, con, refs[0], names, config, resolution, mask_ref)
 
     t0 = time.perf_counter()
     if len(refs) == 1:  # no stacking copy
@@ -302,6 +317,26 @@ def cmd_flows(args, con: _Console) -> int:
     con.say(f"wrote {args.out}: flows {(3 * n,) + spatial} float32 (channels "
             f"{', '.join(channel_names)}), class_fg {(n,) + spatial} float32; "
             f"{time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def _flows_out_of_core(args, con: _Console, ref, names, config, resolution, mask_ref) -> int:
+    """`topo-numba flows` through `topo_numba.dask.flow_targets_to_zarr`."""
+    from . import dask as tnd
+
+    chunks = args.chunks or 64
+    mask = None
+    if mask_ref is not None:
+        mask = mask_ref.path if ".zarr" in mask_ref.path else mask_ref.read()
+    t0 = time.perf_counter()
+    _library("out-of-core flows", tnd.flow_targets_to_zarr, ref.path, args.out, names,
+             {nm: config[nm] for nm in names}, resolution,
+             diffusion_iters=args.n_iter or 200, spatial_mask=mask, chunks=chunks,
+             progress=not con.quiet and sys.stderr.isatty(), overwrite=args.overwrite)
+    n = len(names)
+    con.say(f"wrote {args.out} out of core (Dask, {chunks}^3 chunks): flows "
+            f"{(3 * n,) + tuple(ref.shape[-3:])} float32, class_fg {(n,) + tuple(ref.shape[-3:])}"
+            f" float32; {time.perf_counter() - t0:.2f} s")
     return 0
 
 
@@ -585,6 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="(D, H, W) mask, 1 where annotated (crop-aware flows)")
     p.add_argument("--n-iter", type=_positive_int, metavar="N",
                    help="diffusion iterations of every diffusion class (default: the table)")
+    p.add_argument("--chunks", type=_positive_int, metavar="N",
+                   help="process out of core with Dask in N^3 chunks (one Zarr labels array "
+                        "and a .zarr output; chosen automatically when the job would not "
+                        "fit in memory)")
     p.set_defaults(func=cmd_flows)
 
     p = sub.add_parser("segment", parents=[common, writes, memory],
@@ -672,8 +711,8 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(exc))
     except MemoryError:
         log.debug("details", exc_info=True)
-        _fail("out of memory; tiled / out-of-core processing is not available in this version "
-              "of topo-numba: process a smaller crop")
+        _fail("out of memory; process a smaller crop, or for flows give one Zarr labels array, "
+              "a .zarr output and --chunks N to run out of core")
     except KeyboardInterrupt:
         _fail("interrupted (no partial output is left behind)")
         return 130
