@@ -179,8 +179,8 @@ BAD = {
                r"crop\.h5: already exists; pass --overwrite"),
     "memory": (["flows", "ids.npy", "o.zarr", "--classes", *CLASSES, "--resolution", 8,
                 "--memory-limit", "10K"],
-               r"needs about .* \(\d+ bytes, estimated\) .* runs out of core \(Dask\) for one "
-               r"Zarr labels array"),
+               r"needs about .* \(\d+ bytes, estimated\) .* run out of core \(Dask\) on Zarr "
+               r"inputs"),
     "nan flows": (["segment", "probs.npy", "nanflows.npy", "o.zarr", "--classes", "ves",
                    "--resolution", 8], r"flow_pred must be finite"),
 }
@@ -285,3 +285,30 @@ def test_flows_out_of_core_zarr_equals_in_memory(data, options):
         np.testing.assert_array_equal(fg, data["fg"])
     finally:
         tn.io._remove(d / out)
+
+
+@pytest.mark.parametrize("options", [["--chunks", 12], ["--memory-limit", "10K"]],
+                         ids=["chunks", "auto"])
+def test_segment_out_of_core_zarr(data, options):
+    """Zarr probabilities + flows -> .zarr labels through the Dask path: the instances
+    of the in-memory segmentation (F1 1.0 at IoU 0.5)."""
+    pytest.importorskip("dask", reason="the dask extra is needed")
+    d = data["dir"]
+    r = run("flows", "crop.zarr/labels/s0", "t_ooc.zarr", "--class-config", "classes.json",
+            cwd=d)
+    assert r.returncode == 0, r.stderr
+    try:
+        r = run("segment", "t_ooc.zarr/class_fg", "t_ooc.zarr/flows", "s_ooc.zarr",
+                "--resolution", 8, *options, cwd=d)
+        assert r.returncode == 0, r.stderr
+        assert "out of core" in r.stdout
+        r2 = run("segment", "t_ooc.zarr/class_fg", "t_ooc.zarr/flows", "s_mem.zarr",
+                 "--resolution", 8, cwd=d)
+        assert r2.returncode == 0, r2.stderr
+        for name in CLASSES:
+            ooc = zarr.open_array(str(d / "s_ooc.zarr"), path=name, mode="r")[:]
+            mem = zarr.open_array(str(d / "s_mem.zarr"), path=name, mode="r")[:]
+            assert matching(mem, ooc).f1 == 1.0
+    finally:
+        for out in ("t_ooc.zarr", "s_ooc.zarr", "s_mem.zarr"):
+            tn.io._remove(d / out)

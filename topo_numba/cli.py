@@ -103,9 +103,9 @@ def _check_memory(need: int, what: str, args) -> None:
     if avail is not None and need > avail:
         raise CLIError(
             f"{what} needs about {_gib(need)} ({need} bytes, estimated) but only {_gib(avail)} "
-            "is available; `topo-numba flows` runs out of core (Dask) for one Zarr labels "
-            "array with a .zarr output (automatically, or with --chunks N); otherwise process "
-            "a smaller crop or use a machine with more memory")
+            "is available; flows and segment run out of core (Dask) on Zarr inputs with a "
+            ".zarr output (automatically, or with --chunks N); otherwise process a smaller "
+            "crop or use a machine with more memory")
 
 
 def _load_json(path: str, what: str) -> dict:
@@ -383,7 +383,22 @@ def cmd_segment(args, con: _Console) -> int:
     base = probs_ref.nbytes + flows_ref.nbytes
     base += 4 * voxels * (n if kind in ("npz", "tiff") else 1)
     job = f"segmenting {n} class{'es' if n > 1 else ''} on a {spatial} volume"
-    _check_memory(base + 16 * voxels, job, args)
+    # Zarr probabilities and flows -> Zarr output can go out of core (Dask, block by
+    # block): with --chunks, or automatically when the in-memory job would not fit
+    out_of_core_ok = (".zarr" in probs_ref.path and ".zarr" in flows_ref.path
+                      and kind == "zarr")
+    if args.chunks is not None:
+        if not out_of_core_ok:
+            raise CLIError("--chunks (out-of-core processing) needs Zarr PROBS and FLOWS "
+                           "arrays and a .zarr output")
+        return _segment_out_of_core(args, con, probs_ref, flows_ref, names, config, resolution)
+    try:
+        _check_memory(base + 16 * voxels, job, args)
+    except CLIError:
+        if not out_of_core_ok:
+            raise
+        log.info("the in-memory job would not fit: switching to the out-of-core path")
+        return _segment_out_of_core(args, con, probs_ref, flows_ref, names, config, resolution)
     t0 = time.perf_counter()
     probs = probs_ref.read()
     probs = probs[None] if probs.ndim == 3 else probs
@@ -424,6 +439,22 @@ def cmd_segment(args, con: _Console) -> int:
     summary = ", ".join(f"{nm}: {k} instance{'s' if k != 1 else ''}" for nm, k in counts.items())
     con.say(f"wrote {args.out}: instance labels (int32) of {summary}; "
             f"{time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def _segment_out_of_core(args, con: _Console, probs_ref, flows_ref, names, config,
+                         resolution) -> int:
+    """`topo-numba segment` through `topo_numba.dask.segment_to_zarr`."""
+    from . import dask as tnd
+
+    chunks = args.chunks or 64
+    t0 = time.perf_counter()
+    _library("out-of-core segmentation", tnd.segment_to_zarr, probs_ref.path, flows_ref.path,
+             args.out, names, {nm: config[nm] for nm in names}, resolution_nm=resolution,
+             flow_error_threshold=args.flow_error_threshold, chunks=chunks,
+             progress=not con.quiet and sys.stderr.isatty(), overwrite=args.overwrite)
+    con.say(f"wrote {args.out} out of core (Dask, {chunks}^3 blocks): int32 instance labels "
+            f"of {', '.join(names)}; {time.perf_counter() - t0:.2f} s")
     return 0
 
 
@@ -647,6 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-error-threshold", type=float, default=0.0, metavar="X",
                    help="drop instances whose flows differ from the prediction by a mean "
                         "squared error above X (default 0: keep all)")
+    p.add_argument("--chunks", type=_positive_int, metavar="N",
+                   help="process out of core with Dask in N^3 blocks (Zarr PROBS and FLOWS, "
+                        ".zarr output; chosen automatically when the job would not fit)")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("view", parents=[common, writes],
