@@ -160,6 +160,60 @@ def _scatter(coords, cluster_of, group, out):
         out[coords[i, 0], coords[i, 1], coords[i, 2]] = group[cluster_of[i]]
 
 
+def grid_cells(xp, positions, shape, radius: float):
+    """Pass 1 of the clustering rule: the cells round(p / g), g = max(1, r / 2).
+
+    Parameters
+    ----------
+    xp : module
+        NumPy, or CuPy for device arrays (the GPU backend shares this code).
+    positions : (N, 3) array of float32 or float64
+        End points; the cell index is computed in their precision.
+    shape : (D, H, W) tuple of int
+    radius : float
+
+    Returns
+    -------
+    order : (N,) int64
+        Points sorted by cell (z-major cell index), stable.
+    starts : (K + 1,) int64
+        Points of the k-th occupied cell are ``order[starts[k]:starts[k + 1]]``.
+    """
+    D, H, W = shape
+    g = max(1.0, radius / 2.0)
+    cell = xp.rint(positions / g).astype(np.int64)
+    gz = xp.clip(cell[:, 0], 0, int(D / g))
+    gy = xp.clip(cell[:, 1], 0, int(H / g))
+    gx = xp.clip(cell[:, 2], 0, int(W / g))
+    hashes = (gz * (int(H / g) + 1) + gy) * (int(W / g) + 1) + gx
+    del cell, gz, gy, gx
+    order = xp.argsort(hashes, kind="stable")
+    sorted_hashes = hashes[order]
+    starts = xp.flatnonzero(sorted_hashes[1:] != sorted_hashes[:-1]) + 1  # SYNC on a device
+    starts = xp.concatenate((xp.zeros(1, np.int64), starts.astype(np.int64),
+                             xp.full(1, hashes.shape[0], np.int64)))
+    return order, starts
+
+
+def merge_centres(centres: np.ndarray, radius: float):
+    """Pass 2: merge the cluster centres closer than `radius` (host, O(K)).
+
+    Centres are grouped by the second grid round(centre / r); each is compared
+    with those of the 27 neighbouring cells; groups are numbered 1, 2, ... in
+    the order of their first cluster. Returns (group of each cluster, number).
+    """
+    n_clusters = centres.shape[0]
+    keys = np.round(centres / radius).astype(np.int64)
+    members = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0])).astype(np.int64)
+    sorted_keys = keys[members]
+    new_cell = np.ones(n_clusters, bool)
+    new_cell[1:] = (sorted_keys[1:] != sorted_keys[:-1]).any(axis=1)
+    first = np.flatnonzero(new_cell)
+    cell_keys = np.ascontiguousarray(sorted_keys[first])
+    cell_starts = np.concatenate((first, [n_clusters])).astype(np.int64)
+    return _merge_and_number(centres, members, cell_keys, cell_starts, radius)
+
+
 def cluster_labels(coords: np.ndarray, positions: np.ndarray, shape: tuple[int, int, int],
                    radius: float) -> tuple[np.ndarray, int]:
     """Label volume of the merged convergence clusters (before size filtering).
@@ -182,38 +236,13 @@ def cluster_labels(coords: np.ndarray, positions: np.ndarray, shape: tuple[int, 
         Number of groups (labels 1..n_groups; a group can lose all its
         voxels when coordinates repeat).
     """
-    D, H, W = shape
-    g = max(1.0, radius / 2.0)
-    # pass 1: cell index round(p / g), computed in the positions' precision
-    cell = np.round(positions / g).astype(np.int64)
-    gz = np.clip(cell[:, 0], 0, int(D / g))
-    gy = np.clip(cell[:, 1], 0, int(H / g))
-    gx = np.clip(cell[:, 2], 0, int(W / g))
-    gh = int(H / g) + 1
-    gw = int(W / g) + 1
-    hashes = (gz * gh + gy) * gw + gx
-    del cell, gz, gy, gx
-    order = np.argsort(hashes, kind="stable")
-    sorted_hashes = hashes[order]
-    starts = np.flatnonzero(sorted_hashes[1:] != sorted_hashes[:-1]) + 1
-    starts = np.concatenate(([0], starts, [hashes.size])).astype(np.int64)
-    del hashes, sorted_hashes
+    order, starts = grid_cells(np, positions, shape, radius)
     n_clusters = starts.size - 1
     centres = np.empty((n_clusters, 3), np.float64)
     cluster_of = np.empty(coords.shape[0], np.int64)
     _segment_means(positions, order, starts, centres, cluster_of)
     del order
-
-    # pass 2: second grid round(centre / r)
-    keys = np.round(centres / radius).astype(np.int64)
-    members = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0])).astype(np.int64)
-    sorted_keys = keys[members]
-    new_cell = np.ones(n_clusters, bool)
-    new_cell[1:] = (sorted_keys[1:] != sorted_keys[:-1]).any(axis=1)
-    first = np.flatnonzero(new_cell)
-    cell_keys = np.ascontiguousarray(sorted_keys[first])
-    cell_starts = np.concatenate((first, [n_clusters])).astype(np.int64)
-    group, n_groups = _merge_and_number(centres, members, cell_keys, cell_starts, radius)
+    group, n_groups = merge_centres(centres, radius)
 
     labels = np.zeros(shape, np.int32)
     _scatter(coords, cluster_of, group, labels)

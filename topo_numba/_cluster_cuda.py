@@ -59,45 +59,19 @@ def _scatter(coords, cluster_of, group, winner, out):
         out[z, y, x] = group[cluster_of[i]]
 
 
-def _merge_on_host(centres: np.ndarray, radius: float):
-    """Pass 2 of `_cluster_cpu.cluster_labels` on K cluster centres (host)."""
-    from ._cluster_cpu import _merge_and_number
-
-    n_clusters = centres.shape[0]
-    keys = np.round(centres / radius).astype(np.int64)
-    members = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0])).astype(np.int64)
-    sorted_keys = keys[members]
-    new_cell = np.ones(n_clusters, bool)
-    new_cell[1:] = (sorted_keys[1:] != sorted_keys[:-1]).any(axis=1)
-    first = np.flatnonzero(new_cell)
-    cell_keys = np.ascontiguousarray(sorted_keys[first])
-    cell_starts = np.concatenate((first, [n_clusters])).astype(np.int64)
-    return _merge_and_number(centres, members, cell_keys, cell_starts, radius)
-
-
 def cluster_labels(b, coords, positions, shape, radius: float):
     """Group labels (D, H, W) int32 on the device and their number (see `_cluster_cpu`)."""
+    from ._cluster_cpu import grid_cells, merge_centres
+
     xp = b.xp
-    D, H, W = shape
-    g = max(1.0, radius / 2.0)
-    cell = xp.rint(positions / g).astype(np.int64)  # in the positions' precision
-    gz = xp.clip(cell[:, 0], 0, int(D / g))
-    gy = xp.clip(cell[:, 1], 0, int(H / g))
-    gx = xp.clip(cell[:, 2], 0, int(W / g))
-    hashes = (gz * (int(H / g) + 1) + gy) * (int(W / g) + 1) + gx
-    del cell, gz, gy, gx
-    order = xp.argsort(hashes, kind="stable")
-    sorted_hashes = hashes[order]
-    starts = xp.flatnonzero(sorted_hashes[1:] != sorted_hashes[:-1]) + 1  # SYNC (inside xp)
-    starts = xp.concatenate((xp.zeros(1, np.int64), starts.astype(np.int64),
-                             xp.full(1, hashes.shape[0], np.int64)))
+    order, starts = grid_cells(xp, positions, shape, radius)
     n_clusters = int(starts.shape[0]) - 1
     centres = xp.empty((n_clusters, 3), np.float64)
     cluster_of = xp.empty(coords.shape[0], np.int64)
     b.launch(_segment_means, n_clusters, b.arg(positions[order]), b.arg(order), b.arg(starts),
              b.arg(centres), b.arg(cluster_of))
     # SYNC: the one documented transfer, K centres down, K group labels up
-    group, n_groups = _merge_on_host(b.to_host(centres), radius)
+    group, n_groups = merge_centres(b.to_host(centres), radius)
     group = b.to_device(group)
     winner = xp.full(shape, -1, np.int64)
     labels = xp.zeros(shape, np.int32)
