@@ -23,6 +23,15 @@ from ._gpu import Backend
 # ----------------------------------------------------------------- kernels
 
 
+@cuda.jit(device=True)
+def _row(r, D, H):
+    """(volume, z, y) of the flat row index r over (volumes, D, H)."""
+    v = r // (D * H)
+    rem = r - v * (D * H)
+    z = rem // H
+    return v, z, rem - z * H
+
+
 @cuda.jit
 def _count_runs(labels, sel, counts):
     """counts[r] = number of runs of equal non-zero ids in row r of the selected volumes."""
@@ -30,10 +39,7 @@ def _count_runs(labels, sel, counts):
     if r >= counts.shape[0]:
         return
     D, H, W = labels.shape[1], labels.shape[2], labels.shape[3]
-    v = r // (D * H)
-    rem = r - v * (D * H)
-    z = rem // H
-    y = rem - z * H
+    v, z, y = _row(r, D, H)
     src = sel[v]
     c = 0
     for x in range(W):
@@ -50,10 +56,7 @@ def _run_values(labels, sel, offsets, run_val, run_vol):
     if r >= offsets.shape[0] - 1:
         return
     D, H, W = labels.shape[1], labels.shape[2], labels.shape[3]
-    v = r // (D * H)
-    rem = r - v * (D * H)
-    z = rem // H
-    y = rem - z * H
+    v, z, y = _row(r, D, H)
     src = sel[v]
     j = offsets[r]
     for x in range(W):
@@ -71,10 +74,7 @@ def _compact_rows(labels, sel, inst_val, vol_start, out):
     D, H, W = labels.shape[1], labels.shape[2], labels.shape[3]
     if r >= out.shape[0] * D * H:
         return
-    v = r // (D * H)
-    rem = r - v * (D * H)
-    z = rem // H
-    y = rem - z * H
+    v, z, y = _row(r, D, H)
     src = sel[v]
     cur = 0
     for x in range(W):
@@ -114,10 +114,7 @@ def _row_stats(lab, mask, mask_of, counts, sums, lo, hi, cut):
     V, D, H, W = lab.shape[0], lab.shape[1], lab.shape[2], lab.shape[3]
     if r >= V * D * H:
         return
-    v = r // (D * H)
-    rem = r - v * (D * H)
-    z = rem // H
-    y = rem - z * H
+    v, z, y = _row(r, D, H)
     m = mask_of[v]
     x = 0
     while x < W:

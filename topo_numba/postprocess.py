@@ -179,8 +179,6 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
     >>> cluster_convergence(coords, ends, (1, 1, 10), 2.0, 1)[0, 0]
     array([1, 1, 0, 0, 0, 0, 0, 0, 2, 2], dtype=int32)
     """
-    from ._cluster_cpu import cluster_labels
-
     if backend_of("cluster_convergence", fg_coords=fg_coords,
                   final_positions=final_positions) == "gpu":
         from . import _postprocess_gpu
@@ -192,6 +190,8 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
     positions = V.as_positions(final_positions, "final_positions", coords.shape[0])
     radius = V.check_real(convergence_radius, "convergence_radius", positive=True)
     min_size = V.check_int(min_size, "min_size", minimum=0)
+    from ._cluster_cpu import cluster_labels
+
     if coords.shape[0] == 0:
         return np.zeros(shape, np.int32)
     far = float(np.abs(positions).max())
