@@ -292,11 +292,6 @@ class _DeviceLike:
     __cuda_ndarray__ = True
 
 
-def test_source_mode_on_gpu_arrays_is_refused_clearly():
-    with pytest.raises(TypeError, match=r"generate_diffusion_flows: .*'source' runs on the CPU"):
-        topo.generate_diffusion_flows(_DeviceLike(), mode="source")
-    cfg = {"mito": {"flow_type": "diffusion", "diffusion_mode": "source"}}
-    with pytest.raises(TypeError, match=r"class 'mito'.*'source' runs on the CPU"):
-        topo.compute_flow_targets(_DeviceLike(), ["mito"], cfg)
+def test_unknown_mode_with_gpu_arrays_is_refused_before_the_gpu_path():
     with pytest.raises(ValueError, match=r"mode must be one of"):
         topo.generate_diffusion_flows(_DeviceLike(), mode="nope")

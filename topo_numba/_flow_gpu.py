@@ -43,11 +43,13 @@ def generate_direct_flows(instance_mask, spatial_mask):
 
 
 def generate_diffusion_flows(instance_mask, n_iter, adaptive_iters, adaptive_factor,
-                             spatial_mask):
+                             spatial_mask, mode="coordinates"):
     """GPU `topo_numba.flow.generate_diffusion_flows` (arguments already classified)."""
     from ._diffusion_cuda import diffusion_flows
-    from .flow import _check_diffusion_args
+    from .flow import _check_diffusion_args, _refuse_gpu_source
 
+    if mode == "source":
+        _refuse_gpu_source("generate_diffusion_flows")
     b = backend()
     xp = b.xp
     labels = V.device_labels(b, instance_mask, "instance_mask", 3)
@@ -99,14 +101,18 @@ def compute_flow_targets(instance_ids, class_names, class_config, resolution_nm,
     """
     from ._diffusion_cuda import diffusion_flows
     from ._direct_cuda import direct_flows
-    from .flow import _check_targets_args
+    from .flow import _check_targets_args, _refuse_gpu_source
 
     b = backend()
     xp = b.xp
     ids = V.device_labels(b, instance_ids, "instance_ids", (4, 5))
+    modes = []
     batched, n_classes, settings, adaptive_iters, adaptive_factor = _check_targets_args(
         tuple(ids.shape), class_names, class_config, resolution_nm, diffusion_iters,
-        adaptive_iters, adaptive_factor)
+        adaptive_iters, adaptive_factor, modes)
+    for c, (kind, _, _, _) in enumerate(settings):
+        if kind == "diffusion" and modes[c] == "source":
+            _refuse_gpu_source("compute_flow_targets")
     spatial = tuple(ids.shape[-3:])
     mask_shape = (ids.shape[0], 1) + spatial if batched else spatial
     annotated = V.device_spatial_mask(b, spatial_mask, "spatial_mask", mask_shape)

@@ -400,12 +400,11 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
     """
     if backend_of("generate_diffusion_flows", instance_mask=instance_mask,
                   spatial_mask=spatial_mask) == "gpu":
-        if _check_mode(mode) == "source":
-            _refuse_gpu_source("generate_diffusion_flows")
         from . import _flow_gpu
 
         return _flow_gpu.generate_diffusion_flows(instance_mask, n_iter, adaptive_iters,
-                                                  adaptive_factor, spatial_mask)
+                                                  adaptive_factor, spatial_mask,
+                                                  _check_mode(mode))
     labels = V.as_labels(instance_mask, "instance_mask", 3)
     annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", labels.shape)
     n_iter, adaptive_iters, adaptive_factor = _check_diffusion_args(
@@ -549,20 +548,6 @@ def _check_targets_args(shape, class_names, class_config, resolution_nm, diffusi
     return batched, n_classes, settings, adaptive_iters, adaptive_factor
 
 
-def _check_gpu_modes(class_names, class_config):
-    """Refuse source-mode diffusion classes before the GPU path starts."""
-    if not isinstance(class_config, Mapping):
-        return  # defaults (no source mode), or an error the GPU path reports
-    names = EVALUATED_INSTANCE_CLASSES if class_names is None else class_names
-    if isinstance(names, str) or not isinstance(names, Sequence):
-        return
-    for name in names:
-        cfg = class_config.get(name)
-        if isinstance(cfg, Mapping) and _class_mode(name, cfg) == "source" \
-                and cfg.get("flow_type", "direct") == "diffusion":
-            _refuse_gpu_source(f"compute_flow_targets, class {name!r}")
-
-
 def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
                          class_config: Mapping | None = None, resolution_nm: float | None = None,
                          diffusion_iters: int = 200, adaptive_iters: bool = True,
@@ -621,7 +606,6 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     """
     if backend_of("compute_flow_targets", instance_ids=instance_ids,
                   spatial_mask=spatial_mask) == "gpu":
-        _check_gpu_modes(class_names, class_config)
         from . import _flow_gpu
 
         return _flow_gpu.compute_flow_targets(instance_ids, class_names, class_config,
