@@ -394,7 +394,8 @@ def test_hostile_flow_targets(ids, names, cfg, resolution, diffusion_iters, mask
 def test_hostile_examples_are_rejected(func):
     """A few fixed hostile inputs, so the contract holds even if hypothesis changes."""
     for bad, exc in [(np.zeros((2, 2, 2), "c8"), TypeError), (None, TypeError),
-                     ([[[0, 1], [2]]], ValueError), (np.zeros((2, 2), np.uint8), ValueError),
+                     ([[[0, 1], [2]]], ValueError), (np.zeros(2, np.uint8), ValueError),
+                         (np.zeros((2, 2, 2, 2), np.uint8), ValueError),
                      (np.full((2, 2, 2), -1, np.int16), ValueError)]:
         with pytest.raises(exc):
             func(bad)

@@ -149,7 +149,7 @@ def test_no_module_prints(capfd):
     T.get_postprocess_config(70)
     T.generate_direct_flows(np.zeros((0, 3, 3), np.int8))
     for bad in (lambda: T.get_postprocess_config(None),
-                lambda: T.generate_direct_flows(np.zeros((2, 2), np.int8)),
+                lambda: T.generate_direct_flows(np.zeros(2, np.int8)),
                 lambda: T.compute_flow_targets(np.zeros((1, 2, 2, 2), np.int8), ["a"],
                                                {"a": {"flow_type": "bad"}})):
         with pytest.raises(ValueError):

@@ -197,7 +197,7 @@ def test_hypothesis_relabel(shape, n_ids, density, ratio, dtype, seed):
 
 @pytest.mark.parametrize("func, args, error, pattern", [
     (filter_small, (np.zeros((2, 2)), 1), TypeError, r"instances.*integer"),
-    (filter_small, (np.zeros((2, 2), int), 1), ValueError, r"instances.*3-D"),
+    (filter_small, (np.zeros(2, int), 1), ValueError, r"instances.*3-D"),
     (filter_small, (-np.ones((2, 2, 2), int), 1), ValueError, r"instances.*non-negative"),
     (filter_small, (np.zeros((2, 2, 2), int), -1), ValueError, r"min_size.*>= 0"),
     (filter_small, (np.zeros((2, 2, 2), int), 1.5), TypeError, r"min_size"),

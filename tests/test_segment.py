@@ -392,7 +392,8 @@ FLOW = np.zeros((3, 4, 5, 6), np.float32)
 
 
 @pytest.mark.parametrize("kwargs, exc, words", [
-    (dict(sem_mask=np.ones((4, 5)), flow=FLOW), ValueError, ["sem_mask", "3-D"]),
+    (dict(sem_mask=np.ones((4, 5)), flow=FLOW), ValueError, ["flow", "2-D sem_mask"]),
+    (dict(sem_mask=np.ones(5), flow=FLOW), ValueError, ["sem_mask", "3-D"]),
     (dict(flow=FLOW[:, :3]), ValueError, ["flow", "(3, 4, 5, 6)", "(3, 3, 5, 6)"]),
     (dict(flow=np.where(FG, np.nan, 0)[None].repeat(3, 0)), ValueError, ["flow", "NaN"]),
     (dict(flow=FLOW.astype(complex)), TypeError, ["flow", "complex"]),

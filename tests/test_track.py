@@ -185,7 +185,8 @@ def test_non_finite_flow_is_refused(bad, value):
 
 
 @pytest.mark.parametrize("kwargs, error, pattern", [
-    (dict(sem_mask=np.ones((2, 3), bool)), ValueError, r"sem_mask.*3-D"),
+    (dict(sem_mask=np.ones((2, 3), bool)), ValueError, r"flow must have shape \(2, 2, 3\).*2-D sem_mask"),
+    (dict(sem_mask=np.ones(3, bool)), ValueError, r"sem_mask.*3-D"),
     (dict(sem_mask=np.ones((2, 3, 5), bool)), ValueError, r"flow.*\(3, 2, 3, 5\)"),
     (dict(sem_mask=np.array([[[np.nan, 1.0]]])), ValueError, r"sem_mask.*NaN"),
     (dict(sem_mask=np.ones((2, 3, 4), complex)), TypeError, r"sem_mask"),

@@ -160,6 +160,26 @@ def _scatter(coords, cluster_of, group, out):
         out[coords[i, 0], coords[i, 1], coords[i, 2]] = group[cluster_of[i]]
 
 
+def physical_points(xp, positions, shape, h):
+    """End points and volume extent in physical units (`h` None: unchanged).
+
+    With a relative voxel size h (z, y, x) the clustering runs on ``p * h``
+    (a float64 copy) over the extent ``shape * h``.
+    """
+    if h is None:
+        return positions, tuple(shape)
+    return positions * xp.asarray(h, np.float64), tuple(float(n * s) for n, s in zip(shape, h))
+
+
+def scaled_flow(xp, flow, h):
+    """Flow whose Euler step moves ``f / h`` voxels, i.e. a physical step of
+    length |f| in units of the smallest spacing (`h` None: `flow` itself)."""
+    if h is None:
+        return flow
+    inv = xp.asarray(1.0 / np.asarray(h, np.float64), flow.dtype).reshape(3, 1, 1, 1)
+    return xp.ascontiguousarray(flow * inv)
+
+
 def grid_cells(xp, positions, shape, radius: float):
     """Pass 1 of the clustering rule: the cells round(p / g), g = max(1, r / 2).
 
@@ -169,7 +189,7 @@ def grid_cells(xp, positions, shape, radius: float):
         NumPy, or CuPy for device arrays (the GPU backend shares this code).
     positions : (N, 3) array of float32 or float64
         End points; the cell index is computed in their precision.
-    shape : (D, H, W) tuple of int
+    shape : (D, H, W) tuple of int (or float: a physical extent)
     radius : float
 
     Returns
@@ -215,7 +235,7 @@ def merge_centres(centres: np.ndarray, radius: float):
 
 
 def cluster_labels(coords: np.ndarray, positions: np.ndarray, shape: tuple[int, int, int],
-                   radius: float) -> tuple[np.ndarray, int]:
+                   radius: float, h=None) -> tuple[np.ndarray, int]:
     """Label volume of the merged convergence clusters (before size filtering).
 
     Parameters
@@ -227,6 +247,8 @@ def cluster_labels(coords: np.ndarray, positions: np.ndarray, shape: tuple[int, 
     shape : (D, H, W) tuple of int
     radius : float
         Convergence radius, > 0.
+    h : (3,) ndarray of float64, optional
+        Relative voxel size: cluster in physical units (`physical_points`).
 
     Returns
     -------
@@ -236,11 +258,12 @@ def cluster_labels(coords: np.ndarray, positions: np.ndarray, shape: tuple[int, 
         Number of groups (labels 1..n_groups; a group can lose all its
         voxels when coordinates repeat).
     """
-    order, starts = grid_cells(np, positions, shape, radius)
+    points, extent = physical_points(np, positions, shape, h)
+    order, starts = grid_cells(np, points, extent, radius)
     n_clusters = starts.size - 1
     centres = np.empty((n_clusters, 3), np.float64)
     cluster_of = np.empty(coords.shape[0], np.int64)
-    _segment_means(positions, order, starts, centres, cluster_of)
+    _segment_means(points, order, starts, centres, cluster_of)
     del order
     group, n_groups = merge_centres(centres, radius)
 

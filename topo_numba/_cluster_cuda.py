@@ -59,12 +59,14 @@ def _scatter(coords, cluster_of, group, winner, out):
         out[z, y, x] = group[cluster_of[i]]
 
 
-def cluster_labels(b, coords, positions, shape, radius: float):
-    """Group labels (D, H, W) int32 on the device and their number (see `_cluster_cpu`)."""
-    from ._cluster_cpu import grid_cells, merge_centres
+def cluster_labels(b, coords, positions, shape, radius: float, h=None):
+    """Group labels (D, H, W) int32 on the device and their number (see `_cluster_cpu`;
+    `h`: relative voxel size, clustering in physical units)."""
+    from ._cluster_cpu import grid_cells, merge_centres, physical_points
 
     xp = b.xp
-    order, starts = grid_cells(xp, positions, shape, radius)
+    positions, extent = physical_points(xp, positions, shape, h)
+    order, starts = grid_cells(xp, positions, extent, radius)
     n_clusters = int(starts.shape[0]) - 1
     centres = xp.empty((n_clusters, 3), np.float64)
     cluster_of = xp.empty(coords.shape[0], np.int64)

@@ -33,6 +33,9 @@ from numba import njit, prange
 
 RESCALE_EVERY = 32
 SIXTH = 1.0 / 6.0
+# Laplacian weights of isotropic voxels: the kernels then take the SPEC 2.2
+# update (an empty array selects it; see `laplacian_weights`)
+ISOTROPIC = np.zeros(0, np.float64)
 
 # an instance is updated voxel-parallel when it holds at least this many voxels
 # and more than 1 / (2 * threads) of the total work
@@ -124,9 +127,25 @@ def init_fields(pos, shape_hw):
     return u
 
 
+def laplacian_weights(h) -> np.ndarray:
+    """Per-axis weights w_a of the anisotropic update (`ISOTROPIC` for None).
+
+    ``u <- u + sum_a w_a (v(a-) + v(a+) - 2 u)`` with
+    ``w_a = (1 / h_a**2) / (2 sum_b 1 / h_b**2)``: the explicit step of the
+    heat equation with the Laplacian weighted by 1/h**2 and the largest
+    stable time step (sum_a 2 w_a = 1, as 6 x 1/6 for isotropic voxels,
+    where w_a = 1/6).
+    """
+    if h is None:
+        return ISOTROPIC
+    inv = 1.0 / np.asarray(h, np.float64) ** 2
+    return inv / (2.0 * inv.sum())
+
+
 @njit(cache=True, inline="always")
-def _update(src, dst, nbr, s):
-    """One Jacobi update of slot s, all three fields.
+def _update(src, dst, nbr, s, w):
+    """One Jacobi update of slot s, all three fields (`_update_weighted` when
+    `w` holds anisotropic weights).
 
     L(u) = sum(v(n) - u) is evaluated as (v0 + v1 + ... + v5) - 6 u, the
     neighbours summed left to right in the order (z-, z+, y-, y+, x-, x+):
@@ -134,6 +153,9 @@ def _update(src, dst, nbr, s):
     Dirichlet neighbours point at the zero slot (v = 0), Neumann ones at s
     itself (v = u), so the loop has no branches.
     """
+    if w.shape[0] != 0:
+        _update_weighted(src, dst, nbr, s, w)
+        return
     j = nbr[s, 0]
     l0 = src[j, 0]
     l1 = src[j, 1]
@@ -149,6 +171,17 @@ def _update(src, dst, nbr, s):
     dst[s, 0] = u0 + SIXTH * (l0 - 6.0 * u0)
     dst[s, 1] = u1 + SIXTH * (l1 - 6.0 * u1)
     dst[s, 2] = u2 + SIXTH * (l2 - 6.0 * u2)
+
+
+@njit(cache=True, inline="always")
+def _update_weighted(src, dst, nbr, s, w):
+    """Anisotropic update: u + w_z (v0 + v1 - 2u) + w_y (v2 + v3 - 2u) + w_x (v4 + v5 - 2u)."""
+    for f in range(3):
+        u = src[s, f]
+        t = u
+        for a in range(3):
+            t += w[a] * ((src[nbr[s, 2 * a], f] + src[nbr[s, 2 * a + 1], f]) - 2.0 * u)
+        dst[s, f] = t
 
 
 @njit(cache=True)
@@ -167,7 +200,7 @@ def _rescale(u, s0, s1):
 
 
 @njit(parallel=True, cache=True)
-def diffuse_small(u, tmp, nbr, starts, n_iters, thread_lists, thread_bounds):
+def diffuse_small(u, tmp, nbr, starts, n_iters, thread_lists, thread_bounds, w):
     """Diffuse many instances, each entirely within one thread.
 
     Parameters
@@ -180,6 +213,8 @@ def diffuse_small(u, tmp, nbr, starts, n_iters, thread_lists, thread_bounds):
     n_iters : (K + 1,) int64
     thread_lists, thread_bounds : int64
         Instances of thread t are ``thread_lists[thread_bounds[t]:thread_bounds[t + 1]]``.
+    w : float64
+        `ISOTROPIC` or the (3,) weights of `laplacian_weights`.
     """
     n_threads = thread_bounds.shape[0] - 1
     for t in prange(n_threads):
@@ -191,7 +226,7 @@ def diffuse_small(u, tmp, nbr, starts, n_iters, thread_lists, thread_bounds):
             b = tmp
             for it in range(n_iters[k]):
                 for s in range(s0, s1):
-                    _update(a, b, nbr, s)
+                    _update(a, b, nbr, s, w)
                 a, b = b, a
                 if (it + 1) % RESCALE_EVERY == 0:
                     _rescale(a, s0, s1)
@@ -202,9 +237,9 @@ def diffuse_small(u, tmp, nbr, starts, n_iters, thread_lists, thread_bounds):
 
 
 @njit(parallel=True, cache=True)
-def _step_parallel(src, dst, nbr, s0, s1):
+def _step_parallel(src, dst, nbr, s0, s1, w):
     for s in prange(s0, s1):
-        _update(src, dst, nbr, s)
+        _update(src, dst, nbr, s, w)
 
 
 @njit(parallel=True, cache=True)
@@ -228,7 +263,7 @@ def _rescale_parallel(u, s0, s1, n_chunks):
 
 
 @njit(cache=True)
-def diffuse_big(u, tmp, nbr, starts, n_iters, instances, n_chunks):
+def diffuse_big(u, tmp, nbr, starts, n_iters, instances, n_chunks, w):
     """Diffuse large instances one after the other, voxel-parallel."""
     for i in range(instances.shape[0]):
         k = instances[i]
@@ -237,7 +272,7 @@ def diffuse_big(u, tmp, nbr, starts, n_iters, instances, n_chunks):
         a = u
         b = tmp
         for it in range(n_iters[k]):
-            _step_parallel(a, b, nbr, s0, s1)
+            _step_parallel(a, b, nbr, s0, s1, w)
             a, b = b, a
             if (it + 1) % RESCALE_EVERY == 0:
                 _rescale_parallel(a, s0, s1, n_chunks)
@@ -317,8 +352,10 @@ def split_work(work: np.ndarray, candidates: np.ndarray, n_threads: int):
     return order[by_thread].astype(np.int64), bounds
 
 
-def diffuse(u: np.ndarray, nbr: np.ndarray, starts: np.ndarray, n_iters: np.ndarray) -> None:
-    """Run every instance's own number of iterations on `u` in place."""
+def diffuse(u: np.ndarray, nbr: np.ndarray, starts: np.ndarray, n_iters: np.ndarray,
+            w: np.ndarray) -> None:
+    """Run every instance's own number of iterations on `u` in place
+    (`w`: `ISOTROPIC` or `laplacian_weights`)."""
     n_threads = numba.get_num_threads()
     counts = np.diff(starts)[: n_iters.size]
     work = counts * n_iters
@@ -333,6 +370,6 @@ def diffuse(u: np.ndarray, nbr: np.ndarray, starts: np.ndarray, n_iters: np.ndar
     small = instances[~big_mask]
     if small.size:
         lists, bounds = split_work(work, small, n_threads)
-        diffuse_small(u, tmp, nbr, starts, n_iters, lists, bounds)
+        diffuse_small(u, tmp, nbr, starts, n_iters, lists, bounds, w)
     if big.size:
-        diffuse_big(u, tmp, nbr, starts, n_iters, big, n_threads)
+        diffuse_big(u, tmp, nbr, starts, n_iters, big, n_threads, w)

@@ -11,7 +11,7 @@ from scipy.ndimage import distance_transform_edt
 
 
 def cut_instance_centre(lab: np.ndarray, k: int, lo: np.ndarray, hi: np.ndarray,
-                        annotated: np.ndarray) -> np.ndarray:
+                        annotated: np.ndarray, spacing=None) -> np.ndarray:
     """Distance-transform peak of instance `k`, continued across cut faces.
 
     Computed on the instance's bounding box grown by one voxel, which gives the
@@ -28,6 +28,8 @@ def cut_instance_centre(lab: np.ndarray, k: int, lo: np.ndarray, hi: np.ndarray,
         Inclusive bounding box of the instance.
     annotated : (D, H, W) ndarray of uint8
         1 where annotated.
+    spacing : (3,) ndarray of float64, optional
+        Voxel size (z, y, x) for the distance transform (isotropic if None).
 
     Returns
     -------
@@ -59,14 +61,14 @@ def cut_instance_centre(lab: np.ndarray, k: int, lo: np.ndarray, hi: np.ndarray,
                 pad[axis] = slice(p, p + 1)
                 box[tuple(pad)] |= exits.astype(np.uint8)
     # the peak is searched on the array part of the box only (the padding is cropped)
-    dist = distance_transform_edt(box)[inside]
+    dist = distance_transform_edt(box, sampling=spacing)[inside]
     peak = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return np.asarray(peak, np.float64) + a0
 
 
 @njit(parallel=True, cache=True)
-def direct_flow_kernel(lab, centres, sinks, out):
-    """Write unit vectors (centre - x) / |centre - x| into `out`.
+def direct_flow_kernel(lab, centres, sinks, h, out):
+    """Write unit vectors h (centre - x) / |h (centre - x)| into `out`.
 
     Parameters
     ----------
@@ -76,6 +78,8 @@ def direct_flow_kernel(lab, centres, sinks, out):
         Centre of each instance.
     sinks : (K + 1, 3) int64
         Sink voxel of each instance (-1 when the sink is not in the instance).
+    h : (3,) float64
+        Voxel size (z, y, x); all 1 for isotropic voxels (exact: x * 1.0 = x).
     out : (3, D, H, W) float32
         Written everywhere: 0 on background and at sinks.
     """
@@ -89,9 +93,9 @@ def direct_flow_kernel(lab, centres, sinks, out):
             fy = 0.0
             fx = 0.0
             if k != 0 and not (z == sinks[k, 0] and y == sinks[k, 1] and x == sinks[k, 2]):
-                dz = centres[k, 0] - z
-                dy = centres[k, 1] - y
-                dx = centres[k, 2] - x
+                dz = (centres[k, 0] - z) * h[0]
+                dy = (centres[k, 1] - y) * h[1]
+                dx = (centres[k, 2] - x) * h[2]
                 norm = np.sqrt(dz * dz + dy * dy + dx * dx)
                 if norm > 0.0:
                     fz = dz / norm

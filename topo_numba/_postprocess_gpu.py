@@ -17,21 +17,25 @@ from . import _validate as V
 from ._gpu import backend
 
 
-def track_flows(sem_mask, flow, n_steps, step_size, interpolation):
-    """GPU `topo_numba.postprocess.track_flows` (arguments already classified)."""
+def track_flows(sem_mask, flow, n_steps, step_size, interpolation, h=None):
+    """GPU `topo_numba.postprocess.track_flows` (arguments already classified;
+    `h`: relative voxel size or None)."""
+    from ._cluster_cpu import scaled_flow
     from ._track_cuda import track
     from .postprocess import _check_track_args
 
     b = backend()
     fg = V.device_foreground(b, sem_mask, "sem_mask")
-    flow = V.device_flow(b, flow, "flow", tuple(fg.shape))
+    flow = scaled_flow(b.xp, V.device_flow(b, flow, "flow", tuple(fg.shape)), h)
     n_steps, step_size = _check_track_args(n_steps, step_size, interpolation)
     coords, positions = track(b, fg, flow, n_steps, step_size, interpolation == "trilinear")
     return b.wrap(coords, sem_mask), b.wrap(positions, sem_mask)
 
 
-def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_radius, min_size):
-    """GPU `topo_numba.postprocess.cluster_convergence` (arguments already classified)."""
+def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_radius, min_size,
+                        h=None):
+    """GPU `topo_numba.postprocess.cluster_convergence` (arguments already classified;
+    `h`: relative voxel size or None)."""
     from ._cluster_cuda import cluster_labels, size_filter
 
     b = backend()
@@ -43,12 +47,13 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
     if coords.shape[0] == 0:
         return b.wrap(b.xp.zeros(shape, np.int32), fg_coords)
     far = float(b.scalar(b.xp.abs(positions).max()))  # SYNC: one scalar, the range check
+    far *= 1.0 if h is None else float(h.max())
     if far >= 2.0 ** 62 or far / radius >= 2.0 ** 62:
         raise ValueError(
             f"final_positions are too far from the origin for convergence_radius={radius}: "
             f"max |p| = {far}, |p| / r must stay below 2**62"
         )
-    labels, n_groups = cluster_labels(b, coords, positions, shape, radius)
+    labels, n_groups = cluster_labels(b, coords, positions, shape, radius, h)
     return b.wrap(size_filter(b, labels, n_groups, min_size), fg_coords)
 
 

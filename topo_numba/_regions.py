@@ -176,7 +176,7 @@ def direct_block(block_labels, origin, ids, centres, sinks) -> np.ndarray:
     valid = sinks[rows, 0] >= 0
     loc_sinks[1:][valid] = sinks[rows][valid] - origin
     with threads_for(labels.size):
-        direct_flow_kernel(lab, loc_centres, loc_sinks, out)
+        direct_flow_kernel(lab, loc_centres, loc_sinks, np.ones(3), out)
     return out
 
 
@@ -256,6 +256,6 @@ def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_ite
         del slot_of
         u = K.init_fields(pos, np.asarray(lab.shape[1:], np.int64))
         u[:-1] += np.asarray(origin, np.float64)  # global coordinates; the zero slot stays 0
-        K.diffuse(u, nbr, starts, n_iters)
+        K.diffuse(u, nbr, starts, n_iters, K.ISOTROPIC)
         K.gradient_flows(u, nbr, pos, out)
     return out

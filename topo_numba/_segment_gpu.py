@@ -164,7 +164,7 @@ def _split(b: Backend, inst, n_inst: int, ratio: float):
     return out
 
 
-def _recover_orphans(b: Backend, fg, labels):
+def _recover_orphans(b: Backend, fg, labels, h=None):
     """`segment._recover_orphans` on the device (exact feature transform, ``ndimage``)."""
     xp = b.xp
     unlabelled = labels == 0
@@ -172,24 +172,26 @@ def _recover_orphans(b: Backend, fg, labels):
     # SYNC: two flags
     if not b.scalar(orphans.any()) or b.scalar(unlabelled.all()):
         return labels
-    idx = b.ndimage.distance_transform_edt(unlabelled, return_distances=False,
+    idx = b.ndimage.distance_transform_edt(unlabelled, sampling=h, return_distances=False,
                                            return_indices=True)
     return xp.where(orphans, labels[idx[0], idx[1], idx[2]], labels)
 
 
 def _postprocess(b: Backend, fg, flow, n_steps, step_size, radius, min_size, group,
-                 interpolation):
+                 interpolation, h=None):
     """`segment._postprocess` on validated device arrays."""
+    from ._cluster_cpu import scaled_flow
     from ._cluster_cuda import cluster_labels
     from ._merge_cuda import touching_pairs
     from ._track_cuda import track
 
     xp = b.xp
     shape = tuple(int(s) for s in fg.shape)
-    coords, ends = track(b, fg, flow, n_steps, step_size, interpolation == "trilinear")
+    coords, ends = track(b, fg, scaled_flow(xp, flow, h), n_steps, step_size,
+                         interpolation == "trilinear")
     if coords.shape[0] == 0:
         return xp.zeros(shape, np.int32)
-    labels, n = cluster_labels(b, coords, ends, shape, radius)
+    labels, n = cluster_labels(b, coords, ends, shape, radius, h)
     sizes = xp.bincount(labels.reshape(-1), minlength=n + 1)
     table = _keep_table(b, sizes, min_size)  # 1..K in label order, 0 for small ones
     if group == 2:
@@ -203,18 +205,23 @@ def _postprocess(b: Backend, fg, flow, n_steps, step_size, radius, min_size, gro
         n_final = int(b.scalar(table.max()))  # SYNC: one scalar
         labels = _split(b, labels, n_final, 0.1)
     elif group == 3:
-        labels = _recover_orphans(b, fg, labels)
+        labels = _recover_orphans(b, fg, labels, h)
     return labels
 
 
-def _remove_bad(b: Backend, compact, n: int, pred, threshold, flow_type, diffusion_iters):
+def _remove_bad(b: Backend, compact, n: int, pred, threshold, flow_type, diffusion_iters,
+                mode="coordinates", h=None):
     """`segment.remove_bad_flow_masks` on compact labels 1..n and a validated flow."""
     from ._diffusion_cuda import diffusion_flows
     from ._direct_cuda import direct_flows
     from ._flow_gpu import _mask_args
-    from .flow import _check_diffusion_args
+    from .flow import _check_diffusion_args, _refuse_gpu_source, _refuse_gpu_spacing
 
     xp = b.xp
+    if h is not None:
+        _refuse_gpu_spacing("remove_bad_flow_masks")
+    if flow_type == "diffusion" and mode == "source":
+        _refuse_gpu_source("remove_bad_flow_masks")
     if n == 0:
         return compact
     own = xp.zeros((1, 3) + tuple(compact.shape), np.float32)
@@ -280,23 +287,23 @@ def remove_bad_flow_masks(instances, pred_flow, checks):
     b = backend()
     labels = V.device_labels(b, instances, "instances", 3)
     pred = V.device_flow(b, pred_flow, "pred_flow", tuple(labels.shape))
-    threshold, flow_type, diffusion_iters = checks()
+    threshold, flow_type, diffusion_iters, mode, h = checks()
     compact, n = _compact(b, labels)
-    return b.wrap(_remove_bad(b, compact, n, pred, threshold, flow_type, diffusion_iters),
-                  instances)
+    return b.wrap(_remove_bad(b, compact, n, pred, threshold, flow_type, diffusion_iters,
+                              mode, h), instances)
 
 
 def run_instance_segmentation(semantic_pred, flow_pred, class_names, settings_of):
     """GPU `topo_numba.segment.run_instance_segmentation`; `settings_of(shape)`
     validates the configuration (the host function's own checks) and returns
-    (flow_error_threshold, {class: settings})."""
+    (flow_error_threshold, {class: settings}, relative voxel size or None)."""
     b = backend()
     xp = b.xp
     n = len(class_names)
     sem = V.device_class_probabilities(b, semantic_pred, "semantic_pred", n)
     shape = tuple(int(s) for s in sem.shape[1:])
     flows = V.device_class_flows(b, flow_pred, "flow_pred", n, shape)
-    threshold, settings = settings_of(shape)
+    threshold, settings, h = settings_of(shape)
     results = {}
     for name, s in settings.items():
         c = s["index"]
@@ -306,10 +313,10 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names, settings_of
             continue
         flow = flows[3 * c:3 * c + 3]
         labels = _postprocess(b, fg, flow, s["n_steps"], s["step_size"], s["radius"],
-                              s["min_size"], s["group"], "nearest")
+                              s["min_size"], s["group"], "nearest", h)
         if threshold > 0:
             n_labels = int(b.scalar(labels.max()))  # SYNC: one scalar per class
             labels = _remove_bad(b, labels, n_labels, flow, threshold, s["flow_type"],
-                                 s["diffusion_iters"])
+                                 s["diffusion_iters"], s["diffusion_mode"], h)
         results[name] = b.wrap(labels, semantic_pred)
     return results

@@ -93,7 +93,7 @@ def _bfs(nbr, order, dist, head, tail):
 
 
 @njit(parallel=True, cache=True)
-def analyse_instances(nbr, pos, starts, annotated, has_mask, shape):
+def analyse_instances(nbr, pos, starts, annotated, has_mask, shape, h):
     """Pieces, sources, distances and breadth-first order of every instance.
 
     For each instance (slots ``starts[k]:starts[k + 1]``, C order):
@@ -106,7 +106,8 @@ def analyse_instances(nbr, pos, starts, annotated, has_mask, shape):
     3. per piece the candidates (its cut slots if it has any, else all its
        slots) and their mean position (relative to the piece's first voxel,
        so that translation changes no bit); the source starts at the
-       candidate nearest to it (squared Euclidean distance, the first slot
+       candidate nearest to it (squared Euclidean distance in units of the
+       voxel size `h` (z, y, x), all 1 for isotropic voxels; the first slot
        on ties)
        and climbs: while a neighbouring candidate of the piece is deeper,
        it moves to the deepest (the first in the order z-, z+, y-, y+, x-,
@@ -215,9 +216,9 @@ def analyse_instances(nbr, pos, starts, annotated, has_mask, shape):
             if ncut[j] > 0 and cut[s] == 0:
                 continue
             z, y, x = _zyx(pos[s], H, W)
-            dz = (z - origin[j, 0]) - target[j, 0]
-            dy = (y - origin[j, 1]) - target[j, 1]
-            dx = (x - origin[j, 2]) - target[j, 2]
+            dz = ((z - origin[j, 0]) - target[j, 0]) * h[0]
+            dy = ((y - origin[j, 1]) - target[j, 1]) * h[1]
+            dx = ((x - origin[j, 2]) - target[j, 2]) * h[2]
             d2 = dz * dz + dy * dy + dx * dx
             if d2 < best[j]:
                 best[j] = d2
@@ -292,9 +293,18 @@ RESCALE_EVERY = 32
 
 
 @njit(cache=True, inline="always")
-def _update(a, b, nbr, s):
+def _update(a, b, nbr, s, w):
     """One Jacobi update of slot s: (v0 + ... + v5) - 6 u, neighbours summed
-    left to right in the order (z-, z+, y-, y+, x-, x+), as `_diffusion_cpu`."""
+    left to right in the order (z-, z+, y-, y+, x-, x+), as `_diffusion_cpu`;
+    with anisotropic weights `w` (`_diffusion_cpu.laplacian_weights`)
+    u + sum_a w_a (v(a-) + v(a+) - 2 u)."""
+    if w.shape[0] != 0:
+        u = a[s]
+        t = u
+        for d in range(3):
+            t += w[d] * ((a[nbr[s, 2 * d]] + a[nbr[s, 2 * d + 1]]) - 2.0 * u)
+        b[s] = t
+        return
     t = a[nbr[s, 0]]
     for k in range(1, 6):
         t += a[nbr[s, k]]
@@ -314,7 +324,15 @@ def _read(a, m, lo, hi, fd, fu):
 
 
 @njit(cache=True, inline="always")
-def _update_banded(a, b, nbr, s, lo, hi, fd, fu):
+def _update_banded(a, b, nbr, s, lo, hi, fd, fu, w):
+    if w.shape[0] != 0:
+        u = a[s]
+        t = u
+        for d in range(3):
+            t += w[d] * ((_read(a, nbr[s, 2 * d], lo, hi, fd, fu)
+                          + _read(a, nbr[s, 2 * d + 1], lo, hi, fd, fu)) - 2.0 * u)
+        b[s] = t
+        return
     t = _read(a, nbr[s, 0], lo, hi, fd, fu)
     for k in range(1, 6):
         t += _read(a, nbr[s, k], lo, hi, fd, fu)
@@ -361,7 +379,7 @@ def _rescale_bands(a, bstart, j0, j1, E, fdown, fup):
 
 @njit(parallel=True, cache=True)
 def diffuse_small(u, tmp, nbr, unit_starts, unit_bands, bstart, inner, E, fdown, fup,
-                  n_iters, sources, thread_lists, thread_bounds):
+                  n_iters, sources, thread_lists, thread_bounds, w):
     """Diffuse many units, each entirely within one thread.
 
     Parameters
@@ -382,6 +400,8 @@ def diffuse_small(u, tmp, nbr, unit_starts, unit_bands, bstart, inner, E, fdown,
     n_iters, sources : (U,) int64
     thread_lists, thread_bounds : int64
         Units of thread t are ``thread_lists[thread_bounds[t]:thread_bounds[t + 1]]``.
+    w : float64
+        `_diffusion_cpu.ISOTROPIC` or the (3,) anisotropic Laplacian weights.
     """
     n_threads = thread_bounds.shape[0] - 1
     for t in prange(n_threads):
@@ -398,7 +418,7 @@ def diffuse_small(u, tmp, nbr, unit_starts, unit_bands, bstart, inner, E, fdown,
             for it in range(n_iters[g]):
                 if j1 - j0 == 1:
                     for s in range(s0, s1):
-                        _update(a, b, nbr, s)
+                        _update(a, b, nbr, s, w)
                 else:
                     for j in range(j0, j1):
                         lo = bstart[j]
@@ -406,11 +426,11 @@ def diffuse_small(u, tmp, nbr, unit_starts, unit_bands, bstart, inner, E, fdown,
                         # only the first and last shell of a band have
                         # neighbours in another band
                         for s in range(lo, inner[j, 0]):
-                            _update_banded(a, b, nbr, s, lo, hi, fdown[j], fup[j])
+                            _update_banded(a, b, nbr, s, lo, hi, fdown[j], fup[j], w)
                         for s in range(inner[j, 0], inner[j, 1]):
-                            _update(a, b, nbr, s)
+                            _update(a, b, nbr, s, w)
                         for s in range(inner[j, 1], hi):
-                            _update_banded(a, b, nbr, s, lo, hi, fdown[j], fup[j])
+                            _update_banded(a, b, nbr, s, lo, hi, fdown[j], fup[j], w)
                 b[src] += q
                 a, b = b, a
                 if j1 - j0 > 1 and (it + 1) % RESCALE_EVERY == 0:
@@ -421,16 +441,16 @@ def diffuse_small(u, tmp, nbr, unit_starts, unit_bands, bstart, inner, E, fdown,
 
 
 @njit(parallel=True, cache=True)
-def _step_parallel(a, b, nbr, s0, s1):
+def _step_parallel(a, b, nbr, s0, s1, w):
     for s in prange(s0, s1):
-        _update(a, b, nbr, s)
+        _update(a, b, nbr, s, w)
 
 
 @njit(parallel=True, cache=True)
-def _step_banded_parallel(a, b, nbr, s0, s1, band_of, bstart, fdown, fup):
+def _step_banded_parallel(a, b, nbr, s0, s1, band_of, bstart, fdown, fup, w):
     for s in prange(s0, s1):
         j = band_of[s]
-        _update_banded(a, b, nbr, s, bstart[j], bstart[j + 1], fdown[j], fup[j])
+        _update_banded(a, b, nbr, s, bstart[j], bstart[j + 1], fdown[j], fup[j], w)
 
 
 @njit(parallel=True, cache=True)
@@ -453,7 +473,7 @@ def _rescale_bands_parallel(a, bstart, j0, j1, E, fdown, fup):
 
 @njit(cache=True)
 def diffuse_big(u, tmp, nbr, unit_starts, unit_bands, bstart, band_of, E, fdown, fup,
-                n_iters, sources, units):
+                n_iters, sources, units, w):
     """Diffuse large units one after the other, voxel-parallel."""
     for i in range(units.shape[0]):
         g = units[i]
@@ -467,9 +487,9 @@ def diffuse_big(u, tmp, nbr, unit_starts, unit_bands, bstart, band_of, E, fdown,
         b = tmp
         for it in range(n_iters[g]):
             if j1 - j0 == 1:
-                _step_parallel(a, b, nbr, s0, s1)
+                _step_parallel(a, b, nbr, s0, s1, w)
             else:
-                _step_banded_parallel(a, b, nbr, s0, s1, band_of, bstart, fdown, fup)
+                _step_banded_parallel(a, b, nbr, s0, s1, band_of, bstart, fdown, fup, w)
             b[src] += q
             a, b = b, a
             if j1 - j0 > 1 and (it + 1) % RESCALE_EVERY == 0:
@@ -518,8 +538,9 @@ class Bands:
         self.fup = np.ones(n_bands, np.float64)
 
 
-def diffuse_source(u, nbr, unit_starts, bands, n_iters, sources) -> None:
-    """Run every unit's own number of iterations on `u` (S + 1,) in place."""
+def diffuse_source(u, nbr, unit_starts, bands, n_iters, sources, w) -> None:
+    """Run every unit's own number of iterations on `u` (S + 1,) in place
+    (`w`: `_diffusion_cpu.ISOTROPIC` or `_diffusion_cpu.laplacian_weights`)."""
     n_threads = numba.get_num_threads()
     counts = np.diff(unit_starts)
     work = counts * n_iters
@@ -533,10 +554,10 @@ def diffuse_source(u, nbr, unit_starts, bands, n_iters, sources) -> None:
     if small.size:
         lists, bounds = split_work(work, small, n_threads)
         diffuse_small(u, tmp, nbr, unit_starts, b.unit_bands, b.bstart, b.inner, b.E,
-                      b.fdown, b.fup, n_iters, sources, lists, bounds)
+                      b.fdown, b.fup, n_iters, sources, lists, bounds, w)
     if big.size:
         diffuse_big(u, tmp, nbr, unit_starts, b.unit_bands, b.bstart, b.band_of, b.E,
-                    b.fdown, b.fup, n_iters, sources, big)
+                    b.fdown, b.fup, n_iters, sources, big, w)
 
 
 @njit(cache=True, inline="always")
@@ -556,8 +577,12 @@ def _axis_gradient(a, nbr, s, d, c, size, lo, hi, fd, fu):
 
 
 @njit(parallel=True, cache=True)
-def source_gradient_flows(u, nbr, pos, band_of, bstart, fdown, fup, out):
-    """Normalised gradient of the field into `out` (3, D, H, W) float32 (zeros)."""
+def source_gradient_flows(u, nbr, pos, band_of, bstart, fdown, fup, hinv, out):
+    """Normalised gradient of the field into `out` (3, D, H, W) float32 (zeros).
+
+    hinv : (3,) float64, 1 / voxel size (z, y, x): the differences are taken
+    per unit length (all 1 for isotropic voxels, an exact no-op).
+    """
     D = out.shape[1]
     H = out.shape[2]
     W = out.shape[3]
@@ -571,7 +596,7 @@ def source_gradient_flows(u, nbr, pos, band_of, bstart, fdown, fup, out):
         hi = bstart[j + 1]
         fd = fdown[j]
         fu = fup[j]
-        g0 = _axis_gradient(u, nbr, s, 0, z, D, lo, hi, fd, fu)
-        g1 = _axis_gradient(u, nbr, s, 1, y, H, lo, hi, fd, fu)
-        g2 = _axis_gradient(u, nbr, s, 2, x, W, lo, hi, fd, fu)
+        g0 = _axis_gradient(u, nbr, s, 0, z, D, lo, hi, fd, fu) * hinv[0]
+        g1 = _axis_gradient(u, nbr, s, 1, y, H, lo, hi, fd, fu) * hinv[1]
+        g2 = _axis_gradient(u, nbr, s, 2, x, W, lo, hi, fd, fu) * hinv[2]
         write_unit(flat, p, g0, g1, g2)

@@ -235,7 +235,8 @@ def as_volume_shape(value, name: str) -> tuple[int, int, int]:
     except TypeError:
         raise TypeError(f"{name} must be a tuple (D, H, W) of int; got {value!r}") from None
     if len(items) != 3:
-        raise ValueError(f"{name} must have 3 entries (D, H, W); got {value!r}")
+        raise ValueError(f"{name} must have 3 entries (D, H, W), or 2 (H, W) for a 2-D "
+                         f"image; got {value!r}")
     return tuple(check_int(v, f"{name}[{i}]", minimum=0) for i, v in enumerate(items))
 
 

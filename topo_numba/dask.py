@@ -502,6 +502,8 @@ def _segment_settings(class_names, class_config, resolution_nm, flow_error_thres
         raise TypeError(f"class_config must be a dict; got {type(class_config).__name__}")
     settings = _class_settings(class_names, class_config, resolution_nm, threshold > 0,
                                sem_shape[1:])
+    if threshold > 0:
+        _refuse_source_mode([v.get("diffusion_mode") for v in settings.values()])
     return list(class_names), threshold, settings
 
 

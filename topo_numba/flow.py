@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.ndimage import distance_transform_edt, maximum_filter
 
+from . import _planar as P
 from . import _validate as V
 from ._dispatch import backend_of
 from ._threads import threads_for
@@ -35,18 +36,20 @@ DIFFUSION_MODES = ("coordinates", "source")
 # validated cores (arrays already checked and converted)
 # --------------------------------------------------------------------------
 
-def _direct_flows(labels: np.ndarray, annotated: np.ndarray | None, out=None) -> np.ndarray:
-    """Direct flows of validated labels, into `out` (zeros, (3, D, H, W) float32) if given."""
+def _direct_flows(labels: np.ndarray, annotated: np.ndarray | None, out=None,
+                  h=None) -> np.ndarray:
+    """Direct flows of validated labels, into `out` (zeros, (3, D, H, W) float32) if
+    given; `h`: relative voxel size (`_planar.check_spacing`), None = isotropic."""
     if out is None:
         out = np.zeros((3,) + labels.shape, np.float32)
     if labels.size == 0:
         return out
     with threads_for(labels.size):
-        _direct_flows_into(labels, annotated, out)
+        _direct_flows_into(labels, annotated, out, h)
     return out
 
 
-def _direct_flows_into(labels, annotated, out) -> None:
+def _direct_flows_into(labels, annotated, out, h=None) -> None:
     from ._direct_cpu import cut_instance_centre, direct_flow_kernel
     from ._labels_cpu import InstanceStats, compact_labels
 
@@ -57,12 +60,12 @@ def _direct_flows_into(labels, annotated, out) -> None:
     counts = np.maximum(stats.counts, 1)[:, None]
     centres = stats.sums / counts
     for k in np.flatnonzero(stats.cut):  # only instances cut by the unannotated region
-        centres[k] = cut_instance_centre(lab, int(k), stats.lo[k], stats.hi[k], annotated)
+        centres[k] = cut_instance_centre(lab, int(k), stats.lo[k], stats.hi[k], annotated, h)
     shape = np.asarray(labels.shape)
     sinks = np.clip(np.rint(centres), 0, shape - 1).astype(np.int64)
     is_sink = lab[sinks[:, 0], sinks[:, 1], sinks[:, 2]] == np.arange(ids.size + 1)
     sinks[~is_sink] = -1
-    direct_flow_kernel(lab, centres, sinks, out)
+    direct_flow_kernel(lab, centres, sinks, np.ones(3) if h is None else h, out)
 
 
 def _iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
@@ -77,15 +80,16 @@ def _iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) ->
 
 
 def _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
-                     out=None, mode="coordinates") -> np.ndarray:
-    """Diffusion flows of validated labels, into `out` (zeros, (3, D, H, W) float32) if given."""
+                     out=None, mode="coordinates", h=None) -> np.ndarray:
+    """Diffusion flows of validated labels, into `out` (zeros, (3, D, H, W) float32) if
+    given; `h`: relative voxel size (`_planar.check_spacing`), None = isotropic."""
     if out is None:
         out = np.zeros((3,) + labels.shape, np.float32)
     if labels.size == 0:
         return out
     into = _source_flows_into if mode == "source" else _diffusion_flows_into
     with threads_for(labels.size):
-        into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out)
+        into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out, h)
     return out
 
 
@@ -120,7 +124,8 @@ def _slot_layout(labels, annotated):
     return stats, starts, nbr, pos
 
 
-def _diffusion_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out) -> None:
+def _diffusion_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out,
+                          h=None) -> None:
     from . import _diffusion_cpu as K
 
     layout = _slot_layout(labels, annotated)
@@ -131,7 +136,9 @@ def _diffusion_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_fa
     n_iters = _iteration_counts(stats.lo, stats.hi, labels.shape, n_iter,
                                 adaptive_iters, adaptive_factor)
     n_iters[0] = 0
-    K.diffuse(u, nbr, starts, n_iters)
+    K.diffuse(u, nbr, starts, n_iters, K.laplacian_weights(h))
+    # the fields are coordinates in voxel units: du_d/dx_d is the same number
+    # in physical units (both scale by h_d), so the gradient is unchanged
     K.gradient_flows(u, nbr, pos, out)
 
 
@@ -170,9 +177,10 @@ class _SourceState:
     bands : `_source_cpu.Bands`
     """
 
-    def __init__(self, labels, annotated):
+    def __init__(self, labels, annotated, h=None):
         from . import _source_cpu as SC
 
+        self.h = h
         layout = _slot_layout(labels, annotated)
         self.empty = layout is None
         if self.empty:
@@ -181,7 +189,8 @@ class _SourceState:
         has_mask = annotated is not None
         mask = annotated if has_mask else np.ones((1, 1, 1), np.uint8)
         n_pieces, source, ecc, size, dist, order = SC.analyse_instances(
-            nbr, pos, starts, mask, has_mask, np.asarray(labels.shape, np.int64))
+            nbr, pos, starts, mask, has_mask, np.asarray(labels.shape, np.int64),
+            np.ones(3) if h is None else h)
         # units: piece j of instance k was stored at index starts[k] + j
         k = np.repeat(np.arange(n_pieces.size), n_pieces)
         at = starts[k] + np.arange(k.size) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
@@ -207,21 +216,25 @@ class _SourceState:
         """The field (S + 1,) after each unit's n_iters[g] iterations, scaled
         per band (true value = ``u[s] * 2**bands.E[bands.band_of[s]]``)."""
         from . import _source_cpu as SC
+        from ._diffusion_cpu import laplacian_weights
 
         u = np.zeros(self.pos.shape[0] + 1, np.float64)
-        SC.diffuse_source(u, self.nbr, self.unit_starts, self.bands, n_iters, self.sources)
+        SC.diffuse_source(u, self.nbr, self.unit_starts, self.bands, n_iters, self.sources,
+                          laplacian_weights(self.h))
         return u
 
     def flows_into(self, u, out):
         from . import _source_cpu as SC
 
         b = self.bands
+        hinv = np.ones(3) if self.h is None else 1.0 / self.h
         SC.source_gradient_flows(u, self.nbr, self.pos, b.band_of, b.bstart, b.fdown, b.fup,
-                                 out)
+                                 hinv, out)
 
 
-def _source_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out) -> None:
-    state = _SourceState(labels, annotated)
+def _source_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out,
+                       h=None) -> None:
+    state = _SourceState(labels, annotated, h)
     if state.empty:
         return
     n_iters = _source_iteration_counts(state.ecc, n_iter, adaptive_iters, adaptive_factor)
@@ -232,6 +245,13 @@ def _check_mode(mode, name="mode"):
     if not isinstance(mode, str) or mode not in DIFFUSION_MODES:
         raise ValueError(f"{name} must be one of {list(DIFFUSION_MODES)}; got {mode!r}")
     return mode
+
+
+def _refuse_gpu_spacing(where):
+    raise TypeError(
+        f"{where}: anisotropic spacing runs on the CPU only for now; pass NumPy arrays "
+        "(e.g. cupy.asnumpy(x)) or resample to isotropic voxels"
+    )
 
 
 def _refuse_gpu_source(where):
@@ -253,26 +273,33 @@ def _check_diffusion_args(n_iter, adaptive_iters, adaptive_factor, name="n_iter"
 # public API
 # --------------------------------------------------------------------------
 
-def generate_direct_flows(instance_mask, spatial_mask=None) -> np.ndarray:
+def generate_direct_flows(instance_mask, spatial_mask=None, *, spacing=None) -> np.ndarray:
     """Unit vectors from every voxel to the centre of its instance.
 
     Parameters
     ----------
-    instance_mask : (D, H, W) array_like of int
+    instance_mask : (D, H, W) or (H, W) array_like of int
         Instance ids, 0 = background. Any integer dtype (or bool), ids need not
-        be contiguous, up to 2**64 - 1.
-    spatial_mask : (D, H, W) array_like of float or bool, optional
+        be contiguous, up to 2**64 - 1. A 2-D image is processed as a volume
+        of depth one.
+    spatial_mask : (D, H, W) or (H, W) array_like of float or bool, optional
         1 (> 0.5) where the volume is annotated. An instance with a face
         neighbour (of another label) that is not annotated is cut by the
         annotation edge: its centre is the peak of its distance transform,
         continued across the faces where it leaves the volume, instead of
         its centre of mass.
+    spacing : sequence of 3 (2 for 2-D) positive floats, optional
+        Voxel size (sz, sy, sx); only the ratios matter. The vectors point
+        to the centre in physical space, ``h (c - x) / |h (c - x)|``, and the
+        distance transform of cut instances uses it. Default (or equal
+        entries): isotropic, identical to no `spacing`. CPU only for now.
 
     Returns
     -------
-    flows : (3, D, H, W) ndarray of float32
-        (dz, dy, dx) unit vectors; exactly 0 on background and at each
-        instance's sink voxel, ``round(centre)``, when it belongs to the instance.
+    flows : (3, D, H, W) ndarray of float32, or (2, H, W) for a 2-D image
+        (dz, dy, dx) unit vectors ((dy, dx) in 2-D); exactly 0 on background
+        and at each instance's sink voxel, ``round(centre)``, when it belongs
+        to the instance.
 
     Raises
     ------
@@ -300,19 +327,26 @@ def generate_direct_flows(instance_mask, spatial_mask=None) -> np.ndarray:
     >>> flows[:, 1, 2, 2]  # above the centre: points down in z
     array([1., 0., 0.], dtype=float32)
     """
+    if P.is_planar(instance_mask, 3):
+        h = P.check_spacing(spacing, 2)
+        return P.drop_flow(generate_direct_flows(
+            P.lift(instance_mask, "instance_mask"), P.lift(spatial_mask, "spatial_mask"),
+            spacing=None if h is None else tuple(h)))
     if backend_of("generate_direct_flows", instance_mask=instance_mask,
                   spatial_mask=spatial_mask) == "gpu":
         from . import _flow_gpu
 
+        if P.check_spacing(spacing) is not None:
+            _refuse_gpu_spacing("generate_direct_flows")
         return _flow_gpu.generate_direct_flows(instance_mask, spatial_mask)
     labels = V.as_labels(instance_mask, "instance_mask", 3)
     annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", labels.shape)
-    return _direct_flows(labels, annotated)
+    return _direct_flows(labels, annotated, h=P.check_spacing(spacing))
 
 
 def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: bool = True,
                              adaptive_factor: float = 6, spatial_mask=None,
-                             mode: str = "coordinates") -> np.ndarray:
+                             mode: str = "coordinates", *, spacing=None) -> np.ndarray:
     """Topology-following flows from heat diffusion inside each instance.
 
     ``mode="coordinates"`` (SPEC 2.2, the original's flows): for each axis d
@@ -331,8 +365,8 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
 
     Parameters
     ----------
-    instance_mask : (D, H, W) array_like of int
-        Instance ids, 0 = background.
+    instance_mask : (D, H, W) or (H, W) array_like of int
+        Instance ids, 0 = background; a 2-D image is a volume of depth one.
     n_iter : int, default 200
         Coordinates mode: the iterations (the cap when `adaptive_iters`).
         Source mode: the iterations when ``adaptive_iters=False`` (raised to
@@ -346,25 +380,33 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
         source to its farthest voxel: it follows the piece's length along
         its own path, not its box, and has no cap.
     adaptive_factor : float, default 6
-    spatial_mask : (D, H, W) array_like of float or bool, optional
+    spatial_mask : (D, H, W) or (H, W) array_like of float or bool, optional
         1 (> 0.5) where annotated; unannotated voxels act as zero-flux walls.
         In source mode a piece that the annotation edge cuts puts its source
         on the cut (see Notes).
     mode : {"coordinates", "source"}, default "coordinates"
         Which diffusion (see above).
+    spacing : sequence of 3 (2 for 2-D) positive floats, optional
+        Voxel size (sz, sy, sx); only the ratios matter. The Laplacian is
+        weighted by 1/h**2 per axis (``u <- u + sum_a w_a (u(a-) + u(a+) -
+        2u)``, ``w_a = h_a**-2 / (2 sum_b h_b**-2)``, which is 1/6 for
+        isotropic voxels), the source-mode gradient is taken per unit
+        length and the source is the nearest voxel in physical distance.
+        Iteration counts stay in voxel steps. Default (or equal entries):
+        isotropic, identical to no `spacing`. CPU only for now.
 
     Returns
     -------
-    flows : (3, D, H, W) ndarray of float32
-        (dz, dy, dx), a unit vector wherever the gradient is not exactly
-        zero, 0 there and on background.
+    flows : (3, D, H, W) ndarray of float32, or (2, H, W) for a 2-D image
+        (dz, dy, dx) ((dy, dx) in 2-D), a unit vector wherever the gradient
+        is not exactly zero, 0 there and on background.
 
     Raises
     ------
     TypeError, ValueError
         On invalid input (see `generate_direct_flows`), ``n_iter < 1``,
-        ``adaptive_factor <= 0`` or an unknown `mode`; TypeError for
-        ``mode="source"`` with GPU arrays (CPU only for now).
+        ``adaptive_factor <= 0``, an unknown `mode` or an invalid `spacing`;
+        TypeError for anisotropic `spacing` with GPU arrays (CPU only for now).
 
     Notes
     -----
@@ -398,10 +440,17 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
     >>> src[2, 1, 1, 1:11]               # towards the source at x = 5
     array([ 1.,  1.,  1.,  1.,  1., -1., -1., -1., -1., -1.], dtype=float32)
     """
+    if P.is_planar(instance_mask, 3):
+        h = P.check_spacing(spacing, 2)
+        return P.drop_flow(generate_diffusion_flows(
+            P.lift(instance_mask, "instance_mask"), n_iter, adaptive_iters, adaptive_factor,
+            P.lift(spatial_mask, "spatial_mask"), mode, spacing=None if h is None else tuple(h)))
     if backend_of("generate_diffusion_flows", instance_mask=instance_mask,
                   spatial_mask=spatial_mask) == "gpu":
         from . import _flow_gpu
 
+        if P.check_spacing(spacing) is not None:
+            _refuse_gpu_spacing("generate_diffusion_flows")
         return _flow_gpu.generate_diffusion_flows(instance_mask, n_iter, adaptive_iters,
                                                   adaptive_factor, spatial_mask,
                                                   _check_mode(mode))
@@ -411,7 +460,7 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
         n_iter, adaptive_iters, adaptive_factor)
     mode = _check_mode(mode)
     return _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
-                            mode=mode)
+                            mode=mode, h=P.check_spacing(spacing))
 
 
 def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
@@ -419,15 +468,15 @@ def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
 
     Parameters
     ----------
-    instance_mask : (D, H, W) array_like of int
+    instance_mask : (D, H, W) or (H, W) array_like of int
         Instance ids, 0 = background.
     dilation_width : int, default 2
         The touching voxels are dilated by a 3x3x3 cube ``dilation_width - 1``
-        times (1: no dilation); must be >= 1.
+        times (1: no dilation; a 3x3 square in 2-D); must be >= 1.
 
     Returns
     -------
-    boundary : (D, H, W) ndarray of float32
+    boundary : (D, H, W) or (H, W) ndarray of float32
         1.0 on (dilated) inter-instance boundaries, 0.0 elsewhere.
 
     Examples
@@ -438,6 +487,9 @@ def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
     >>> compute_boundary_map(labels, dilation_width=1)[0, 0]
     array([0., 0., 1., 1., 0., 0.], dtype=float32)
     """
+    if P.is_planar(instance_mask, 3):
+        return P.drop_depth(compute_boundary_map(P.lift(instance_mask, "instance_mask"),
+                                                 dilation_width))
     if backend_of("compute_boundary_map", instance_mask=instance_mask) == "gpu":
         from . import _flow_gpu
 
@@ -497,7 +549,7 @@ def _class_settings(class_names, class_config, diffusion_iters, modes=None):
 
 
 def _targets_one(ids, annotated, settings, modes, adaptive_iters, adaptive_factor, flows,
-                 class_fg):
+                 class_fg, h=None):
     """Fill flows [N*3, D, H, W] and class_fg [N, D, H, W] for one volume."""
     for c, (flow_type, n_iter, boundary_only, width) in enumerate(settings):
         labels = ids[c]
@@ -508,13 +560,13 @@ def _targets_one(ids, annotated, settings, modes, adaptive_iters, adaptive_facto
         # written in place: flows[3c:3c+3] is a C-contiguous block of zeros
         if flow_type == "diffusion":
             _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
-                             out=flows[3 * c:3 * c + 3], mode=modes[c])
+                             out=flows[3 * c:3 * c + 3], mode=modes[c], h=h)
         else:
-            _direct_flows(labels, annotated, out=flows[3 * c:3 * c + 3])
+            _direct_flows(labels, annotated, out=flows[3 * c:3 * c + 3], h=h)
         if boundary_only:
             annotated_bg = ~fg if annotated is None else (annotated.astype(bool) & ~fg)
             if annotated_bg.any():
-                near = distance_transform_edt(~annotated_bg) <= width
+                near = distance_transform_edt(~annotated_bg, sampling=h) <= width
                 class_fg[c] = fg & near
             else:
                 class_fg[c] = 0.0
@@ -551,7 +603,8 @@ def _check_targets_args(shape, class_names, class_config, resolution_nm, diffusi
 def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
                          class_config: Mapping | None = None, resolution_nm: float | None = None,
                          diffusion_iters: int = 200, adaptive_iters: bool = True,
-                         adaptive_factor: float = 6, spatial_mask=None):
+                         adaptive_factor: float = 6, spatial_mask=None, *, spacing=None,
+                         spatial_dims: int = 3):
     """Per-class flow targets and foreground masks for training.
 
     Parameters
@@ -576,6 +629,14 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
         See `generate_diffusion_flows`.
     spatial_mask : (D, H, W) or (B, 1, D, H, W) array_like of float or bool, optional
         1 where annotated.
+    spacing : sequence of 3 (2 for 2-D) positive floats, optional
+        Voxel size (sz, sy, sx) for every class (see `generate_direct_flows`
+        and `generate_diffusion_flows`); ``boundary_width`` is then measured
+        in units of the smallest spacing. Default: isotropic. CPU only for now.
+    spatial_dims : {3, 2}, default 3
+        2 for images: `instance_ids` (N, H, W) or (B, N, H, W), `spatial_mask`
+        (H, W) or (B, 1, H, W); the outputs then have (dy, dx) channels,
+        (N*2, H, W) / (B, N*2, H, W) and (N, H, W) / (B, N, H, W).
 
     Returns
     -------
@@ -604,10 +665,18 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     >>> flows.shape, fg.shape
     ((6, 8, 8, 8), (2, 8, 8, 8))
     """
+    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
+        raise ValueError(f"spatial_dims must be 2 or 3; got {spatial_dims!r}")
+    if spatial_dims == 2:
+        return _flow_targets_2d(instance_ids, class_names, class_config, resolution_nm,
+                                diffusion_iters, adaptive_iters, adaptive_factor, spatial_mask,
+                                spacing)
     if backend_of("compute_flow_targets", instance_ids=instance_ids,
                   spatial_mask=spatial_mask) == "gpu":
         from . import _flow_gpu
 
+        if P.check_spacing(spacing) is not None:
+            _refuse_gpu_spacing("compute_flow_targets")
         return _flow_gpu.compute_flow_targets(instance_ids, class_names, class_config,
                                               resolution_nm, diffusion_iters, adaptive_iters,
                                               adaptive_factor, spatial_mask)
@@ -619,6 +688,7 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     spatial = ids.shape[-3:]
     mask_shape = (ids.shape[0], 1) + spatial if batched else spatial
     annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", mask_shape)
+    h = P.check_spacing(spacing)
 
     lead = ids.shape[:-4]
     flows = np.zeros(lead + (3 * n_classes,) + spatial, np.float32)
@@ -627,11 +697,32 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
         for b in range(ids.shape[0]):
             mask_b = None if annotated is None else annotated[b, 0]
             _targets_one(ids[b], mask_b, settings, modes, adaptive_iters, adaptive_factor,
-                         flows[b], class_fg[b])
+                         flows[b], class_fg[b], h)
     else:
         _targets_one(ids, annotated, settings, modes, adaptive_iters, adaptive_factor, flows,
-                     class_fg)
+                     class_fg, h)
     return flows, class_fg
+
+
+def _flow_targets_2d(instance_ids, class_names, class_config, resolution_nm, diffusion_iters,
+                     adaptive_iters, adaptive_factor, spatial_mask, spacing):
+    """`compute_flow_targets` of images: each (H, W) is a (1, H, W) volume."""
+    nd = P.ndim_of(instance_ids)
+    if nd not in (3, 4):
+        raise ValueError("with spatial_dims=2, instance_ids must be (N, H, W) or (B, N, H, W); "
+                         f"got {nd}-D")
+    h = P.check_spacing(spacing, 2)
+    flows, class_fg = compute_flow_targets(
+        P.lift(instance_ids, "instance_ids", axis=nd - 2), class_names, class_config,
+        resolution_nm, diffusion_iters, adaptive_iters, adaptive_factor,
+        P.lift(spatial_mask, "spatial_mask", axis=0 if nd == 3 else 2),
+        spacing=None if h is None else tuple(h))
+    # (..., 3N, 1, H, W) -> (..., N, 3, 1, H, W) -> keep (dy, dx) -> (..., 2N, H, W)
+    lead = tuple(flows.shape[:-4])
+    n = int(flows.shape[-4]) // 3
+    tail = tuple(flows.shape[-2:])
+    flows = P.drop_flow(flows.reshape(lead + (n, 3, 1) + tail)).reshape(lead + (2 * n,) + tail)
+    return flows, P.drop_depth(class_fg, axis=len(lead) + 1)
 
 
 compute_flow_targets_gpu = compute_flow_targets

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _planar as P
 from . import _validate as V
 from ._dispatch import backend_of
 
@@ -35,7 +36,7 @@ def _check_track_args(n_steps, step_size, interpolation):
 
 
 def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
-                interpolation: str = "nearest"):
+                interpolation: str = "nearest", *, spacing=None):
     """Move every foreground voxel along the flow field (Euler integration).
 
     Each foreground voxel starts at its own coordinate p and takes `n_steps`
@@ -43,11 +44,12 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
 
     Parameters
     ----------
-    sem_mask : (D, H, W) array_like of bool, int or float
-        Foreground mask: voxels with a value > 0 (True) are tracked.
-    flow : (3, D, H, W) array_like of float
-        Flow (dz, dy, dx); must be finite everywhere. float64 (or wider)
-        is used as float64, any other real dtype as float32.
+    sem_mask : (D, H, W) or (H, W) array_like of bool, int or float
+        Foreground mask: voxels with a value > 0 (True) are tracked. A 2-D
+        image is a volume of depth one.
+    flow : (3, D, H, W) or (2, H, W) array_like of float
+        Flow (dz, dy, dx) ((dy, dx) in 2-D); must be finite everywhere.
+        float64 (or wider) is used as float64, any other real dtype as float32.
     n_steps : int
         Number of Euler steps, >= 1.
     step_size : float, default 1.0
@@ -60,13 +62,20 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
         `fg_coords`) and f(p) interpolates the 8 lattice points around p
         (one-sided at the upper faces), in float64. Background flow (0) is
         interpolated like any other value, so steps shrink near the mask edge.
+    spacing : sequence of 3 (2 for 2-D) positive floats, optional
+        Voxel size (sz, sy, sx): the flow is a direction in physical space
+        and each step moves ``step_size`` physical units, measured in units
+        of the smallest spacing (``f_d / h_d`` voxels along axis d, with
+        ``h = spacing / min(spacing)``). Default (or equal entries):
+        isotropic, identical to no `spacing`.
 
     Returns
     -------
-    fg_coords : (N, 3) ndarray of int64
+    fg_coords : (N, 3) ndarray of int64, (N, 2) for a 2-D image
         Foreground voxels (z, y, x) in C order, as ``np.argwhere(sem_mask > 0)``.
-    final_positions : (N, 3) ndarray of float64
-        End points, inside ``[0, D - 1] x [0, H - 1] x [0, W - 1]``.
+    final_positions : (N, 3) ndarray of float64, (N, 2) for a 2-D image
+        End points (in voxel coordinates), inside
+        ``[0, D - 1] x [0, H - 1] x [0, W - 1]``.
 
     Raises
     ------
@@ -97,14 +106,23 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
     >>> ends[:, 2]
     array([2., 2., 2., 2., 2.])
     """
+    if P.is_planar(sem_mask, 3):
+        h = P.check_spacing(spacing, 2)
+        coords, ends = track_flows(
+            P.lift(sem_mask, "sem_mask"), P.lift_flow(flow, "flow", sem_mask, "sem_mask"),
+            n_steps, step_size, interpolation, spacing=None if h is None else tuple(h))
+        return P.drop_points(coords), P.drop_points(ends)
+    h = P.check_spacing(spacing)
     if backend_of("track_flows", sem_mask=sem_mask, flow=flow) == "gpu":
         from . import _postprocess_gpu
 
-        return _postprocess_gpu.track_flows(sem_mask, flow, n_steps, step_size, interpolation)
+        return _postprocess_gpu.track_flows(sem_mask, flow, n_steps, step_size, interpolation,
+                                            h)
+    from ._cluster_cpu import scaled_flow
     from ._track_cpu import foreground_coords, track
 
     fg = V.as_foreground(sem_mask, "sem_mask")
-    flow = V.as_flow(flow, "flow", fg.shape)
+    flow = scaled_flow(np, V.as_flow(flow, "flow", fg.shape), h)
     n_steps, step_size = _check_track_args(n_steps, step_size, interpolation)
 
     coords = foreground_coords(fg)
@@ -128,7 +146,7 @@ def _size_filter(labels: np.ndarray, n_labels: int, min_size: int) -> np.ndarray
 
 
 def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_radius: float,
-                        min_size: int):
+                        min_size: int, *, spacing=None):
     """Group tracked voxels by where they ended up (grid hashing + union-find).
 
     Pass 1 puts each end point p in the grid cell ``round(p / g)``,
@@ -142,21 +160,26 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
 
     Parameters
     ----------
-    fg_coords : (N, 3) array_like of int
+    fg_coords : (N, 3) array_like of int, (N, 2) for a 2-D image
         Start voxels (z, y, x), inside `volume_shape`.
-    final_positions : (N, 3) array_like of float
+    final_positions : (N, 3) array_like of float, (N, 2) for a 2-D image
         End points, finite. float32 is used as float32 in pass 1 (as in the
         original), anything else as float64.
-    volume_shape : tuple of 3 int
-        (D, H, W).
+    volume_shape : tuple of 3 int, or 2 for a 2-D image
+        (D, H, W) or (H, W).
     convergence_radius : float
         r > 0.
     min_size : int
         Smallest instance kept, in voxels (>= 0).
+    spacing : sequence of 3 (2 for 2-D) positive floats, optional
+        Voxel size: the rule above runs on the physical end points
+        ``p * h`` (``h = spacing / min(spacing)``), so `convergence_radius`
+        is in units of the smallest spacing. Default (or equal entries):
+        isotropic, identical to no `spacing`.
 
     Returns
     -------
-    labels : (D, H, W) ndarray of int32
+    labels : (D, H, W) or (H, W) ndarray of int32
         1..K at the start voxels of the kept instances, 0 elsewhere.
 
     Raises
@@ -179,12 +202,20 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
     >>> cluster_convergence(coords, ends, (1, 1, 10), 2.0, 1)[0, 0]
     array([1, 1, 0, 0, 0, 0, 0, 0, 2, 2], dtype=int32)
     """
+    if isinstance(volume_shape, (tuple, list)) and len(volume_shape) == 2:
+        h = P.check_spacing(spacing, 2)
+        return P.drop_depth(cluster_convergence(
+            P.lift_points(fg_coords, "fg_coords"), P.lift_points(final_positions,
+                                                                 "final_positions"),
+            (1,) + tuple(volume_shape), convergence_radius, min_size,
+            spacing=None if h is None else tuple(h)))
+    h = P.check_spacing(spacing)
     if backend_of("cluster_convergence", fg_coords=fg_coords,
                   final_positions=final_positions) == "gpu":
         from . import _postprocess_gpu
 
         return _postprocess_gpu.cluster_convergence(fg_coords, final_positions, volume_shape,
-                                                    convergence_radius, min_size)
+                                                    convergence_radius, min_size, h)
     shape = V.as_volume_shape(volume_shape, "volume_shape")
     coords = V.as_coords(fg_coords, "fg_coords", shape)
     positions = V.as_positions(final_positions, "final_positions", coords.shape[0])
@@ -194,13 +225,13 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
 
     if coords.shape[0] == 0:
         return np.zeros(shape, np.int32)
-    far = float(np.abs(positions).max())
+    far = float(np.abs(positions).max()) * (1.0 if h is None else float(h.max()))
     if far >= 2.0 ** 62 or far / radius >= 2.0 ** 62:
         raise ValueError(
             f"final_positions are too far from the origin for convergence_radius={radius}: "
             f"max |p| = {far}, |p| / r must stay below 2**62"
         )
-    labels, n_groups = cluster_labels(coords, positions, shape, radius)
+    labels, n_groups = cluster_labels(coords, positions, shape, radius, h)
     return _size_filter(labels, n_groups, min_size)
 
 
@@ -209,14 +240,14 @@ def filter_small(instances, min_size: int):
 
     Parameters
     ----------
-    instances : (D, H, W) array_like of int
+    instances : (D, H, W) or (H, W) array_like of int
         Instance ids, 0 = background (any non-negative ids, up to 2**64 - 1).
     min_size : int
         Smallest instance kept, in voxels (>= 0; 0 and 1 keep everything).
 
     Returns
     -------
-    labels : (D, H, W) ndarray of int32
+    labels : (D, H, W) or (H, W) ndarray of int32
         Kept instances numbered 1, 2, ... in increasing order of their ids.
 
     Raises
@@ -238,6 +269,8 @@ def filter_small(instances, min_size: int):
     """
     from ._labels_cpu import compact_labels
 
+    if P.is_planar(instances, 3):
+        return P.drop_depth(filter_small(P.lift(instances, "instances"), min_size))
     if backend_of("filter_small", instances=instances) == "gpu":
         from . import _postprocess_gpu
 
@@ -253,12 +286,12 @@ def compact_relabel(instances):
 
     Parameters
     ----------
-    instances : (D, H, W) array_like of int
+    instances : (D, H, W) or (H, W) array_like of int
         Instance ids, 0 = background.
 
     Returns
     -------
-    labels : (D, H, W) ndarray of int32
+    labels : (D, H, W) or (H, W) ndarray of int32
         The k-th smallest non-zero id becomes k; 0 stays 0.
 
     Raises
@@ -281,6 +314,8 @@ def compact_relabel(instances):
     """
     from ._labels_cpu import compact_labels
 
+    if P.is_planar(instances, 3):
+        return P.drop_depth(compact_relabel(P.lift(instances, "instances")))
     if backend_of("compact_relabel", instances=instances) == "gpu":
         from . import _postprocess_gpu
 
@@ -300,14 +335,14 @@ def split_disconnected(instances, min_fragment_ratio: float = 0.1):
 
     Parameters
     ----------
-    instances : (D, H, W) array_like of int
-        Instance ids, 0 = background.
+    instances : (D, H, W) or (H, W) array_like of int
+        Instance ids, 0 = background (2-D: 4-connected components).
     min_fragment_ratio : float, default 0.1
         Fraction of the instance a component needs to stand alone, >= 0.
 
     Returns
     -------
-    labels : (D, H, W) ndarray of int32
+    labels : (D, H, W) or (H, W) ndarray of int32
         Instances in increasing order of their input id, the parts of a
         split instance in C order of their first voxel: 1, 2, ...
 
@@ -349,6 +384,9 @@ def split_disconnected(instances, min_fragment_ratio: float = 0.1):
     from ._labels_cpu import compact_labels
     from ._relabel_cpu import split_components
 
+    if P.is_planar(instances, 3):
+        return P.drop_depth(split_disconnected(P.lift(instances, "instances"),
+                                               min_fragment_ratio))
     if backend_of("split_disconnected", instances=instances) == "gpu":
         from . import _segment_gpu
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from . import _planar as P
 from . import _validate as V
 from ._dispatch import backend_of
 from .postprocess import INTERPOLATIONS
@@ -32,6 +33,7 @@ __all__ = [
 
 GROUPS = (1, 2, 3)
 FLOW_TYPES = ("direct", "diffusion")
+DIFFUSION_MODES = ("coordinates", "source")
 _PP_DEFAULTS = {"n_steps": 100, "step_size": 1.0, "convergence_radius": 4.0, "min_size": 50}
 
 
@@ -56,7 +58,7 @@ def _merge(labels: np.ndarray, flow: np.ndarray, dot_threshold: float) -> np.nda
     return apply_table(compact, table)
 
 
-def _recover_orphans(fg: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def _recover_orphans(fg: np.ndarray, labels: np.ndarray, h=None) -> np.ndarray:
     """Unlabelled foreground voxels take the label of the nearest labelled voxel.
 
     One exact Euclidean distance transform of the unlabelled region (SciPy,
@@ -68,12 +70,14 @@ def _recover_orphans(fg: np.ndarray, labels: np.ndarray) -> np.ndarray:
     orphans = fg & unlabelled
     if not orphans.any() or unlabelled.all():
         return labels
-    nearest = distance_transform_edt(unlabelled, return_distances=False, return_indices=True)
+    nearest = distance_transform_edt(unlabelled, sampling=h, return_distances=False,
+                                     return_indices=True)
     labels[orphans] = labels[tuple(nearest[:, orphans])]
     return labels
 
 
-def _postprocess(fg, flow, n_steps, step_size, radius, min_size, group, interpolation):
+def _postprocess(fg, flow, n_steps, step_size, radius, min_size, group, interpolation,
+                 h=None):
     """The group pipeline on validated inputs, straight on the kernels.
 
     Equal to composing the public functions (`track_flows`,
@@ -84,10 +88,12 @@ def _postprocess(fg, flow, n_steps, step_size, radius, min_size, group, interpol
     merge are applied to the volume as one relabelling table, and the
     full-volume connected-components pass of the split runs only when a
     union-find over the foreground voxels finds an instance in several pieces.
+    `h`: relative voxel size (tracking, clustering and orphan recovery in
+    physical units), None for isotropic voxels.
     """
     from skimage.measure import label as connected_components
 
-    from ._cluster_cpu import cluster_labels
+    from ._cluster_cpu import cluster_labels, scaled_flow
     from ._merge_cpu import count_components, merge_table, touching_pairs
     from ._relabel_cpu import apply_table, keep_table, split_components
     from ._track_cpu import foreground_coords, track
@@ -96,9 +102,9 @@ def _postprocess(fg, flow, n_steps, step_size, radius, min_size, group, interpol
     if coords.shape[0] == 0:
         return np.zeros(fg.shape, np.int32)
     ends = np.empty(coords.shape, np.float64)
-    track(coords, flow, n_steps, flow.dtype.type(step_size), step_size,
+    track(coords, scaled_flow(np, flow, h), n_steps, flow.dtype.type(step_size), step_size,
           interpolation == "trilinear", ends)
-    labels, n = cluster_labels(coords, ends, fg.shape, radius)
+    labels, n = cluster_labels(coords, ends, fg.shape, radius, h)
     sizes = np.bincount(labels[coords[:, 0], coords[:, 1], coords[:, 2]], minlength=n + 1)
     table = keep_table(sizes, min_size)       # 1..K in label order, 0 for small ones
     if group == 2:
@@ -115,7 +121,7 @@ def _postprocess(fg, flow, n_steps, step_size, radius, min_size, group, interpol
                                                 return_num=True)
             labels = split_components(labels, n, comp, n_comp, 0.1)
     elif group == 3:
-        labels = _recover_orphans(fg, labels)
+        labels = _recover_orphans(fg, labels, h)
     return labels
 
 
@@ -141,7 +147,7 @@ def _check_group(group, name: str = "group") -> int:
 
 def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.0,
                        convergence_radius: float = 4.0, min_size: int = 50, group: int = 1,
-                       *, interpolation: str = "nearest") -> np.ndarray:
+                       *, interpolation: str = "nearest", spacing=None) -> np.ndarray:
     """Instance labels of one class from its foreground mask and flow field.
 
     * group 1 (convex): `track_flows` + `cluster_convergence`;
@@ -155,10 +161,10 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
 
     Parameters
     ----------
-    sem_mask : (D, H, W) array_like of bool, int or float
-        Foreground where > 0.
-    flow : (3, D, H, W) array_like of float
-        Flow (dz, dy, dx), finite.
+    sem_mask : (D, H, W) or (H, W) array_like of bool, int or float
+        Foreground where > 0 (a 2-D image is a volume of depth one).
+    flow : (3, D, H, W) or (2, H, W) array_like of float
+        Flow (dz, dy, dx) ((dy, dx) in 2-D), finite.
     n_steps : int, default 100
         Euler steps, >= 1.
     step_size : float, default 1.0
@@ -172,10 +178,15 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
     interpolation : {"nearest", "trilinear"}, default "nearest"
         How `track_flows` reads the flow between voxels ("nearest" is the
         original rule).
+    spacing : sequence of 3 (2 for 2-D) positive floats, optional
+        Voxel size (sz, sy, sx): steps, `convergence_radius` and the orphan
+        distances are in physical units, measured in units of the smallest
+        spacing (see `track_flows`, `cluster_convergence`). Default (or
+        equal entries): isotropic, identical to no `spacing`.
 
     Returns
     -------
-    labels : (D, H, W) ndarray of int32
+    labels : (D, H, W) or (H, W) ndarray of int32
         Instances 1..K, 0 on background.
 
     Raises
@@ -212,9 +223,17 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
         size = V.check_int(min_size, "min_size", minimum=0)
         grp = _check_group(group)
         V.check_choice(interpolation, "interpolation", INTERPOLATIONS)
-        _check_radius_fits(radius, shape, "convergence_radius")
-        return n, step, radius, size, grp, interpolation
+        h = P.check_spacing(spacing)
+        _check_radius_fits(radius, shape if h is None else np.multiply(shape, h),
+                           "convergence_radius")
+        return n, step, radius, size, grp, interpolation, h
 
+    if P.is_planar(sem_mask, 3):
+        h2 = P.check_spacing(spacing, 2)
+        return P.drop_depth(postprocess_single(
+            P.lift(sem_mask, "sem_mask"), P.lift_flow(flow, "flow", sem_mask, "sem_mask"),
+            n_steps, step_size, convergence_radius, min_size, group,
+            interpolation=interpolation, spacing=None if h2 is None else tuple(h2)))
     if backend_of("postprocess_single", sem_mask=sem_mask, flow=flow) == "gpu":
         from . import _segment_gpu
 
@@ -238,16 +257,16 @@ def merge_agreeing_clusters(instances, flow, dot_threshold: float = 0.0) -> np.n
 
     Parameters
     ----------
-    instances : (D, H, W) array_like of int
+    instances : (D, H, W) or (H, W) array_like of int
         Instance ids, 0 = background (any non-negative ids).
-    flow : (3, D, H, W) array_like of float
+    flow : (3, D, H, W) or (2, H, W) array_like of float
         The flow the instances were clustered from, finite.
     dot_threshold : float, default 0.0
         Merge when the mean dot product exceeds it (strictly).
 
     Returns
     -------
-    labels : (D, H, W) ndarray of int32
+    labels : (D, H, W) or (H, W) ndarray of int32
         Merged groups numbered 1, 2, ... in increasing order of the smallest
         input id in each group.
 
@@ -281,6 +300,10 @@ def merge_agreeing_clusters(instances, flow, dot_threshold: float = 0.0) -> np.n
     >>> merge_agreeing_clusters(labels, flow)[0, 0]
     array([1, 1, 1, 2, 2, 2], dtype=int32)
     """
+    if P.is_planar(instances, 3):
+        return P.drop_depth(merge_agreeing_clusters(
+            P.lift(instances, "instances"), P.lift_flow(flow, "flow", instances, "instances"),
+            dot_threshold))
     if backend_of("merge_agreeing_clusters", instances=instances, flow=flow) == "gpu":
         from . import _segment_gpu
 
@@ -292,7 +315,8 @@ def merge_agreeing_clusters(instances, flow, dot_threshold: float = 0.0) -> np.n
 
 
 def remove_bad_flow_masks(instances, pred_flow, threshold: float = 0.4,
-                          flow_type: str = "direct", *, diffusion_iters: int = 200) -> np.ndarray:
+                          flow_type: str = "direct", *, diffusion_iters: int = 200,
+                          diffusion_mode: str = "coordinates", spacing=None) -> np.ndarray:
     """Drop instances whose own flow disagrees with the predicted flow.
 
     The flow each instance would have as ground truth is computed from the
@@ -304,10 +328,10 @@ def remove_bad_flow_masks(instances, pred_flow, threshold: float = 0.4,
 
     Parameters
     ----------
-    instances : (D, H, W) array_like of int
+    instances : (D, H, W) or (H, W) array_like of int
         Instance ids, 0 = background.
-    pred_flow : (3, D, H, W) array_like of float
-        Predicted flow, finite.
+    pred_flow : (3, D, H, W) or (2, H, W) array_like of float
+        Predicted flow, finite (2-D: mse over the 2 channels).
     threshold : float, default 0.4
         Largest mean squared difference kept.
     flow_type : {"direct", "diffusion"}, default "direct"
@@ -315,10 +339,15 @@ def remove_bad_flow_masks(instances, pred_flow, threshold: float = 0.4,
     diffusion_iters : int, default 200
         ``n_iter`` of `generate_diffusion_flows` when ``flow_type="diffusion"``
         (adaptive iterations, as for training targets), >= 1.
+    diffusion_mode : {"coordinates", "source"}, default "coordinates"
+        ``mode`` of `generate_diffusion_flows` when ``flow_type="diffusion"``:
+        use the mode the network was trained on.
+    spacing : sequence of 3 (2 for 2-D) positive floats, optional
+        Voxel size for the recomputed flows (see `generate_direct_flows`).
 
     Returns
     -------
-    labels : (D, H, W) ndarray of int32
+    labels : (D, H, W) or (H, W) ndarray of int32
         Kept instances numbered 1, 2, ... in increasing order of their ids.
 
     Raises
@@ -358,24 +387,35 @@ def remove_bad_flow_masks(instances, pred_flow, threshold: float = 0.4,
     def checks():
         return (V.check_real(threshold, "threshold"),
                 V.check_choice(flow_type, "flow_type", FLOW_TYPES),
-                V.check_int(diffusion_iters, "diffusion_iters", minimum=1))
+                V.check_int(diffusion_iters, "diffusion_iters", minimum=1),
+                V.check_choice(diffusion_mode, "diffusion_mode", DIFFUSION_MODES),
+                P.check_spacing(spacing))
 
+    if P.is_planar(instances, 3):
+        h2 = P.check_spacing(spacing, 2)
+        return P.drop_depth(remove_bad_flow_masks(
+            P.lift(instances, "instances"),
+            P.lift_flow(pred_flow, "pred_flow", instances, "instances"), threshold * 2.0 / 3.0,
+            flow_type, diffusion_iters=diffusion_iters, diffusion_mode=diffusion_mode,
+            spacing=None if h2 is None else tuple(h2)))
     if backend_of("remove_bad_flow_masks", instances=instances, pred_flow=pred_flow) == "gpu":
         from . import _segment_gpu
 
         return _segment_gpu.remove_bad_flow_masks(instances, pred_flow, checks)
     labels = V.as_labels(instances, "instances", 3)
     pred = V.as_flow(pred_flow, "pred_flow", labels.shape)
-    threshold, flow_type, diffusion_iters = checks()
+    threshold, flow_type, diffusion_iters, diffusion_mode, h = checks()
 
     compact, ids = compact_labels(labels)
     n = ids.size
     if n == 0:
         return compact
+    spacing3 = None if h is None else tuple(h)
     if flow_type == "diffusion":
-        own = generate_diffusion_flows(compact, n_iter=diffusion_iters)
+        own = generate_diffusion_flows(compact, n_iter=diffusion_iters, mode=diffusion_mode,
+                                       spacing=spacing3)
     else:
-        own = generate_direct_flows(compact)
+        own = generate_direct_flows(compact, spacing=spacing3)
     sums = squared_error_sums(compact, own, pred, n)
     counts = np.bincount(compact.ravel(), minlength=n + 1)
     counts[0] = 1
@@ -402,7 +442,8 @@ def _class_settings(names, class_config, resolution_nm, need_flow_type, shape):
         table = get_instance_class_config(resolution_nm if resolution_nm is not None else 16)
         for name, entry in table.items():
             iters = entry.get("diffusion_iters", 200) if resolution_nm is not None else 200
-            flow_defaults[name] = (entry["flow_type"], iters)
+            flow_defaults[name] = (entry["flow_type"], iters,
+                                   entry.get("diffusion_mode", "coordinates"))
     settings = {}
     for c, name in enumerate(names):
         if name not in class_config:
@@ -423,18 +464,21 @@ def _class_settings(names, class_config, resolution_nm, need_flow_type, shape):
         s["min_size"] = V.check_int(cfg.get("min_size", _PP_DEFAULTS["min_size"]),
                                     f"{where}['min_size']", minimum=0)
         if need_flow_type:
-            flow_type, iters = flow_defaults.get(name, ("direct", 200))
+            flow_type, iters, mode = flow_defaults.get(name, ("direct", 200, "coordinates"))
             s["flow_type"] = V.check_choice(cfg.get("flow_type", flow_type),
                                             f"{where}['flow_type']", FLOW_TYPES)
             s["diffusion_iters"] = V.check_int(cfg.get("diffusion_iters", iters),
                                                f"{where}['diffusion_iters']", minimum=1)
+            s["diffusion_mode"] = V.check_choice(cfg.get("diffusion_mode", mode),
+                                                 f"{where}['diffusion_mode']", DIFFUSION_MODES)
         settings[name] = s
     return settings
 
 
 def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_config=None,
                               flow_error_threshold: float = 0.0, *,
-                              resolution_nm: float | None = None) -> dict:
+                              resolution_nm: float | None = None, spacing=None,
+                              spatial_dims: int = 3) -> dict:
     """Instance labels of every class from semantic probabilities and flows.
 
     For each class c named in `class_config`: foreground = ``semantic_pred[c]
@@ -452,7 +496,8 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
         The N class names; default `EVALUATED_INSTANCE_CLASSES` (N = 9).
     class_config : dict, optional
         ``{name: {"group", "n_steps", "step_size", "convergence_radius",
-        "min_size"[, "flow_type", "diffusion_iters"]}}``; missing keys take
+        "min_size"[, "flow_type", "diffusion_iters", "diffusion_mode"]}}``
+        (the last three only for the flow check); missing keys take
         the defaults of `postprocess_single` (group 1). Classes not in it are
         skipped (absent from the result). Default:
         ``get_postprocess_config(resolution_nm)``.
@@ -463,10 +508,16 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
         Voxel size: selects the default `class_config` (required when it is
         None) and the default flow type and diffusion iterations of each
         class for the flow check (``get_instance_class_config``).
+    spacing : sequence of 3 (2 for 2-D) positive floats, optional, keyword-only
+        Voxel size for tracking, clustering and the flow check (see
+        `postprocess_single`). Default: isotropic.
+    spatial_dims : {3, 2}, default 3, keyword-only
+        2 for images: `semantic_pred` (N, H, W), `flow_pred` (N*2, H, W)
+        with (dy, dx) per class; the labels are then (H, W).
 
     Returns
     -------
-    labels : dict of str to (D, H, W) ndarray of int32
+    labels : dict of str to (D, H, W) (or (H, W)) ndarray of int32
         Instance labels per processed class; all 0 when a class has no
         foreground.
 
@@ -480,11 +531,12 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
 
     Notes
     -----
-    The flow check uses, per class, ``class_config[name]["flow_type"]`` and
-    ``["diffusion_iters"]`` when given, else the class's entry in
-    ``get_instance_class_config(resolution_nm)`` (mito and cell: diffusion),
-    with 200 iterations when no resolution is given; unknown classes use
-    direct flows. The original always compares with centre-of-mass flows and
+    The flow check uses, per class, ``class_config[name]["flow_type"]``,
+    ``["diffusion_iters"]`` and ``["diffusion_mode"]`` when given, else the
+    class's entry in ``get_instance_class_config(resolution_nm)`` (mito and
+    cell: diffusion, coordinates mode), with 200 iterations when no
+    resolution is given; unknown classes use direct flows. A network trained
+    on source-mode targets needs ``"diffusion_mode": "source"`` here. The original always compares with centre-of-mass flows and
     reads its resolution from a module global (``topo.config.RESOLUTION``);
     here it is an argument. Everything is validated before any class is
     processed.
@@ -505,6 +557,19 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
     """
     from .config import EVALUATED_INSTANCE_CLASSES, get_postprocess_config
 
+    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
+        raise ValueError(f"spatial_dims must be 2 or 3; got {spatial_dims!r}")
+    if spatial_dims == 2:
+        if P.ndim_of(semantic_pred) != 3:
+            raise ValueError("with spatial_dims=2, semantic_pred must be (N, H, W); got "
+                             f"shape {P.shape_of(semantic_pred)}")
+        h2 = P.check_spacing(spacing, 2)
+        out = run_instance_segmentation(
+            P.lift(semantic_pred, "semantic_pred", axis=1),
+            P.lift_class_flows(flow_pred, "flow_pred"), class_names, class_config,
+            flow_error_threshold * 2.0 / 3.0, resolution_nm=resolution_nm,
+            spacing=None if h2 is None else tuple(h2))
+        return {name: P.drop_depth(labels) for name, labels in out.items()}
     on_gpu = backend_of("run_instance_segmentation", semantic_pred=semantic_pred,
                         flow_pred=flow_pred) == "gpu"
     if class_names is None:
@@ -524,8 +589,9 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
             config = get_postprocess_config(resolution_nm)
         if not isinstance(config, Mapping):
             raise TypeError(f"class_config must be a dict; got {type(config).__name__}")
+        h = P.check_spacing(spacing)
         return threshold, _class_settings(class_names, config, resolution_nm, threshold > 0,
-                                          shape)
+                                          shape if h is None else np.multiply(shape, h)), h
 
     if on_gpu:
         from . import _segment_gpu
@@ -534,7 +600,8 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
                                                       settings_of)
     sem = V.as_class_probabilities(semantic_pred, "semantic_pred", n)
     flows = V.as_class_flows(flow_pred, "flow_pred", n, sem.shape[1:])
-    threshold, settings = settings_of(sem.shape[1:])
+    threshold, settings, h = settings_of(sem.shape[1:])
+    spacing3 = None if h is None else tuple(h)
 
     results = {}
     for name, s in settings.items():
@@ -545,9 +612,11 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
             continue
         flow = flows[3 * c:3 * c + 3]
         labels = _postprocess(fg, flow, s["n_steps"], s["step_size"], s["radius"],
-                              s["min_size"], s["group"], "nearest")
+                              s["min_size"], s["group"], "nearest", h)
         if threshold > 0 and labels.any():
             labels = remove_bad_flow_masks(labels, flow, threshold, s["flow_type"],
-                                           diffusion_iters=s["diffusion_iters"])
+                                           diffusion_iters=s["diffusion_iters"],
+                                           diffusion_mode=s["diffusion_mode"],
+                                           spacing=spacing3)
         results[name] = labels
     return results
