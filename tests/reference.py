@@ -53,7 +53,24 @@ def _touches_unannotated(mask, annotated):
     return bool(np.any(grown & ~mask & ~annotated))
 
 
-def _cut_centre(mask, annotated):
+def relative_spacing(spacing):
+    """h = spacing / min(spacing) as float64 (3,), or None for isotropic voxels."""
+    if spacing is None:
+        return None
+    h = np.asarray(spacing, dtype=np.float64)
+    if np.all(h == h[0]):
+        return None
+    return h / h.min()
+
+
+def laplacian_weights(h):
+    """w_a = h_a**-2 / (2 sum_b h_b**-2): the explicit heat step with the
+    Laplacian weighted by 1/h**2 and sum_a 2 w_a = 1 (1/6 each when isotropic)."""
+    inv = 1.0 / h ** 2
+    return inv / (2.0 * inv.sum())
+
+
+def _cut_centre(mask, annotated, h=None):
     """Peak of the EDT of the instance continued through unannotated faces."""
     padded = np.pad(mask, 1).astype(np.uint8)
     for axis in range(3):
@@ -62,29 +79,33 @@ def _cut_centre(mask, annotated):
             index = [slice(1, -1)] * 3
             index[axis] = pad_index
             padded[tuple(index)] = exits
-    edt = ndi.distance_transform_edt(padded)[1:-1, 1:-1, 1:-1]
+    edt = ndi.distance_transform_edt(padded, sampling=h)[1:-1, 1:-1, 1:-1]
     return np.array(np.unravel_index(np.argmax(edt), edt.shape), dtype=np.float64)
 
 
-def instance_centre(mask, annotated=None):
+def instance_centre(mask, annotated=None, h=None):
     """Centre c_i of SPEC 2.1 for one instance mask (float64 (3,) array)."""
     if annotated is not None and _touches_unannotated(mask, annotated):
-        return _cut_centre(mask, annotated)
+        return _cut_centre(mask, annotated, h)
     coords = np.stack(np.nonzero(mask)).astype(np.int64)
     return coords.sum(axis=1).astype(np.float64) / coords.shape[1]
 
 
-def ref_direct_flows(labels, spatial_mask=None):
-    """Direct flows (SPEC 2.1): unit vectors to each instance's centre."""
+def ref_direct_flows(labels, spatial_mask=None, spacing=None):
+    """Direct flows (SPEC 2.1): unit vectors to each instance's centre; with
+    `spacing`, h (c - x) / |h (c - x)| and the cut centre's EDT sampled by h."""
+    h = relative_spacing(spacing)
     labels = np.asarray(labels)
     shape = labels.shape
     annotated = None if spatial_mask is None else _annotated(spatial_mask, shape)
     flows = np.zeros((3,) + shape, dtype=np.float64)
     for i in _instance_ids(labels):
         mask = labels == i
-        c = instance_centre(mask, annotated)
+        c = instance_centre(mask, annotated, h)
         coords = np.stack(np.nonzero(mask)).astype(np.float64)
         delta = c[:, None] - coords
+        if h is not None:
+            delta = delta * h[:, None]
         norm = np.sqrt(delta[0] * delta[0] + delta[1] * delta[1] + delta[2] * delta[2])
         with np.errstate(invalid="ignore", divide="ignore"):
             f = delta / norm
@@ -142,10 +163,28 @@ class _Stencil:
                         np.where(self.dirichlet[off], 0.0, u))
 
 
-def _iterate(stencil, u, n, rescale=True):
+def _weighted_step(stencil, u, up, w):
+    """u + sum_a w_a ((v(a-) + v(a+)) - 2 u), axes z, y, x left to right."""
+    t = u
+    for a in range(3):
+        vm = stencil.value(u, up, NEIGHBOUR_OFFSETS[2 * a])
+        vp = stencil.value(u, up, NEIGHBOUR_OFFSETS[2 * a + 1])
+        t = t + w[a] * ((vm + vp) - 2.0 * u)
+    return t
+
+
+def _iterate(stencil, u, n, rescale=True, w=None):
     mask = stencil.mask
     for k in range(1, n + 1):
         up = _pad1(u, 0.0)
+        if w is not None:
+            u = np.where(mask, np.stack([_weighted_step(stencil, u[d], up[d], w)
+                                         for d in range(3)]), 0.0)
+            if rescale and k % RESCALE_EVERY == 0:
+                m = np.max(np.abs(u[:, mask]))
+                if m > 0:
+                    u = np.ldexp(u, -np.frexp(m)[1])
+            continue
         # L(u) = sum of the six neighbour values (in NEIGHBOUR_OFFSETS order,
         # left to right) - 6 u: the same value as sum(v(n) - u(x)), evaluated in
         # the order the kernels use
@@ -193,7 +232,7 @@ def _box(mask):
                  for c, n in zip(coords, mask.shape))
 
 
-def _instance_fields(mask, annotated, n, rescale=True):
+def _instance_fields(mask, annotated, n, rescale=True, w=None):
     """(stencil, box, fields (3, *box)) of one instance after n iterations."""
     box = _box(mask)
     stencil = _Stencil(mask[box], annotated[box])
@@ -201,7 +240,7 @@ def _instance_fields(mask, annotated, n, rescale=True):
     for d in range(3):
         coord = np.indices(stencil.shape)[d] + box[d].start  # absolute coordinates
         u[d] = np.where(stencil.mask, coord.astype(np.float64), 0.0)
-    return stencil, box, _iterate(stencil, u, n, rescale)
+    return stencil, box, _iterate(stencil, u, n, rescale, w)
 
 
 def ref_diffusion_fields(labels, instance_id, n, spatial_mask=None, rescale=True):
@@ -219,15 +258,22 @@ def ref_diffusion_fields(labels, instance_id, n, spatial_mask=None, rescale=True
 
 
 def ref_diffusion_flows64(labels, n_iter=200, adaptive_iters=True, adaptive_factor=6,
-                          spatial_mask=None, rescale=True):
-    """Diffusion flows (3, D, H, W) in float64, before the cast to float32."""
+                          spatial_mask=None, rescale=True, spacing=None):
+    """Diffusion flows (3, D, H, W) in float64, before the cast to float32.
+
+    With `spacing`: the Laplacian weighted by 1/h**2 (`laplacian_weights`);
+    the gradient of the coordinate fields is the same number in voxel and in
+    physical units (both scale by h_d), so it is unchanged.
+    """
+    h = relative_spacing(spacing)
+    w = None if h is None else laplacian_weights(h)
     labels = np.asarray(labels)
     annotated = _annotated(spatial_mask, labels.shape)
     flows = np.zeros((3,) + labels.shape, dtype=np.float64)
     for i in _instance_ids(labels):
         mask = labels == i
         n = iteration_count(mask, n_iter, adaptive_iters, adaptive_factor)
-        stencil, box, u = _instance_fields(mask, annotated, n, rescale)
+        stencil, box, u = _instance_fields(mask, annotated, n, rescale, w)
         f = _gradient_flow(stencil, u)
         region = flows[(slice(None),) + box]
         region[:, stencil.mask] = f[:, stencil.mask]
@@ -235,10 +281,10 @@ def ref_diffusion_flows64(labels, n_iter=200, adaptive_iters=True, adaptive_fact
 
 
 def ref_diffusion_flows(labels, n_iter=200, adaptive_iters=True, adaptive_factor=6,
-                        spatial_mask=None):
+                        spatial_mask=None, spacing=None):
     """Diffusion flows (SPEC 2.2) as float32 (3, D, H, W)."""
     return ref_diffusion_flows64(labels, n_iter, adaptive_iters, adaptive_factor,
-                                 spatial_mask).astype(np.float32)
+                                 spatial_mask, spacing=spacing).astype(np.float32)
 
 
 # ------------------------------------------------------------ boundary map
@@ -385,14 +431,17 @@ def _walls(piece, instance, annotated):
     return wall & piece
 
 
-def source_voxel(piece, cut, depth):
-    """Source of one piece: (z, y, x) tuple (see the comment above)."""
+def source_voxel(piece, cut, depth, h=None):
+    """Source of one piece: (z, y, x) tuple (see the comment above); with a
+    relative voxel size h the nearest candidate in physical distance."""
     allowed = piece & cut if np.any(piece & cut) else piece
     origin = np.argwhere(piece)[0]  # positions relative to the piece's first voxel
     cand = np.argwhere(allowed)
     rel = cand - origin
     c = rel.sum(axis=0).astype(np.float64) / cand.shape[0]
     d = rel.astype(np.float64) - c
+    if h is not None:
+        d = d * h
     d2 = d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]
     src = tuple(int(v) for v in cand[int(np.argmin(d2))])
     while True:
@@ -407,7 +456,7 @@ def source_voxel(piece, cut, depth):
         src = nxt
 
 
-def _source_piece(piece_box, annotated_box, source, n):
+def _source_piece(piece_box, annotated_box, source, n, w=None):
     """Field v (box) and band exponents after n iterations; u = v * 2**E[band]."""
     st = _Stencil(piece_box, annotated_box)
     at = np.zeros(piece_box.shape, dtype=bool)
@@ -427,11 +476,18 @@ def _source_piece(piece_box, annotated_box, source, n):
                         np.where(st.dirichlet[off], 0.0, u))
 
     for k in range(1, n + 1):
-        total = scaled(u, NEIGHBOUR_OFFSETS[0])
-        for off in NEIGHBOUR_OFFSETS[1:]:
-            total = total + scaled(u, off)
-        lap = total - 6.0 * u
-        u = np.where(piece_box, u + (1.0 / 6.0) * lap, 0.0)
+        if w is None:
+            total = scaled(u, NEIGHBOUR_OFFSETS[0])
+            for off in NEIGHBOUR_OFFSETS[1:]:
+                total = total + scaled(u, off)
+            lap = total - 6.0 * u
+            u = np.where(piece_box, u + (1.0 / 6.0) * lap, 0.0)
+        else:
+            t = u
+            for a in range(3):
+                t = t + w[a] * ((scaled(u, NEIGHBOUR_OFFSETS[2 * a])
+                                 + scaled(u, NEIGHBOUR_OFFSETS[2 * a + 1])) - 2.0 * u)
+            u = np.where(piece_box, t, 0.0)
         u[source] += q
         if n_bands > 1 and k % RESCALE_EVERY == 0:
             for j in range(n_bands):
@@ -447,7 +503,7 @@ def _source_piece(piece_box, annotated_box, source, n):
     return st, u, scaled
 
 
-def _source_gradient(st, u, scaled):
+def _source_gradient(st, u, scaled, h=None):
     g = np.zeros((3,) + st.shape)
     for d in range(3):
         q_off, p_off = NEIGHBOUR_OFFSETS[2 * d], NEIGHBOUR_OFFSETS[2 * d + 1]
@@ -455,6 +511,8 @@ def _source_gradient(st, u, scaled):
         p_out, q_out = st.outside[p_off], st.outside[q_off]
         g[d] = np.where(p_out & q_out, 0.0,
                         np.where(p_out, u - vq, np.where(q_out, vp - u, (vp - vq) / 2.0)))
+        if h is not None:
+            g[d] = g[d] * (1.0 / h[d])   # per unit length
     m = np.max(np.abs(g), axis=0)
     nz = (m > 0) & st.mask
     f = np.zeros_like(g)
@@ -463,7 +521,7 @@ def _source_gradient(st, u, scaled):
     return f
 
 
-def ref_source_pieces(labels, spatial_mask=None):
+def ref_source_pieces(labels, spatial_mask=None, h=None):
     """[(instance id, piece mask, source, eccentricity)] of every piece."""
     labels = np.asarray(labels)
     annotated = _annotated(spatial_mask, labels.shape)
@@ -473,7 +531,7 @@ def ref_source_pieces(labels, spatial_mask=None):
         cut = _cut_voxels(mask, annotated)
         for piece in _pieces(mask):
             depth = geodesic_distance(piece, _walls(piece, mask, annotated))
-            src = source_voxel(piece, cut, depth)
+            src = source_voxel(piece, cut, depth, h)
             at = np.zeros(piece.shape, dtype=bool)
             at[src] = True
             out.append((i, piece, src, int(geodesic_distance(piece, at).max())))
@@ -481,24 +539,26 @@ def ref_source_pieces(labels, spatial_mask=None):
 
 
 def ref_source_flows64(labels, n_iter=200, adaptive_iters=True, adaptive_factor=6,
-                       spatial_mask=None):
+                       spatial_mask=None, spacing=None):
     """Heat-source diffusion flows (3, D, H, W), float64 before the cast."""
+    h = relative_spacing(spacing)
+    w = None if h is None else laplacian_weights(h)
     labels = np.asarray(labels)
     annotated = _annotated(spatial_mask, labels.shape)
     flows = np.zeros((3,) + labels.shape, dtype=np.float64)
-    for _, piece, src, ecc in ref_source_pieces(labels, spatial_mask):
+    for _, piece, src, ecc in ref_source_pieces(labels, spatial_mask, h):
         n = source_iteration_count(ecc, n_iter, adaptive_iters, adaptive_factor)
         box = _box(piece)
         local = tuple(s - b.start for s, b in zip(src, box))
-        st, u, scaled = _source_piece(piece[box], annotated[box], local, n)
-        f = _source_gradient(st, u, scaled)
+        st, u, scaled = _source_piece(piece[box], annotated[box], local, n, w)
+        f = _source_gradient(st, u, scaled, h)
         region = flows[(slice(None),) + box]
         region[:, st.mask] = f[:, st.mask]
     return flows
 
 
 def ref_source_flows(labels, n_iter=200, adaptive_iters=True, adaptive_factor=6,
-                     spatial_mask=None):
+                     spatial_mask=None, spacing=None):
     """Heat-source diffusion flows as float32 (3, D, H, W)."""
     return ref_source_flows64(labels, n_iter, adaptive_iters, adaptive_factor,
-                              spatial_mask).astype(np.float32)
+                              spatial_mask, spacing).astype(np.float32)

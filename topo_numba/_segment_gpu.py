@@ -313,7 +313,7 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names, settings_of
             continue
         flow = flows[3 * c:3 * c + 3]
         labels = _postprocess(b, fg, flow, s["n_steps"], s["step_size"], s["radius"],
-                              s["min_size"], s["group"], "nearest", h)
+                              s["min_size"], s["group"], s["interpolation"], h)
         if threshold > 0:
             n_labels = int(b.scalar(labels.max()))  # SYNC: one scalar per class
             labels = _remove_bad(b, labels, n_labels, flow, threshold, s["flow_type"],

@@ -509,7 +509,8 @@ def _segment_settings(class_names, class_config, resolution_nm, flow_error_thres
 
 def _segment_class(fg_src, flow_src, s, halo):
     params = {"n_steps": s["n_steps"], "step_size": s["step_size"], "radius": s["radius"],
-              "min_size": s["min_size"], "group": s["group"], "interpolation": "nearest"}
+              "min_size": s["min_size"], "group": s["group"],
+              "interpolation": s["interpolation"]}
     h = _segment_halo(halo, fg_src.grid.chunks, s["radius"], s["n_steps"], s["step_size"])
     return _labels_of_class(fg_src, flow_src, params, h)
 

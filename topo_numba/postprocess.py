@@ -67,7 +67,11 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
         and each step moves ``step_size`` physical units, measured in units
         of the smallest spacing (``f_d / h_d`` voxels along axis d, with
         ``h = spacing / min(spacing)``). Default (or equal entries):
-        isotropic, identical to no `spacing`.
+        isotropic, identical to no `spacing`. Use "trilinear" with voxels
+        much longer along one axis: the "nearest" rule reads the voxel
+        ``int(p)`` (floor), so a particle that moves a hundredth of a voxel
+        down from an object's bottom slice reads the slice below, outside
+        the object, and stops there.
 
     Returns
     -------

@@ -463,6 +463,8 @@ def _class_settings(names, class_config, resolution_nm, need_flow_type, shape):
         _check_radius_fits(s["radius"], shape, f"{where}['convergence_radius']")
         s["min_size"] = V.check_int(cfg.get("min_size", _PP_DEFAULTS["min_size"]),
                                     f"{where}['min_size']", minimum=0)
+        s["interpolation"] = V.check_choice(cfg.get("interpolation", "nearest"),
+                                            f"{where}['interpolation']", INTERPOLATIONS)
         if need_flow_type:
             flow_type, iters, mode = flow_defaults.get(name, ("direct", 200, "coordinates"))
             s["flow_type"] = V.check_choice(cfg.get("flow_type", flow_type),
@@ -496,8 +498,9 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
         The N class names; default `EVALUATED_INSTANCE_CLASSES` (N = 9).
     class_config : dict, optional
         ``{name: {"group", "n_steps", "step_size", "convergence_radius",
-        "min_size"[, "flow_type", "diffusion_iters", "diffusion_mode"]}}``
-        (the last three only for the flow check); missing keys take
+        "min_size", "interpolation"[, "flow_type", "diffusion_iters",
+        "diffusion_mode"]}}`` (the last three only for the flow check;
+        "interpolation" is that of `track_flows`, default "nearest"); missing keys take
         the defaults of `postprocess_single` (group 1). Classes not in it are
         skipped (absent from the result). Default:
         ``get_postprocess_config(resolution_nm)``.
@@ -612,7 +615,7 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
             continue
         flow = flows[3 * c:3 * c + 3]
         labels = _postprocess(fg, flow, s["n_steps"], s["step_size"], s["radius"],
-                              s["min_size"], s["group"], "nearest", h)
+                              s["min_size"], s["group"], s["interpolation"], h)
         if threshold > 0 and labels.any():
             labels = remove_bad_flow_masks(labels, flow, threshold, s["flow_type"],
                                            diffusion_iters=s["diffusion_iters"],
