@@ -25,6 +25,8 @@ def ndim_of(value) -> int | None:
     nd = getattr(value, "ndim", None)
     if isinstance(nd, (int, np.integer)):
         return int(nd)
+    if _is_device(value) and hasattr(value, "shape"):
+        return len(value.shape)
     cai = getattr(value, "__cuda_array_interface__", None)
     if isinstance(cai, dict) and "shape" in cai:
         return len(cai["shape"])
@@ -49,7 +51,9 @@ def is_planar(value, ndim_3d: int) -> bool:
 
 
 def _is_device(value) -> bool:
-    return hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray)
+    from ._dispatch import is_device_array
+
+    return not isinstance(value, np.ndarray) and is_device_array(value)
 
 
 def _device(value, name: str):
@@ -109,22 +113,25 @@ def lift_class_flows(flows, name: str):
     return out.reshape((3 * n, 1) + shape[1:])
 
 
+def _take(value, index, name: str):
+    """value[index] as a contiguous array of the same kind (device arrays
+    are sliced by their library, through the GPU backend)."""
+    if _is_device(value):
+        b, arr = _device(value, name)
+        return b.wrap(b.xp.ascontiguousarray(arr[index]), value)
+    return np.ascontiguousarray(value[index])
+
+
 def drop_flow(flows):
     """(..., 3, 1, H, W) flows of a 2-D image -> (..., 2, H, W) (dy, dx)."""
-    out = flows[..., 1:, 0, :, :]
-    if isinstance(out, np.ndarray):
-        return np.ascontiguousarray(out)
-    return out
+    return _take(flows, (Ellipsis, slice(1, None), 0, slice(None), slice(None)), "flows")
 
 
 def drop_depth(volume, axis: int = 0):
     """Remove the depth axis of one at `axis` of a 3-D result."""
-    index = [slice(None)] * len(volume.shape)
+    index = [slice(None)] * len(shape_of(volume))
     index[axis] = 0
-    out = volume[tuple(index)]
-    if isinstance(out, np.ndarray):
-        return np.ascontiguousarray(out)
-    return out
+    return _take(volume, tuple(index), "labels")
 
 
 def lift_points(points, name: str):
@@ -144,10 +151,7 @@ def lift_points(points, name: str):
 
 def drop_points(points):
     """(N, 3) points with z = 0 -> (N, 2) (y, x)."""
-    out = points[:, 1:]
-    if isinstance(out, np.ndarray):
-        return np.ascontiguousarray(out)
-    return out
+    return _take(points, (slice(None), slice(1, None)), "points")
 
 
 def check_spacing(spacing, ndim: int = 3, name: str = "spacing"):
