@@ -44,7 +44,7 @@ def test_mixed_host_and_device_arrays_are_refused(gpu, name, call):
 
 
 @pytest.mark.parametrize("make_bad, error, pattern", [
-    (lambda: np.zeros((3, 4), np.int32), ValueError, r"instance_mask must be 3-D"),
+    (lambda: np.zeros((3, 4, 5, 6), np.int32), ValueError, r"instance_mask must be 3-D"),
     (lambda: np.full((2, 2, 2), -1, np.int16), ValueError, r"non-negative instance ids"),
     (lambda: np.zeros((2, 2, 2), np.float32), TypeError, r"integer instance ids"),
 ])

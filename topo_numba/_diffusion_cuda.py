@@ -68,18 +68,10 @@ def _row_of(lab, mask, m, slot_of, v, k, s, zero, z, y, x):
     return zero
 
 
-@cuda.jit
-def _neighbours(lab, mask, mask_of, slot_of, pos, nbr, init):
-    """Neighbour rows of every slot, and the initial fields u[d, s] = coordinate d."""
-    s = cuda.grid(1)
+@cuda.jit(device=True, inline=True)
+def _fill_rows(lab, mask, mask_of, slot_of, pos, nbr, s):
+    """Write the neighbour row ``nbr[s]`` (module docstring); returns the slot's (z, y, x)."""
     n = pos.shape[0]
-    if s > n:
-        return
-    if s == n:  # the zero slot
-        init[0, n] = 0.0
-        init[1, n] = 0.0
-        init[2, n] = 0.0
-        return
     D, H, W = lab.shape[1], lab.shape[2], lab.shape[3]
     p = pos[s]
     v = p // (D * H * W)
@@ -96,9 +88,33 @@ def _neighbours(lab, mask, mask_of, slot_of, pos, nbr, init):
     nbr[s, 3] = _row_of(lab, mask, m, slot_of, v, k, s, n, z, y + 1, x)
     nbr[s, 4] = _row_of(lab, mask, m, slot_of, v, k, s, n, z, y, x - 1)
     nbr[s, 5] = _row_of(lab, mask, m, slot_of, v, k, s, n, z, y, x + 1)
+    return z, y, x
+
+
+@cuda.jit
+def _neighbours(lab, mask, mask_of, slot_of, pos, nbr, init):
+    """Neighbour rows of every slot, and the initial fields u[d, s] = coordinate d."""
+    s = cuda.grid(1)
+    n = pos.shape[0]
+    if s > n:
+        return
+    if s == n:  # the zero slot
+        init[0, n] = 0.0
+        init[1, n] = 0.0
+        init[2, n] = 0.0
+        return
+    z, y, x = _fill_rows(lab, mask, mask_of, slot_of, pos, nbr, s)
     init[0, s] = float32(z)
     init[1, s] = float32(y)
     init[2, s] = float32(x)
+
+
+@cuda.jit
+def neighbour_rows(lab, mask, mask_of, slot_of, pos, nbr):
+    """Neighbour rows of every slot only (shared with `_source_cuda`)."""
+    s = cuda.grid(1)
+    if s < pos.shape[0]:
+        _fill_rows(lab, mask, mask_of, slot_of, pos, nbr, s)
 
 
 # ----------------------------------------------------------------- connected pieces

@@ -4,8 +4,11 @@
 classified them. Each function mirrors a validated core of ``flow.py``:
 validate on the device (`_validate.device_*`, the same rules and messages),
 run the ``_*_cuda`` kernels, return an array of the input's kind
-(`_gpu.Backend.wrap`). Nothing is copied between host and device except the
-small per-instance tables marked ``# SYNC`` in the kernel modules.
+(`_gpu.Backend.wrap`). Both diffusion modes run on the GPU: "coordinates"
+through ``_diffusion_cuda`` (float32 fields, cosine >= 0.9999 to the CPU),
+"source" through ``_source_cuda`` (float64 fields, the CPU's operations in
+the CPU's order). Nothing is copied between host and device except the
+small per-instance (per-piece) tables marked ``# SYNC`` in the kernel modules.
 
 Private.
 """
@@ -46,10 +49,9 @@ def generate_diffusion_flows(instance_mask, n_iter, adaptive_iters, adaptive_fac
                              spatial_mask, mode="coordinates"):
     """GPU `topo_numba.flow.generate_diffusion_flows` (arguments already classified)."""
     from ._diffusion_cuda import diffusion_flows
-    from .flow import _check_diffusion_args, _refuse_gpu_source
+    from ._source_cuda import source_flows
+    from .flow import _check_diffusion_args
 
-    if mode == "source":
-        _refuse_gpu_source("generate_diffusion_flows")
     b = backend()
     xp = b.xp
     labels = V.device_labels(b, instance_mask, "instance_mask", 3)
@@ -60,8 +62,9 @@ def generate_diffusion_flows(instance_mask, n_iter, adaptive_iters, adaptive_fac
     if labels.size:
         mask, mask_of = _mask_args(b, None if annotated is None else annotated[None], [0])
         sel = xp.zeros(1, np.int64)
-        diffusion_flows(b, labels[None], sel, sel, mask, mask_of, np.array([n_iter]),
-                        adaptive_iters, adaptive_factor, out)
+        kernel = source_flows if mode == "source" else diffusion_flows
+        kernel(b, labels[None], sel, sel, mask, mask_of, np.array([n_iter]), adaptive_iters,
+               adaptive_factor, out)
     return b.wrap(out[0], instance_mask)
 
 
@@ -95,13 +98,17 @@ def compute_flow_targets(instance_ids, class_names, class_config, resolution_nm,
                          diffusion_iters, adaptive_iters, adaptive_factor, spatial_mask):
     """GPU `topo_numba.flow.compute_flow_targets`: the whole batch in one pass.
 
-    Every direct class of every batch item goes through one call of the
-    direct kernels, every diffusion class through one call of the diffusion
-    kernels (all instances at once, each with its class's iteration cap).
+    The classes of every batch item are grouped by kernel family: every
+    direct class goes through one call of the direct kernels, every
+    diffusion class in coordinates mode through one call of the diffusion
+    kernels, every diffusion class in source mode through one call of the
+    source kernels (all instances at once, each with its class's iteration
+    cap).
     """
     from ._diffusion_cuda import diffusion_flows
     from ._direct_cuda import direct_flows
-    from .flow import _check_targets_args, _refuse_gpu_source
+    from ._source_cuda import source_flows
+    from .flow import _check_targets_args
 
     b = backend()
     xp = b.xp
@@ -110,9 +117,9 @@ def compute_flow_targets(instance_ids, class_names, class_config, resolution_nm,
     batched, n_classes, settings, adaptive_iters, adaptive_factor = _check_targets_args(
         tuple(ids.shape), class_names, class_config, resolution_nm, diffusion_iters,
         adaptive_iters, adaptive_factor, modes)
-    for c, (kind, _, _, _) in enumerate(settings):
-        if kind == "diffusion" and modes[c] == "source":
-            _refuse_gpu_source("compute_flow_targets")
+    # kernel family of each class: "direct", "diffusion" (coordinates) or "source"
+    kinds = ["source" if s[0] == "diffusion" and modes[c] == "source" else s[0]
+             for c, s in enumerate(settings)]
     spatial = tuple(ids.shape[-3:])
     mask_shape = (ids.shape[0], 1) + spatial if batched else spatial
     annotated = V.device_spatial_mask(b, spatial_mask, "spatial_mask", mask_shape)
@@ -126,9 +133,9 @@ def compute_flow_targets(instance_ids, class_names, class_config, resolution_nm,
     if ids5.size:
         volumes = ids5.reshape((n_batch * n_classes,) + spatial)
         out = flows.reshape((n_batch * n_classes, 3) + spatial)
-        for kind in ("direct", "diffusion"):
+        for kind in ("direct", "diffusion", "source"):
             picked = [(bi * n_classes + c, bi, s[1]) for bi in range(n_batch)
-                      for c, s in enumerate(settings) if s[0] == kind]
+                      for c, s in enumerate(settings) if kinds[c] == kind]
             if not picked:
                 continue
             sel = xp.asarray(np.array([p[0] for p in picked], np.int64))  # small upload
@@ -137,8 +144,9 @@ def compute_flow_targets(instance_ids, class_names, class_config, resolution_nm,
                 direct_flows(b, volumes, sel, sel, mask, mask_of, out)
             else:
                 caps = np.array([p[2] for p in picked], np.int64)
-                diffusion_flows(b, volumes, sel, sel, mask, mask_of, caps, adaptive_iters,
-                                adaptive_factor, out)
+                kernel = source_flows if kind == "source" else diffusion_flows
+                kernel(b, volumes, sel, sel, mask, mask_of, caps, adaptive_iters,
+                       adaptive_factor, out)
         for c, (_, _, boundary_only, width) in enumerate(settings):
             if boundary_only:
                 class_fg[:, c] = _boundary_only_fg(b, fg[:, c], mask4, width)

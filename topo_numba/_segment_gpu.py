@@ -215,13 +215,12 @@ def _remove_bad(b: Backend, compact, n: int, pred, threshold, flow_type, diffusi
     from ._diffusion_cuda import diffusion_flows
     from ._direct_cuda import direct_flows
     from ._flow_gpu import _mask_args
-    from .flow import _check_diffusion_args, _refuse_gpu_source, _refuse_gpu_spacing
+    from ._source_cuda import source_flows
+    from .flow import _check_diffusion_args, _refuse_gpu_spacing
 
     xp = b.xp
     if h is not None:
         _refuse_gpu_spacing("remove_bad_flow_masks")
-    if flow_type == "diffusion" and mode == "source":
-        _refuse_gpu_source("remove_bad_flow_masks")
     if n == 0:
         return compact
     own = xp.zeros((1, 3) + tuple(compact.shape), np.float32)
@@ -230,8 +229,9 @@ def _remove_bad(b: Backend, compact, n: int, pred, threshold, flow_type, diffusi
     if flow_type == "diffusion":
         # the defaults of generate_diffusion_flows (adaptive iterations)
         n_iter, adaptive, factor = _check_diffusion_args(diffusion_iters, True, 6)
-        diffusion_flows(b, compact[None], sel, sel, mask, mask_of, np.array([n_iter]),
-                        adaptive, factor, own)
+        run = source_flows if mode == "source" else diffusion_flows
+        run(b, compact[None], sel, sel, mask, mask_of, np.array([n_iter]), adaptive, factor,
+            own)
     else:
         direct_flows(b, compact[None], sel, sel, mask, mask_of, own)
     err = ((own[0].astype(np.float64) - pred.astype(np.float64)) ** 2).sum(axis=0)

@@ -254,13 +254,6 @@ def _refuse_gpu_spacing(where):
     )
 
 
-def _refuse_gpu_source(where):
-    raise TypeError(
-        f"{where}: diffusion mode 'source' runs on the CPU only for now; pass NumPy "
-        "arrays (e.g. cupy.asnumpy(x)) or use mode 'coordinates' on the GPU"
-    )
-
-
 def _check_diffusion_args(n_iter, adaptive_iters, adaptive_factor, name="n_iter"):
     n_iter = V.check_int(n_iter, name, minimum=1)
     if not isinstance(adaptive_iters, (bool, np.bool_)):
@@ -618,8 +611,8 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
         "diffusion_mode": "coordinates" | "source", "boundary_only",
         "boundary_width"}}``; classes missing from it use direct flows;
         ``diffusion_mode`` (default "coordinates") is the `mode` of
-        `generate_diffusion_flows` for a diffusion class ("source" runs on
-        the CPU only for now). Default: ``get_instance_class_config(resolution_nm)``.
+        `generate_diffusion_flows` for a diffusion class. Default:
+        ``get_instance_class_config(resolution_nm)``.
     resolution_nm : float, optional
         Selects the default `class_config`; required when it is None.
     diffusion_iters : int, default 200
@@ -632,7 +625,8 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     spacing : sequence of 3 (2 for 2-D) positive floats, optional
         Voxel size (sz, sy, sx) for every class (see `generate_direct_flows`
         and `generate_diffusion_flows`); ``boundary_width`` is then measured
-        in units of the smallest spacing. Default: isotropic. CPU only for now.
+        in units of the smallest spacing. Default: isotropic. Anisotropic
+        spacing is CPU only for now.
     spatial_dims : {3, 2}, default 3
         2 for images: `instance_ids` (N, H, W) or (B, N, H, W), `spatial_mask`
         (H, W) or (B, 1, H, W); the outputs then have (dy, dx) channels,
@@ -654,7 +648,7 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
         no `class_config` and no `resolution_nm`, or invalid arrays (see
         `generate_direct_flows`).
     TypeError
-        A "source" diffusion class with GPU arrays (CPU only for now).
+        Anisotropic `spacing` with GPU arrays (CPU only for now).
 
     Examples
     --------

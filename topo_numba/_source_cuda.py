@@ -1,0 +1,610 @@
+"""GPU kernels for heat-source diffusion flows (``mode="source"``), the twin of
+``_source_cpu``.
+
+The same algorithm, the same float64 operations in the same order, so the
+flows agree with the CPU's bit for bit (checked under Numba's CUDA
+simulator; on a device see "Rounding" below). Isotropic voxels only: the
+public functions refuse an anisotropic ``spacing`` with device arrays.
+
+1. slots and neighbour rows as in `_diffusion_cuda` (every foreground voxel
+   of every selected volume, here in plain C order over (volume, z, y, x));
+2. `_analyse` - the 6-connected pieces (`_diffusion_cuda._pieces`: the root
+   of a piece is its smallest slot, i.e. its first voxel in C order, the
+   origin the CPU takes positions from); cut slots; per piece the mean
+   position of its cut slots (all slots when it has none); the depth of
+   every slot from the walls and its distance from the source by
+   level-synchronous breadth-first search (one launch per level, a flag read
+   every `BFS_LEVELS_PER_CHECK` levels); the source as the candidate nearest
+   to the mean (atomic min of the squared distance, then atomic min of the
+   slot among the candidates at that distance: the first slot on ties), then
+   the climb to the deepest neighbouring candidate (one thread per piece);
+3. the pieces (*units*) are ordered by decreasing iteration count
+   (`flow._source_iteration_counts`) and the slots renumbered unit by unit,
+   so that the units still iterating form a prefix of the slots: one launch
+   per iteration updates every active slot of every unit of every volume;
+4. bands (comment above `BAND_SHELLS` in `_source_cpu`): a unit whose
+   eccentricity reaches `BAND_SHELLS` keeps one power-of-two exponent per
+   band of distance shells (band = distance // `BAND_SHELLS`); a neighbour
+   in another band is read times the exact power of two; every
+   `RESCALE_EVERY` iterations three small launches take the band maxima
+   (atomic max), the new exponents (one thread per unit, the CPU's
+   `_band_exponents` rule) and rescale the bands. The slots of a band need
+   not be contiguous: a slot knows its band (``band_of``);
+5. `_gradient` - the normalised gradient (the rule of
+   `_source_cpu.source_gradient_flows` and `_diffusion_cpu.write_unit`),
+   stored as float32 into the output flows.
+
+Rounding: NVVM fuses a multiply that feeds an add into one FMA by default,
+which rounds differently from the CPU kernels (and could break a tie in the
+choice of a source differently). Every such product goes through `_mul`,
+which multiplies the rounded product by ``one``, a kernel argument equal to
+1.0 that the compiler cannot fold: a fused ``fma(x * y, one, z)`` then
+rounds exactly as ``x * y + z`` does. Divisions and square roots are IEEE
+(no fastmath). Sums are taken left to right in the CPU's order.
+
+Only small per-piece tables leave the device (``# SYNC``): the number of
+foreground voxels and of pieces, one flag per few breadth-first levels, and
+each piece's eccentricity, size and volume, from which the host plans the
+launches.
+
+Private: `topo_numba._flow_gpu` validates and calls `source_flows`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import cuda, int64
+
+from ._diffusion_cuda import _pieces, neighbour_rows
+from ._gpu import Backend
+from ._labels_cuda import DeviceInstances
+
+# read on the host at call time, as `_source_cpu.BAND_SHELLS` (tests shrink both)
+BAND_SHELLS = 128
+RESCALE_EVERY = 32
+BFS_LEVELS_PER_CHECK = 8
+SIXTH = 1.0 / 6.0
+
+
+# ----------------------------------------------------------------- helpers
+
+
+@cuda.jit(device=True, inline=True)
+def _mul(x, y, one):
+    """``x * y`` rounded on its own, even where NVVM fuses it into an add
+    (module docstring, "Rounding"); `one` is a kernel argument equal to 1.0."""
+    return (x * y) * one
+
+
+@cuda.jit(device=True, inline=True)
+def _vzyx(p, D, H, W):
+    """(volume, z, y, x) of the flat index p over (volumes, D, H, W)."""
+    v = p // (D * H * W)
+    rem = p - v * (D * H * W)
+    z = rem // (H * W)
+    rem = rem - z * (H * W)
+    y = rem // W
+    return v, z, y, rem - y * W
+
+
+# ----------------------------------------------------------------- analysis kernels
+
+
+@cuda.jit
+def _cut_flags(nbr, pos, mask, mask_of, D, H, W, cut):
+    """cut[s] = 1 where the instance continues past the annotation at slot s
+    (`_source_cpu._is_cut`): a Neumann neighbour inside the array, or one
+    outside the array while the voxel itself is unannotated."""
+    s = cuda.grid(1)
+    if s >= pos.shape[0]:
+        return
+    v, z, y, x = _vzyx(pos[s], D, H, W)
+    m = mask_of[v]
+    c = 0
+    if m >= 0:
+        own = mask[m, z, y, x] != 0
+        for k in range(6):
+            if nbr[s, k] != s:
+                continue
+            d = k // 2
+            cc = (z if d == 0 else (y if d == 1 else x)) + 2 * (k % 2) - 1
+            size = D if d == 0 else (H if d == 1 else W)
+            if (cc >= 0 and cc < size) or not own:
+                c = 1
+    cut[s] = c
+
+
+@cuda.jit
+def _piece_sums(pos, piece, proot, cut, D, H, W, cnt, ncut, sums, csums):
+    """Per piece: voxel and cut-voxel counts and coordinate sums relative to
+    the piece's first voxel (its root slot)."""
+    s = cuda.grid(1)
+    if s >= pos.shape[0]:
+        return
+    j = piece[s]
+    _, z, y, x = _vzyx(pos[s], D, H, W)
+    _, oz, oy, ox = _vzyx(pos[proot[j]], D, H, W)
+    z -= oz
+    y -= oy
+    x -= ox
+    cuda.atomic.add(cnt, j, int64(1))
+    cuda.atomic.add(sums, (j, 0), z)
+    cuda.atomic.add(sums, (j, 1), y)
+    cuda.atomic.add(sums, (j, 2), x)
+    if cut[s] != 0:
+        cuda.atomic.add(ncut, j, int64(1))
+        cuda.atomic.add(csums, (j, 0), z)
+        cuda.atomic.add(csums, (j, 1), y)
+        cuda.atomic.add(csums, (j, 2), x)
+
+
+@cuda.jit
+def _targets(cnt, ncut, sums, csums, target):
+    """Mean position of each piece's candidates (relative to its first voxel)."""
+    j = cuda.grid(1)
+    if j >= cnt.shape[0]:
+        return
+    for d in range(3):
+        if ncut[j] > 0:
+            target[j, d] = csums[j, d] / ncut[j]
+        else:
+            target[j, d] = sums[j, d] / cnt[j]
+
+
+@cuda.jit(device=True, inline=True)
+def _candidate_d2(pos, s, j, proot, cut, ncut, target, D, H, W, one):
+    """Squared distance of slot s to its piece's target (-1: not a candidate),
+    computed as the CPU does: ((dz * dz + dy * dy) + dx * dx)."""
+    if ncut[j] > 0 and cut[s] == 0:
+        return -1.0
+    _, z, y, x = _vzyx(pos[s], D, H, W)
+    _, oz, oy, ox = _vzyx(pos[proot[j]], D, H, W)
+    dz = (z - oz) - target[j, 0]
+    dy = (y - oy) - target[j, 1]
+    dx = (x - ox) - target[j, 2]
+    return _mul(dz, dz, one) + _mul(dy, dy, one) + _mul(dx, dx, one)
+
+
+@cuda.jit
+def _nearest_d2(pos, piece, proot, cut, ncut, target, D, H, W, one, best):
+    s = cuda.grid(1)
+    if s >= pos.shape[0]:
+        return
+    j = piece[s]
+    d2 = _candidate_d2(pos, s, j, proot, cut, ncut, target, D, H, W, one)
+    if d2 >= 0.0:
+        cuda.atomic.min(best, j, d2)
+
+
+@cuda.jit
+def _nearest_slot(pos, piece, proot, cut, ncut, target, D, H, W, one, best, source):
+    """source[j] = the first candidate slot at the smallest distance."""
+    s = cuda.grid(1)
+    if s >= pos.shape[0]:
+        return
+    j = piece[s]
+    d2 = _candidate_d2(pos, s, j, proot, cut, ncut, target, D, H, W, one)
+    if d2 >= 0.0 and d2 == best[j]:
+        cuda.atomic.min(source, j, int64(s))
+
+
+@cuda.jit
+def _seed_walls(nbr, depth):
+    """depth 0 at slots with a Dirichlet neighbour (the zero slot), else -1."""
+    s = cuda.grid(1)
+    n = nbr.shape[0]
+    if s >= n:
+        return
+    d = -1
+    for k in range(6):
+        if nbr[s, k] == n:
+            d = 0
+    depth[s] = d
+
+
+@cuda.jit
+def _seed_sources(source, dist):
+    j = cuda.grid(1)
+    if j < source.shape[0]:
+        dist[source[j]] = 0
+
+
+@cuda.jit
+def _bfs_level(nbr, dist, level, changed):
+    """Slots not reached yet with a neighbour at distance `level` get level + 1."""
+    s = cuda.grid(1)
+    n = nbr.shape[0]
+    if s >= n or dist[s] >= 0:
+        return
+    for k in range(6):
+        m = nbr[s, k]
+        if m != s and m != n and dist[m] == level:
+            dist[s] = level + 1
+            changed[0] = 1
+            return
+
+
+@cuda.jit
+def _climb(nbr, depth, cut, ncut, source):
+    """Move each source to its deepest neighbouring candidate while there is a
+    deeper one (the first in the order z-, z+, y-, y+, x-, x+ on ties)."""
+    j = cuda.grid(1)
+    if j >= source.shape[0]:
+        return
+    n = nbr.shape[0]
+    s = source[j]
+    while True:
+        nxt = -1
+        deepest = depth[s]
+        for i in range(6):
+            m = nbr[s, i]
+            if m == s or m == n or (ncut[j] > 0 and cut[m] == 0):
+                continue
+            if depth[m] > deepest:
+                deepest = depth[m]
+                nxt = m
+        if nxt < 0:
+            break
+        s = nxt
+    source[j] = s
+
+
+@cuda.jit
+def _eccentricity(piece, dist, ecc):
+    s = cuda.grid(1)
+    if s < piece.shape[0]:
+        cuda.atomic.max(ecc, piece[s], dist[s])
+
+
+@cuda.jit
+def _renumber(nbr, perm, inv, out):
+    """Neighbour rows in the slot order `perm` (``perm[new] = old``), the zero slot kept."""
+    i = cuda.grid(1)
+    n = perm.shape[0]
+    if i >= n:
+        return
+    s = perm[i]
+    for k in range(6):
+        m = nbr[s, k]
+        out[i, k] = n if m == n else inv[m]
+
+
+# ----------------------------------------------------------------- iteration kernels
+
+
+@cuda.jit(device=True, inline=True)
+def _read(a, band_of, m, j, n, fd, fu, one):
+    """Value of slot m seen from band j (exact power-of-two scaling)."""
+    v = a[m]
+    if m < n:
+        bm = band_of[m]
+        if bm < j:
+            v = _mul(v, fd, one)
+        elif bm > j:
+            v = _mul(v, fu, one)
+    return v
+
+
+@cuda.jit
+def _update(src, dst, nbr, band_of, E, fdown, fup, bsrc, n_active, one):
+    """One Jacobi iteration of the first `n_active` slots, then heat
+    ``2**-E[j]`` at the source of each unit (in its first band j)."""
+    s = cuda.grid(1)
+    if s >= n_active:
+        return
+    n = nbr.shape[0]
+    j = band_of[s]
+    fd = fdown[j]
+    fu = fup[j]
+    j0, j1, j2 = nbr[s, 0], nbr[s, 1], nbr[s, 2]
+    j3, j4, j5 = nbr[s, 3], nbr[s, 4], nbr[s, 5]
+    if fd == 1.0 and fu == 1.0:  # reads from every band unscaled (most units)
+        t = src[j0] + src[j1] + src[j2] + src[j3] + src[j4] + src[j5]
+    else:
+        t = (_read(src, band_of, j0, j, n, fd, fu, one)
+             + _read(src, band_of, j1, j, n, fd, fu, one)
+             + _read(src, band_of, j2, j, n, fd, fu, one)
+             + _read(src, band_of, j3, j, n, fd, fu, one)
+             + _read(src, band_of, j4, j, n, fd, fu, one)
+             + _read(src, band_of, j5, j, n, fd, fu, one))
+    u = src[s]
+    v = u + _mul(SIXTH, t - _mul(6.0, u, one), one)
+    if bsrc[j] == s:
+        v = v + math.ldexp(1.0, int(-E[j]))
+    dst[s] = v
+
+
+@cuda.jit
+def _band_max(a, band_of, banded, bmax, n_active):
+    s = cuda.grid(1)
+    if s >= n_active:
+        return
+    j = band_of[s]
+    if banded[j] != 0:
+        cuda.atomic.max(bmax, j, a[s])
+
+
+@cuda.jit
+def _band_exponents(unit_bands, bmax, E, fdown, fup, shift, n_units):
+    """New band exponents of each banded unit from its band maxima
+    (`_source_cpu._band_exponents`); the maxima are reset to 0."""
+    g = cuda.grid(1)
+    if g >= n_units:
+        return
+    j0 = unit_bands[g]
+    j1 = unit_bands[g + 1]
+    if j1 - j0 < 2:
+        return
+    for j in range(j0, j1):
+        m = bmax[j]
+        e = 0
+        if m > 0.0:
+            e = math.frexp(m)[1]
+            E[j] += e
+        elif j > j0:
+            E[j] = E[j - 1]  # not reached yet: continue the band before
+        shift[j] = e
+        bmax[j] = 0.0
+    for j in range(j0, j1):
+        fdown[j] = math.ldexp(1.0, int(E[j - 1] - E[j])) if j > j0 else 1.0
+        fup[j] = math.ldexp(1.0, int(E[j + 1] - E[j])) if j < j1 - 1 else 1.0
+
+
+@cuda.jit
+def _band_scale(a, band_of, shift, n_active):
+    s = cuda.grid(1)
+    if s >= n_active:
+        return
+    e = shift[band_of[s]]
+    if e != 0:
+        a[s] = math.ldexp(a[s], int(-e))
+
+
+# ----------------------------------------------------------------- gradient
+
+
+@cuda.jit(device=True, inline=True)
+def _axis_gradient(a, band_of, nbr, s, d, c, size, j, n, fd, fu, one):
+    """Central difference along axis d in the scale of band j (one-sided at
+    the array border)."""
+    vq = _read(a, band_of, nbr[s, 2 * d], j, n, fd, fu, one)
+    vp = _read(a, band_of, nbr[s, 2 * d + 1], j, n, fd, fu, one)
+    if c == 0 and c == size - 1:
+        return 0.0
+    if c == size - 1:
+        return a[s] - vq
+    if c == 0:
+        return vp - a[s]
+    return (vp - vq) / 2.0
+
+
+@cuda.jit
+def _gradient(ua, ub, odd, band_of, fdown, fup, nbr, pos, out_index, one, out):
+    """Normalised gradient of every slot's final field into ``out[out_index[v]]``
+    (the final field of a unit is in `ub` when its iteration count is odd)."""
+    s = cuda.grid(1)
+    n = pos.shape[0]
+    if s >= n:
+        return
+    D, H, W = out.shape[2], out.shape[3], out.shape[4]
+    v, z, y, x = _vzyx(pos[s], D, H, W)
+    j = band_of[s]
+    fd = fdown[j]
+    fu = fup[j]
+    a = ub if odd[j] != 0 else ua
+    g0 = _axis_gradient(a, band_of, nbr, s, 0, z, D, j, n, fd, fu, one)
+    g1 = _axis_gradient(a, band_of, nbr, s, 1, y, H, j, n, fd, fu, one)
+    g2 = _axis_gradient(a, band_of, nbr, s, 2, x, W, j, n, fd, fu, one)
+    m = max(abs(g0), max(abs(g1), abs(g2)))
+    o = out_index[v]
+    if m > 0.0:
+        g0 = g0 / m
+        g1 = g1 / m
+        g2 = g2 / m
+        norm = math.sqrt(_mul(g0, g0, one) + _mul(g1, g1, one) + _mul(g2, g2, one))
+        out[o, 0, z, y, x] = g0 / norm
+        out[o, 1, z, y, x] = g1 / norm
+        out[o, 2, z, y, x] = g2 / norm
+    else:
+        out[o, 0, z, y, x] = 0.0
+        out[o, 1, z, y, x] = 0.0
+        out[o, 2, z, y, x] = 0.0
+
+
+# ----------------------------------------------------------------- orchestration
+
+
+def _bfs(b: Backend, k_nbr, dist, n_slots: int) -> None:
+    """Breadth-first distances (in place) from the slots where ``dist == 0``."""
+    changed = b.xp.zeros(1, np.int32)
+    k_dist, k_changed = b.arg(dist), b.arg(changed)
+    level = 0
+    while True:
+        changed[0] = 0
+        for _ in range(BFS_LEVELS_PER_CHECK):
+            b.launch(_bfs_level, n_slots, k_nbr, k_dist, level, k_changed)
+            level += 1
+        if not b.scalar(changed[0]):  # SYNC: one flag per BFS_LEVELS_PER_CHECK levels
+            return
+
+
+class _Pieces(NamedTuple):
+    """Result of `_analyse` (in the original slot order)."""
+
+    piece: object        # (S,) int32, device: the piece of each slot
+    source: object       # (P,) int64, device: the source slot of each piece
+    dist: object         # (S,) int32, device: distance from the piece's source
+    ecc: np.ndarray      # (P,) int64, host: eccentricity of each piece
+    size: np.ndarray     # (P,) int64, host: voxel count
+    vol: np.ndarray      # (P,) int64, host: selected-volume index
+
+
+def _analyse(b: Backend, k_nbr, pos, mask, mask_of, shape, one: float) -> _Pieces:
+    """Pieces, sources and distances of every slot (step 2 of the module docstring)."""
+    xp = b.xp
+    D, H, W = shape
+    n = int(pos.shape[0])
+    root = _pieces(b, k_nbr, n)  # smallest slot of each piece = its first voxel
+    is_root = root == xp.arange(n, dtype=np.int32)
+    rank = xp.cumsum(is_root, dtype=np.int32) - 1
+    proot = xp.flatnonzero(is_root)  # SYNC (inside xp): the number of pieces
+    n_pieces = int(proot.shape[0])
+    piece = rank[root]
+    del root, is_root, rank
+    k_pos, k_piece, k_proot = b.arg(pos), b.arg(piece), b.arg(proot)
+
+    cut = xp.empty(n, np.uint8)
+    k_cut = b.arg(cut)
+    b.launch(_cut_flags, n, k_nbr, k_pos, b.arg(mask), b.arg(mask_of), D, H, W, k_cut)
+    cnt = xp.zeros(n_pieces, np.int64)
+    ncut = xp.zeros(n_pieces, np.int64)
+    sums = xp.zeros((n_pieces, 3), np.int64)
+    csums = xp.zeros((n_pieces, 3), np.int64)
+    k_ncut = b.arg(ncut)
+    b.launch(_piece_sums, n, k_pos, k_piece, k_proot, k_cut, D, H, W, b.arg(cnt), k_ncut,
+             b.arg(sums), b.arg(csums))
+    target = xp.empty((n_pieces, 3), np.float64)
+    k_target = b.arg(target)
+    b.launch(_targets, n_pieces, b.arg(cnt), k_ncut, b.arg(sums), b.arg(csums), k_target)
+    del sums, csums
+
+    depth = xp.empty(n, np.int32)
+    b.launch(_seed_walls, n, k_nbr, b.arg(depth))
+    _bfs(b, k_nbr, depth, n)
+
+    best = xp.full(n_pieces, np.inf, np.float64)
+    source = xp.full(n_pieces, np.iinfo(np.int64).max, np.int64)
+    k_best, k_source = b.arg(best), b.arg(source)
+    args = (k_pos, k_piece, k_proot, k_cut, k_ncut, k_target, D, H, W, one, k_best)
+    b.launch(_nearest_d2, n, *args)
+    b.launch(_nearest_slot, n, *args, k_source)
+    b.launch(_climb, n_pieces, k_nbr, b.arg(depth), k_cut, k_ncut, k_source)
+    del depth, cut, best, target
+
+    dist = xp.full(n, -1, np.int32)
+    b.launch(_seed_sources, n_pieces, k_source, b.arg(dist))
+    _bfs(b, k_nbr, dist, n)
+    ecc = xp.zeros(n_pieces, np.int32)
+    b.launch(_eccentricity, n, k_piece, b.arg(dist), b.arg(ecc))
+
+    # SYNC: three (P,) piece tables, to plan the launches
+    return _Pieces(piece, source, dist, b.to_host(ecc).astype(np.int64), b.to_host(cnt),
+                   b.to_host(pos[proot] // (D * H * W)))
+
+
+def source_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.ndarray,
+                 adaptive_iters: bool, adaptive_factor: float, out,
+                 rescale_every: int = RESCALE_EVERY) -> None:
+    """Source-mode diffusion flows of the selected volumes into `out`.
+
+    Parameters
+    ----------
+    labels, sel, out_index, mask, mask_of, out
+        As `topo_numba._diffusion_cuda.diffusion_flows` (`out` must be 0 on
+        the background of the selected volumes: only instance voxels are
+        written).
+    caps : (S,) ndarray of int64, host
+        ``n_iter`` of each selected volume (used when not `adaptive_iters`).
+    adaptive_iters, adaptive_factor
+        The source-mode iteration rule (`flow._source_iteration_counts`).
+    rescale_every : int
+        Iterations between two band rescalings (32 as on the CPU; another
+        value keeps the directions but not every bit).
+    """
+    from .flow import _source_iteration_counts
+
+    xp = b.xp
+    band_shells = int(BAND_SHELLS)
+    one = 1.0
+    inst = DeviceInstances(b, labels, sel)
+    if inst.n == 0:
+        return
+    D, H, W = inst.shape
+    pos = xp.flatnonzero(inst.lab.reshape(-1))  # SYNC (inside xp): the number of slots
+    n = int(pos.shape[0])
+    if n >= np.iinfo(np.int32).max:
+        raise ValueError(
+            f"{n} foreground voxels in one call; the GPU diffusion kernels handle "
+            "at most 2**31 - 2 (process the batch in parts)"
+        )
+    slot_of = xp.full(inst.lab.shape, -1, np.int32)
+    slot_of.reshape(-1)[pos] = xp.arange(n, dtype=np.int32)
+    nbr = xp.empty((n, 6), np.int32)
+    k_nbr = b.arg(nbr)
+    b.launch(neighbour_rows, n, b.arg(inst.lab), b.arg(mask), b.arg(mask_of),
+             b.arg(slot_of), b.arg(pos), k_nbr)
+    del slot_of
+    p = _analyse(b, k_nbr, pos, mask, mask_of, (D, H, W), one)
+
+    # host plan: units = pieces by decreasing iteration count
+    n_iters = _source_iteration_counts(p.ecc, np.asarray(caps, np.int64)[p.vol],
+                                       adaptive_iters, adaptive_factor)
+    order = np.argsort(-n_iters, kind="stable")  # unit g is piece order[g]
+    n_sorted = n_iters[order]
+    n_units = order.size
+    unit_starts = np.zeros(n_units + 1, np.int64)
+    np.cumsum(p.size[order], out=unit_starts[1:])
+    ecc = p.ecc[order]
+    n_bands = np.where(ecc >= band_shells, ecc // band_shells + 1, 1)
+    unit_bands = np.zeros(n_units + 1, np.int64)
+    np.cumsum(n_bands, out=unit_bands[1:])
+    n_total_bands = int(unit_bands[-1])
+    first_band = unit_bands[:-1]
+
+    # device: slots unit by unit (C order within a unit), bands, sources
+    unit_of_piece = np.empty(n_units, np.int32)
+    unit_of_piece[order] = np.arange(n_units, dtype=np.int32)
+    unit = b.to_device(unit_of_piece)[p.piece]  # small upload: the unit table
+    perm = xp.argsort(unit, kind="stable")
+    inv = xp.empty(n, np.int32)
+    inv[perm] = xp.arange(n, dtype=np.int32)
+    nbr2 = xp.empty((n, 6), np.int32)
+    b.launch(_renumber, n, k_nbr, b.arg(perm), b.arg(inv), b.arg(nbr2))
+    del nbr
+    pos = pos[perm]
+    unit = unit[perm]
+    first_band_d = b.to_device(first_band)  # small uploads: per-unit tables
+    banded_unit = b.to_device(n_bands > 1)
+    band_of = (first_band_d[unit]
+               + xp.where(banded_unit[unit], p.dist[perm] // band_shells, 0)).astype(np.int32)
+    del unit, perm
+    bsrc = xp.full(n_total_bands, -1, np.int64)  # source slot of a unit's first band
+    bsrc[first_band_d] = inv[p.source[b.to_device(order)]]
+    del inv, p
+    banded = b.to_device(np.repeat(n_bands > 1, n_bands).astype(np.uint8))
+    odd = b.to_device(np.repeat(n_sorted % 2, n_bands).astype(np.uint8))
+    E = xp.zeros(n_total_bands, np.int64)
+    fdown = xp.ones(n_total_bands, np.float64)
+    fup = xp.ones(n_total_bands, np.float64)
+    shift = xp.zeros(n_total_bands, np.int64)
+    bmax = xp.zeros(n_total_bands, np.float64)
+
+    ua = xp.zeros(n + 1, np.float64)
+    ub = xp.zeros(n + 1, np.float64)
+    k_nbr2, k_band_of = b.arg(nbr2), b.arg(band_of)
+    k_E, k_fdown, k_fup, k_shift = b.arg(E), b.arg(fdown), b.arg(fup), b.arg(shift)
+    k_bsrc, k_banded, k_bmax = b.arg(bsrc), b.arg(banded), b.arg(bmax)
+    k_unit_bands = b.arg(b.to_device(unit_bands))
+
+    max_iter = int(n_sorted[0])
+    units_active = np.searchsorted(-n_sorted, -np.arange(max_iter), side="left")
+    n_active = unit_starts[units_active]
+    banded_active = np.concatenate(([0], np.cumsum(n_bands > 1)))[units_active] > 0
+    bufs = (b.arg(ua), b.arg(ub))
+    stream = b.stream()
+    for it in range(max_iter):
+        src, dst = bufs[it % 2], bufs[1 - it % 2]
+        na = int(n_active[it])
+        b.launch(_update, na, src, dst, k_nbr2, k_band_of, k_E, k_fdown, k_fup, k_bsrc, na,
+                 one, stream=stream)
+        if (it + 1) % rescale_every == 0 and banded_active[it]:
+            nu = int(units_active[it])
+            b.launch(_band_max, na, dst, k_band_of, k_banded, k_bmax, na, stream=stream)
+            b.launch(_band_exponents, nu, k_unit_bands, k_bmax, k_E, k_fdown, k_fup, k_shift,
+                     nu, stream=stream)
+            b.launch(_band_scale, na, dst, k_band_of, k_shift, na, stream=stream)
+    b.launch(_gradient, n, bufs[0], bufs[1], b.arg(odd), k_band_of, k_fdown, k_fup, k_nbr2,
+             b.arg(pos), b.arg(out_index), one, b.arg(out))
