@@ -312,3 +312,37 @@ def test_segment_out_of_core_zarr(data, options):
     finally:
         for out in ("t_ooc.zarr", "s_ooc.zarr", "s_mem.zarr"):
             tn.io._remove(d / out)
+
+
+def test_spacing_is_used_recorded_and_read_back(data, tmp_path):
+    """flows --spacing computes anisotropic flows and records the spacing;
+    segment takes it from the flows' metadata; the out-of-core path refuses it."""
+    d = data["dir"]
+    spacing = (3.0, 1.0, 1.0)
+    r = run("flows", d / "ids.npy", "t.zarr", "--classes", *CLASSES, "--class-config",
+            d / "classes.json", "--spacing", *spacing, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    g = zarr.open_group(str(tmp_path / "t.zarr"), mode="r")
+    want, _ = tn.compute_flow_targets(data["ids"], CLASSES, CONFIG, spacing=spacing)
+    np.testing.assert_array_equal(g["flows"][...], want)
+    assert not np.array_equal(want, data["flows"])
+    assert g["flows"].attrs["voxel_spacing"] == list(spacing)
+    pp = {name: dict(PP[name], interpolation="trilinear") for name in CLASSES}
+    (tmp_path / "pp.json").write_text(json.dumps(pp))
+    r = run("segment", "t.zarr/class_fg", "t.zarr/flows", "s.zarr", "--postprocess-config",
+            "pp.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    s = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert s.attrs["voxel_spacing"] == list(spacing)
+    fg = g["class_fg"][...]
+    for c, name in enumerate(CLASSES):
+        np.testing.assert_array_equal(s[name][...], tn.postprocess_single(
+            fg[c] > 0.5, want[3 * c:3 * c + 3], spacing=spacing, interpolation="trilinear",
+            **{k: v for k, v in PP[name].items()}))
+    r = run("segment", "t.zarr/class_fg", "t.zarr/flows", "s2.zarr", "--postprocess-config",
+            "pp.json", "--chunks", 8, cwd=tmp_path)
+    assert r.returncode == 1 and "does not support anisotropic --spacing" in r.stderr
+    assert not (tmp_path / "s2.zarr").exists()
+    r = run("flows", d / "ids.npy", "t3.zarr", "--classes", *CLASSES, "--spacing", 1, 0, 1,
+            cwd=tmp_path)
+    assert r.returncode == 2 and "--spacing" in r.stderr

@@ -137,12 +137,32 @@ def _voxel_size(attrs: dict) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _common_attrs(command: str, resolution: float | None) -> dict:
+def _common_attrs(command: str, resolution: float | None, spacing=None) -> dict:
     attrs = {"created_by": f"topo-numba {command}", "topo_numba_version": __version__,
              "axes": ["z", "y", "x"]}
     if resolution is not None:
         attrs["voxel_size_nm"] = [resolution] * 3
+    if spacing is not None:
+        attrs["voxel_spacing"] = [float(v) for v in spacing]
     return attrs
+
+
+def _spacing(args, refs=()) -> list[float] | None:
+    """--spacing, else the anisotropic spacing recorded with an input (None: isotropic)."""
+    if args.spacing is not None:
+        return [float(v) for v in args.spacing]
+    for ref in refs:
+        v = ref.attrs.get("voxel_spacing")
+        if isinstance(v, (list, tuple)) and len(v) == 3 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v):
+            return [float(x) for x in v]
+    return None
+
+
+def _refuse_out_of_core_spacing(spacing, why: str) -> None:
+    if spacing is not None and len(set(spacing)) > 1:
+        raise CLIError(f"{why}, and the out-of-core path does not support anisotropic "
+                       "--spacing yet; process a smaller crop, or resample to isotropic voxels")
 
 
 def _library(context: str, func, *args, **kwargs):
@@ -254,16 +274,19 @@ def cmd_flows(args, con: _Console) -> int:
     # one Zarr labels array -> Zarr output can go out of core (Dask, chunk by chunk):
     # with --chunks, or automatically when the in-memory job would not fit
     out_of_core_ok = len(refs) == 1 and ".zarr" in refs[0].path and kind == "zarr"
+    spacing = _spacing(args)
     if args.chunks is not None:
         if not out_of_core_ok:
             raise CLIError("--chunks (out-of-core processing) needs one Zarr labels array "
                            "and a .zarr output")
+        _refuse_out_of_core_spacing(spacing, "--chunks asks for out-of-core processing")
         return _flows_out_of_core(args, con, refs[0], names, config, resolution, mask_ref)
     try:
         _check_memory(base + 24 * voxels, job, args)
-    except CLIError:
+    except CLIError as exc:
         if not out_of_core_ok:
             raise
+        _refuse_out_of_core_spacing(spacing, str(exc))
         log.info("the in-memory job would not fit: switching to the out-of-core path")
         return _flows_out_of_core(args, con, refs[0], names, config, resolution, mask_ref)
 
@@ -285,7 +308,7 @@ def cmd_flows(args, con: _Console) -> int:
                  for nm, f in zip(names, fg_counts)]
     _check_memory(base + max(per_class), job, args)
 
-    attrs = _common_attrs("flows", resolution)
+    attrs = _common_attrs("flows", resolution, spacing)
     attrs.update(class_names=names, flow_channel_order=["dz", "dy", "dx"],
                  class_config=config, inputs=[str(p) for p in args.labels])
     channel_names = [f"{nm}/{d}" for nm in names for d in ("dz", "dy", "dx")]
@@ -297,10 +320,12 @@ def cmd_flows(args, con: _Console) -> int:
                            dims=("c", "z", "y", "x"),
                            attrs={"class_names": names, "channel_names": channel_names,
                                   "flow_channel_order": ["dz", "dy", "dx"],
-                                  **{k: attrs[k] for k in ("axes", "voxel_size_nm") if k in attrs}})
+                                  **{k: attrs[k] for k in ("axes", "voxel_size_nm",
+                                                           "voxel_spacing") if k in attrs}})
         fg = out.create("class_fg", (n,) + spatial, np.float32, dims=("c", "z", "y", "x"),
                         attrs={"class_names": names,
-                               **{k: attrs[k] for k in ("voxel_size_nm",) if k in attrs}})
+                               **{k: attrs[k] for k in ("voxel_size_nm", "voxel_spacing")
+                                  if k in attrs}})
         bar = con.progress(range(n), "flows")
         for i in bar:
             name = names[i]
@@ -308,7 +333,8 @@ def cmd_flows(args, con: _Console) -> int:
             t1 = time.perf_counter()
             f, g = _library(f"flows for class {name!r}", compute_flow_targets,
                             ids[i:i + 1], [name], {name: config[name]},
-                            diffusion_iters=args.n_iter or 200, spatial_mask=mask)
+                            diffusion_iters=args.n_iter or 200, spatial_mask=mask,
+                            spacing=spacing)
             flows[3 * i:3 * i + 3] = f
             fg[i:i + 1] = g
             log.info("class %s (%s): %d foreground voxels, %.2f s", name,
@@ -387,16 +413,19 @@ def cmd_segment(args, con: _Console) -> int:
     # block): with --chunks, or automatically when the in-memory job would not fit
     out_of_core_ok = (".zarr" in probs_ref.path and ".zarr" in flows_ref.path
                       and kind == "zarr")
+    spacing = _spacing(args, [flows_ref, probs_ref])
     if args.chunks is not None:
         if not out_of_core_ok:
             raise CLIError("--chunks (out-of-core processing) needs Zarr PROBS and FLOWS "
                            "arrays and a .zarr output")
+        _refuse_out_of_core_spacing(spacing, "--chunks asks for out-of-core processing")
         return _segment_out_of_core(args, con, probs_ref, flows_ref, names, config, resolution)
     try:
         _check_memory(base + 16 * voxels, job, args)
-    except CLIError:
+    except CLIError as exc:
         if not out_of_core_ok:
             raise
+        _refuse_out_of_core_spacing(spacing, str(exc))
         log.info("the in-memory job would not fit: switching to the out-of-core path")
         return _segment_out_of_core(args, con, probs_ref, flows_ref, names, config, resolution)
     t0 = time.perf_counter()
@@ -407,7 +436,7 @@ def cmd_segment(args, con: _Console) -> int:
     fg_max = max(int(np.count_nonzero(probs[i] > 0.5)) for i in range(n))
     _check_memory(base + 16 * voxels + 120 * fg_max, job, args)
 
-    attrs = _common_attrs("segment", resolution)
+    attrs = _common_attrs("segment", resolution, spacing)
     attrs.update(class_names=names, inputs=[args.probs, args.flows],
                  postprocess_config={nm: config[nm] for nm in names},
                  flow_error_threshold=args.flow_error_threshold)
@@ -426,14 +455,14 @@ def cmd_segment(args, con: _Console) -> int:
             labels = _library(f"segment class {name!r}", run_instance_segmentation,
                               probs[i:i + 1], flows[3 * i:3 * i + 3], [name],
                               {name: config[name]}, args.flow_error_threshold,
-                              resolution_nm=resolution)[name]
+                              resolution_nm=resolution, spacing=spacing)[name]
             counts[name] = int(labels.max())
             if kind == "tiff":
                 stack[(i,) if n > 1 else ()] = labels
             else:
                 arr = out.create(name, spatial, np.int32, dims=("z", "y", "x"),
                                  attrs={"class_name": name, **{k: attrs[k] for k in (
-                                     "axes", "voxel_size_nm") if k in attrs}})
+                                     "axes", "voxel_size_nm", "voxel_spacing") if k in attrs}})
                 arr[...] = labels
             log.info("class %s: %d instances", name, counts[name])
     summary = ", ".join(f"{nm}: {k} instance{'s' if k != 1 else ''}" for nm, k in counts.items())
@@ -643,7 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="voxel size in nm: selects the class table (8/16/32/64 nm, nearest)")
     g.add_argument("--class-config", metavar="FILE",
                    help='JSON {"class": {"flow_type": "direct"|"diffusion", '
-                        '"diffusion_iters": N, "boundary_only": bool, "boundary_width": W}}')
+                        '"diffusion_mode": "coordinates"|"source", "diffusion_iters": N, '
+                        '"boundary_only": bool, "boundary_width": W}}')
     p.add_argument("--classes", nargs="+", metavar="NAME",
                    help="class name of each label channel (default: the class_names "
                         "stored with the labels)")
@@ -651,6 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="(D, H, W) mask, 1 where annotated (crop-aware flows)")
     p.add_argument("--n-iter", type=_positive_int, metavar="N",
                    help="diffusion iterations of every diffusion class (default: the table)")
+    p.add_argument("--spacing", type=_positive_float, nargs=3, metavar=("SZ", "SY", "SX"),
+                   help="voxel size along z, y, x (any unit, only the ratios matter) for "
+                        "anisotropic voxels; recorded with the output (default: isotropic)")
     p.add_argument("--chunks", type=_positive_int, metavar="N",
                    help="process out of core with Dask in N^3 chunks (one Zarr labels array "
                         "and a .zarr output; chosen automatically when the job would not "
@@ -671,10 +704,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="voxel size in nm: selects the post-processing table")
     g.add_argument("--postprocess-config", metavar="FILE",
                    help='JSON {"class": {"group": 1|2|3, "n_steps": N, "step_size": S, '
-                        '"convergence_radius": R, "min_size": M}}')
+                        '"convergence_radius": R, "min_size": M, "interpolation": '
+                        '"nearest"|"trilinear"}}')
     p.add_argument("--classes", nargs="+", metavar="NAME",
                    help="class name of each channel (default: the class_names stored with "
                         "FLOWS or PROBS)")
+    p.add_argument("--spacing", type=_positive_float, nargs=3, metavar=("SZ", "SY", "SX"),
+                   help="voxel size along z, y, x for anisotropic voxels (default: the "
+                        "spacing recorded by `topo-numba flows`, else isotropic)")
     p.add_argument("--flow-error-threshold", type=float, default=0.0, metavar="X",
                    help="drop instances whose flows differ from the prediction by a mean "
                         "squared error above X (default 0: keep all)")
