@@ -286,6 +286,22 @@ def main(argv=None) -> int:
                         "field_dtype": "float32",
                         "device_copy_bandwidth": device_copy_bandwidth(cupy)}
 
+    # ---- source-mode diffusion of the same class: GPU vs CPU, bit-identical?
+    src = {"mito": {"flow_type": "diffusion", "diffusion_mode": "source"}}
+    src_t = timed(cupy, lambda: tn.compute_flow_targets(ids_d[:, 1:2], ["mito"], src,
+                                                        spatial_mask=mask_d), args.repeats)
+    res["source_diffusion"] = {"time": src_t, "field_dtype": "float64"}
+    if args.cpu_repeats:
+        src_gpu = cupy.asnumpy(tn.compute_flow_targets(ids_d[:, 1:2], ["mito"], src,
+                                                       spatial_mask=mask_d)[0])
+        res["source_diffusion"]["cpu"] = C.summary(C.time_calls(
+            lambda: tn.compute_flow_targets(ids[:, 1:2], ["mito"], src, spatial_mask=mask),
+            args.cpu_repeats))
+        src_cpu = tn.compute_flow_targets(ids[:, 1:2], ["mito"], src, spatial_mask=mask)[0]
+        res["source_diffusion"]["cpu_over_gpu"] = (
+            res["source_diffusion"]["cpu"]["median_s"] / src_t["median_s"])
+        res["source_diffusion"]["identical_to_cpu"] = bool(np.array_equal(src_gpu, src_cpu))
+
     # ---- tracking and clustering on one crop's direct flows
     fg_d = ids_d[0, 0] > 0
     flow_d = cupy.asarray(flows_gpu[0, 0:3])
@@ -336,6 +352,10 @@ def print_report(res: dict, out: Path) -> None:
     print(f"diffusion (mito, whole batch): {C.fmt_time(d['time']['median_s'])}, "
           f"{d['voxel_updates_per_s']:.3g} voxel-updates/s; device copy bandwidth "
           f"{d['device_copy_bandwidth']['bytes_per_s'] / 1e9:.0f} GB/s")
+    sd = res["source_diffusion"]
+    extra = (f"; CPU {C.fmt_time(sd['cpu']['median_s'])} ({sd['cpu_over_gpu']:.1f}x), "
+             f"identical to CPU: {sd['identical_to_cpu']}" if "cpu" in sd else "")
+    print(f"source diffusion (mito, whole batch): {C.fmt_time(sd['time']['median_s'])}{extra}")
     r = res["recovery"]
     print(f"track_flows: {C.fmt_time(r['track']['median_s'])} for {r['foreground_voxels']} "
           f"voxels x {r['n_steps']} steps = {r['nominal_voxel_steps_per_s']:.3g} "
