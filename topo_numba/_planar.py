@@ -20,29 +20,37 @@ import numpy as np
 from . import _validate as V
 
 
-def ndim_of(value) -> int | None:
-    """Number of dimensions of an array-like, device array or nested list."""
-    nd = getattr(value, "ndim", None)
-    if isinstance(nd, (int, np.integer)):
-        return int(nd)
-    if _is_device(value) and hasattr(value, "shape"):
-        return len(value.shape)
-    cai = getattr(value, "__cuda_array_interface__", None)
-    if isinstance(cai, dict) and "shape" in cai:
-        return len(cai["shape"])
+def _device_shape(value):
+    """Shape of a device array from what the device protocol exposes (a
+    Numba device array's ``shape``, else ``__cuda_array_interface__``), or
+    None when it cannot be read; nothing else of the object is touched."""
+    from ._dispatch import _is_numba_device_array
+
     try:
-        return int(np.ndim(value))
-    except Exception:  # noqa: BLE001 - an unknown object: let validation report it
+        if _is_numba_device_array(value):
+            return tuple(int(n) for n in value.shape)
+        return tuple(int(n) for n in value.__cuda_array_interface__["shape"])
+    except Exception:  # noqa: BLE001 - not a readable device array: validation reports it
         return None
 
 
-def shape_of(value) -> tuple[int, ...]:
-    """Shape of an array-like or device array."""
+def shape_of(value) -> tuple[int, ...] | None:
+    """Shape of an array-like or device array (None when it has none)."""
+    if isinstance(value, np.ndarray):
+        return value.shape
+    if _is_device(value):
+        return _device_shape(value)
     shape = getattr(value, "shape", None)
-    if shape is None:
-        cai = getattr(value, "__cuda_array_interface__", None)
-        shape = cai["shape"] if isinstance(cai, dict) else np.shape(value)
-    return tuple(int(n) for n in shape)
+    try:
+        return tuple(int(n) for n in (shape if shape is not None else np.shape(value)))
+    except Exception:  # noqa: BLE001 - ragged or odd input: validation reports it
+        return None
+
+
+def ndim_of(value) -> int | None:
+    """Number of dimensions of an array-like, device array or nested list."""
+    shape = shape_of(value)
+    return None if shape is None else len(shape)
 
 
 def is_planar(value, ndim_3d: int) -> bool:
