@@ -1,7 +1,6 @@
 """2-D images and voxel spacing with device arrays (the GPU path; under the
 CUDA simulator without a GPU): the same results as the NumPy path, output
-of the input's kind, and a clear refusal where the GPU kernels do not have
-a feature yet (anisotropic flows)."""
+of the input's kind (anisotropic volumes: tests/test_gpu_spacing.py)."""
 
 from __future__ import annotations
 
@@ -67,12 +66,21 @@ def test_spacing_in_recovery_on_gpu(gpu):
         np.testing.assert_array_equal(got, want)
 
 
-def test_anisotropic_flows_refused_on_gpu(gpu):
-    d = gpu.put(_image()[None])
-    with pytest.raises(TypeError, match="anisotropic spacing runs on the CPU only"):
-        topo.generate_direct_flows(d, spacing=(2, 1, 1))
-    with pytest.raises(TypeError, match="anisotropic spacing runs on the CPU only"):
-        topo.generate_diffusion_flows(d, spacing=(2, 1, 1))
+def test_anisotropic_image_flows_on_gpu(gpu):
+    labels = _image()
+    mask = np.ones(labels.shape, np.float32)
+    mask[:, 0] = 0  # instance 3 is cut: its centre is the weighted distance peak
+    d, dm = gpu.put(labels), gpu.put(mask)
+    spacing = (2.5, 1.0)
+    got = gpu.get(topo.generate_direct_flows(d, dm, spacing=spacing))
+    assert got.shape == (2,) + labels.shape
+    np.testing.assert_array_equal(got, topo.generate_direct_flows(labels, mask,
+                                                                  spacing=spacing))
+    got = gpu.get(topo.generate_diffusion_flows(d, 30, spatial_mask=dm, mode="source",
+                                                spacing=spacing))
+    np.testing.assert_array_equal(got, topo.generate_diffusion_flows(
+        labels, 30, spatial_mask=mask, mode="source", spacing=spacing))
     # isotropic spacing is the isotropic path
-    np.testing.assert_array_equal(gpu.get(topo.generate_direct_flows(d, spacing=(4, 4, 4))),
-                                  topo.generate_direct_flows(_image()[None]))
+    np.testing.assert_array_equal(
+        gpu.get(topo.generate_direct_flows(gpu.put(labels[None]), spacing=(4, 4, 4))),
+        topo.generate_direct_flows(labels[None]))

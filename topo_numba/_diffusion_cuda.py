@@ -15,6 +15,13 @@ instance that still has iterations left: instances are laid out by
 decreasing iteration count, so the active slots are a prefix and the launch
 covers just that prefix. The Laplacian is summed in the CPU's order.
 
+Anisotropic voxels (relative size h): the update is the CPU's weighted one,
+``u + w_z (v(z-) + v(z+) - 2u) + w_y (...) + w_x (...)`` with
+``w_a = h_a**-2 / (2 sum_b h_b**-2)`` (`_diffusion_cpu.laplacian_weights`,
+rounded to float32), taken in the same order. The fields are coordinates in
+voxel units, so the gradient is unchanged (as on the CPU). Isotropic voxels
+keep the (1/6) update above.
+
 Underflow: every ``RESCALE_EVERY`` iterations the launch also reduces the
 largest |u| of each connected piece of each instance (block-wise in shared
 memory, then one atomic per piece and block), a small kernel turns it into a
@@ -50,6 +57,7 @@ from ._labels_cuda import DeviceInstances
 RESCALE_EVERY = 32
 SIXTH = np.float32(1.0 / 6.0)
 SIX = np.float32(6.0)
+TWO = np.float32(2.0)
 HALF = np.float32(0.5)
 
 
@@ -180,17 +188,39 @@ def _jacobi(src, d, s, j0, j1, j2, j3, j4, j5):
     return u + SIXTH * (total - SIX * u)
 
 
+@cuda.jit(device=True, inline=True)
+def _jacobi_weighted(src, d, s, j0, j1, j2, j3, j4, j5, w):
+    """u + w_z ((v0 + v1) - 2u) + w_y ((v2 + v3) - 2u) + w_x ((v4 + v5) - 2u),
+    accumulated left to right as `_diffusion_cpu._update_weighted`."""
+    u = src[d, s]
+    two_u = TWO * u
+    t = u + w[0] * ((src[d, j0] + src[d, j1]) - two_u)
+    t = t + w[1] * ((src[d, j2] + src[d, j3]) - two_u)
+    return t + w[2] * ((src[d, j4] + src[d, j5]) - two_u)
+
+
+@cuda.jit(device=True, inline=True)
+def _step(src, s, j0, j1, j2, j3, j4, j5, weighted, w):
+    """The three updated fields of slot s (isotropic or weighted update)."""
+    if weighted:
+        return (_jacobi_weighted(src, 0, s, j0, j1, j2, j3, j4, j5, w),
+                _jacobi_weighted(src, 1, s, j0, j1, j2, j3, j4, j5, w),
+                _jacobi_weighted(src, 2, s, j0, j1, j2, j3, j4, j5, w))
+    return (_jacobi(src, 0, s, j0, j1, j2, j3, j4, j5),
+            _jacobi(src, 1, s, j0, j1, j2, j3, j4, j5),
+            _jacobi(src, 2, s, j0, j1, j2, j3, j4, j5))
+
+
 @cuda.jit
-def _update(src, dst, nbr, n_active, piece, scale, apply_scale):
-    """One Jacobi iteration of the first `n_active` slots, all three fields."""
+def _update(src, dst, nbr, n_active, piece, scale, apply_scale, weighted, w):
+    """One Jacobi iteration of the first `n_active` slots, all three fields
+    (`weighted`: the anisotropic update with the float32 weights `w`)."""
     s = cuda.grid(1)
     if s >= n_active:
         return
     j0, j1, j2 = nbr[s, 0], nbr[s, 1], nbr[s, 2]
     j3, j4, j5 = nbr[s, 3], nbr[s, 4], nbr[s, 5]
-    a = _jacobi(src, 0, s, j0, j1, j2, j3, j4, j5)
-    b = _jacobi(src, 1, s, j0, j1, j2, j3, j4, j5)
-    c = _jacobi(src, 2, s, j0, j1, j2, j3, j4, j5)
+    a, b, c = _step(src, s, j0, j1, j2, j3, j4, j5, weighted, w)
     if apply_scale:
         f = scale[piece[s]]
         a, b, c = a * f, b * f, c * f
@@ -211,7 +241,7 @@ def _update_and_reduce_kernel(threads_per_block: int):
     tpb = threads_per_block
 
     @cuda.jit
-    def kernel(src, dst, nbr, n_active, piece, scale, apply_scale, peak):
+    def kernel(src, dst, nbr, n_active, piece, scale, apply_scale, weighted, w, peak):
         s = cuda.grid(1)
         tid = cuda.threadIdx.x
         vals = cuda.shared.array(tpb, float32)
@@ -221,9 +251,7 @@ def _update_and_reduce_kernel(threads_per_block: int):
         if s < n_active:
             j0, j1, j2 = nbr[s, 0], nbr[s, 1], nbr[s, 2]
             j3, j4, j5 = nbr[s, 3], nbr[s, 4], nbr[s, 5]
-            a = _jacobi(src, 0, s, j0, j1, j2, j3, j4, j5)
-            b = _jacobi(src, 1, s, j0, j1, j2, j3, j4, j5)
-            c = _jacobi(src, 2, s, j0, j1, j2, j3, j4, j5)
+            a, b, c = _step(src, s, j0, j1, j2, j3, j4, j5, weighted, w)
             r = piece[s]
             if apply_scale:
                 f = scale[r]
@@ -345,7 +373,7 @@ def _plan(b: Backend, inst: DeviceInstances, caps: np.ndarray, adaptive_iters: b
 
 def diffusion_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.ndarray,
                     adaptive_iters: bool, adaptive_factor: float, out,
-                    rescale_every: int = RESCALE_EVERY) -> None:
+                    rescale_every: int = RESCALE_EVERY, h=None) -> None:
     """Diffusion flows of the selected volumes into `out`.
 
     Parameters
@@ -360,7 +388,12 @@ def diffusion_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.
     rescale_every : int
         Iterations between two rescalings (any value keeps the directions;
         32 as on the CPU).
+    h : (3,) ndarray of float64, host, optional
+        Voxel size (z, y, x) relative to the smallest (`_planar.check_spacing`):
+        the weighted update (module docstring); None for isotropic voxels.
     """
+    from ._diffusion_cpu import laplacian_weights
+
     xp = b.xp
     inst = DeviceInstances(b, labels, sel)
     if inst.n == 0:
@@ -405,6 +438,9 @@ def diffusion_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.
     k_peak, k_scale = b.arg(peak), b.arg(scale)
     tpb = b.threads()
     reduce_kernel = _update_and_reduce_kernel(tpb)
+    weighted = h is not None
+    w = laplacian_weights(h) if weighted else np.zeros(3)
+    k_w = b.arg(b.to_device(w.astype(np.float32)))  # small upload: three weights
     bufs = (b.arg(ua), b.arg(ub))
     stream = b.stream()
     for it in range(max_iter):
@@ -412,10 +448,10 @@ def diffusion_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.
         apply_scale = it > 0 and it % rescale_every == 0
         if (it + 1) % rescale_every == 0:
             b.launch(reduce_kernel, n_active[it], src, dst, k_nbr, n_active[it], k_piece,
-                     k_scale, apply_scale, k_peak, stream=stream)
+                     k_scale, apply_scale, weighted, k_w, k_peak, stream=stream)
             b.launch(_scales, n_active[it], k_peak, k_scale, stream=stream)
         else:
             b.launch(_update, n_active[it], src, dst, k_nbr, n_active[it], k_piece, k_scale,
-                     apply_scale, stream=stream)
+                     apply_scale, weighted, k_w, stream=stream)
     b.launch(_gradient, n_slots, bufs[0], bufs[1], b.arg(odd), k_nbr, b.arg(pos),
              b.arg(out_index), b.arg(out))

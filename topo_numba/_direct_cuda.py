@@ -3,8 +3,11 @@
 All instances of all selected volumes at once: centres from the per-instance
 sums (`_labels_cuda`), the distance-transform peak for instances cut by the
 annotation edge (`_edt_cuda`, all cut instances in one transform), sinks,
-then one thread per voxel writes ``(c - x) / |c - x|`` in float64 and stores
-float32, as the CPU kernel does.
+then one thread per voxel writes ``h (c - x) / |h (c - x)|`` in float64 and
+stores float32, as the CPU kernel does (h: the relative voxel size, all 1 for
+isotropic voxels, an exact no-op). With anisotropic voxels the peak is that of
+the weighted transform (``sum_a (h_a d_a)^2``, `_edt_cuda`) after the square
+root, as SciPy's ``distance_transform_edt(..., sampling=h)`` on the CPU.
 
 Private: `topo_numba.flow` validates and calls `direct_flows`.
 """
@@ -80,8 +83,52 @@ def _peaks(P, vols, need, dist2, n_vox, best):
 
 
 @cuda.jit
-def _direct_kernel(lab, out_index, centres, sinks, out):
-    """out[out_index[v], :, z, y, x] = unit vector to the centre (0 on background / sinks)."""
+def _peak_values(P, need, dist2, best):
+    """best[k] = the largest distance sqrt(dist2) over the voxels of instance k
+    (anisotropic voxels: float64 distances, compared after the square root as
+    SciPy's transform is)."""
+    t = cuda.grid(1)
+    Vc, Dp, Hp, Wp = P.shape[0], P.shape[1], P.shape[2], P.shape[3]
+    D, H, W = Dp - 2, Hp - 2, Wp - 2
+    if t >= Vc * D * H * W:
+        return
+    i = t // (D * H * W)
+    lin = t - i * (D * H * W)
+    z = lin // (H * W)
+    rem = lin - z * (H * W)
+    y = rem // W
+    x = rem - y * W
+    k = P[i, z + 1, y + 1, x + 1]
+    if k <= 0 or need[k] == 0:
+        return
+    cuda.atomic.max(best, k, math.sqrt(dist2[i, z + 1, y + 1, x + 1]))
+
+
+@cuda.jit
+def _peak_first(P, need, dist2, best, first):
+    """first[k] = the smallest C-order index among instance k's voxels at distance best[k]."""
+    t = cuda.grid(1)
+    Vc, Dp, Hp, Wp = P.shape[0], P.shape[1], P.shape[2], P.shape[3]
+    D, H, W = Dp - 2, Hp - 2, Wp - 2
+    if t >= Vc * D * H * W:
+        return
+    i = t // (D * H * W)
+    lin = t - i * (D * H * W)
+    z = lin // (H * W)
+    rem = lin - z * (H * W)
+    y = rem // W
+    x = rem - y * W
+    k = P[i, z + 1, y + 1, x + 1]
+    if k <= 0 or need[k] == 0:
+        return
+    if math.sqrt(dist2[i, z + 1, y + 1, x + 1]) == best[k]:
+        cuda.atomic.min(first, k, int64(lin))
+
+
+@cuda.jit
+def _direct_kernel(lab, out_index, centres, sinks, h, out):
+    """out[out_index[v], :, z, y, x] = unit vector to the centre in physical
+    space, h (c - x) / |h (c - x)| (0 on background / sinks)."""
     t = cuda.grid(1)
     V, D, H, W = lab.shape[0], lab.shape[1], lab.shape[2], lab.shape[3]
     if t >= V * D * H * W:
@@ -97,9 +144,9 @@ def _direct_kernel(lab, out_index, centres, sinks, out):
     fy = 0.0
     fx = 0.0
     if k != 0 and not (z == sinks[k, 0] and y == sinks[k, 1] and x == sinks[k, 2]):
-        dz = centres[k, 0] - z
-        dy = centres[k, 1] - y
-        dx = centres[k, 2] - x
+        dz = (centres[k, 0] - z) * h[0]
+        dy = (centres[k, 1] - y) * h[1]
+        dx = (centres[k, 2] - x) * h[2]
         norm = math.sqrt(dz * dz + dy * dy + dx * dx)
         if norm > 0.0:
             fz = dz / norm
@@ -112,8 +159,9 @@ def _direct_kernel(lab, out_index, centres, sinks, out):
 
 
 def _cut_centres(b: Backend, inst: DeviceInstances, cut_host: np.ndarray, mask, mask_of,
-                 centres) -> None:
-    """Replace the centres of cut instances by their distance-transform peaks."""
+                 centres, h=None) -> None:
+    """Replace the centres of cut instances by their distance-transform peaks
+    (`h`: relative voxel size, None for isotropic voxels)."""
     xp = b.xp
     D, H, W = inst.shape
     vol_host = b.to_host(inst.vol)  # SYNC: (K + 1) volume indices, to plan the padding
@@ -124,20 +172,28 @@ def _cut_centres(b: Backend, inst: DeviceInstances, cut_host: np.ndarray, mask, 
     b.launch(_padded_labels, P.size, b.arg(inst.lab), b.arg(vols_d), b.arg(mask),
              b.arg(mask_of), kP)
     need = b.to_device(cut_host.astype(np.uint8))  # small upload: cut flags
-    dist2, _ = squared_edt(b, P, need)
-    best = xp.full(inst.n + 1, -1, np.int64)
+    dist2, _ = squared_edt(b, P, need, h)
     n_vox = D * H * W
-    b.launch(_peaks, vols.size * n_vox, kP, b.arg(vols_d), b.arg(need), b.arg(dist2),
-             n_vox, b.arg(best))
     ks = xp.asarray(np.flatnonzero(cut_host))  # small upload: cut instance indices
-    lin = (n_vox - 1) - best[ks] % n_vox
+    if h is None:  # integer distances: value and position in one key
+        best = xp.full(inst.n + 1, -1, np.int64)
+        b.launch(_peaks, vols.size * n_vox, kP, b.arg(vols_d), b.arg(need), b.arg(dist2),
+                 n_vox, b.arg(best))
+        lin = (n_vox - 1) - best[ks] % n_vox
+    else:  # float64 distances: the largest, then the first voxel holding it
+        best = xp.full(inst.n + 1, -1.0, np.float64)
+        first = xp.full(inst.n + 1, n_vox, np.int64)
+        args = (kP, b.arg(need), b.arg(dist2), b.arg(best))
+        b.launch(_peak_values, vols.size * n_vox, *args)
+        b.launch(_peak_first, vols.size * n_vox, *args, b.arg(first))
+        lin = first[ks]
     z = lin // (H * W)
     y = (lin - z * (H * W)) // W
     x = lin - z * (H * W) - y * W
     centres[ks] = xp.stack((z, y, x), axis=1).astype(np.float64)
 
 
-def direct_flows(b: Backend, labels, sel, out_index, mask, mask_of, out) -> None:
+def direct_flows(b: Backend, labels, sel, out_index, mask, mask_of, out, h=None) -> None:
     """Direct flows of the selected volumes into `out`.
 
     Parameters
@@ -154,6 +210,9 @@ def direct_flows(b: Backend, labels, sel, out_index, mask, mask_of, out) -> None
         Mask volume of each selected volume, -1 for none.
     out : (O, 3, D, H, W) xp array of float32
         Written at ``out[out_index]`` everywhere (0 on background).
+    h : (3,) ndarray of float64, host, optional
+        Voxel size (z, y, x) relative to the smallest (`_planar.check_spacing`);
+        None for isotropic voxels.
     """
     xp = b.xp
     inst = DeviceInstances(b, labels, sel)
@@ -167,10 +226,11 @@ def direct_flows(b: Backend, labels, sel, out_index, mask, mask_of, out) -> None
         centres = inst.sums / xp.maximum(inst.counts, 1)[:, None]
         cut_host = b.to_host(inst.cut).astype(bool)  # SYNC: (K + 1) cut flags
         if cut_host.any():
-            _cut_centres(b, inst, cut_host, mask, mask_of, centres)
+            _cut_centres(b, inst, cut_host, mask, mask_of, centres, h)
         shape = xp.asarray([D, H, W], np.int64)
         sinks = xp.clip(xp.rint(centres), 0, shape - 1).astype(np.int64)
         own = inst.lab[inst.vol, sinks[:, 0], sinks[:, 1], sinks[:, 2]]
         sinks[own != xp.arange(inst.n + 1)] = -1
+    hd = b.to_device(np.ones(3) if h is None else np.asarray(h, np.float64))  # small upload
     b.launch(_direct_kernel, inst.lab.size, b.arg(inst.lab), b.arg(out_index),
-             b.arg(centres), b.arg(sinks), b.arg(out))
+             b.arg(centres), b.arg(sinks), b.arg(hd), b.arg(out))

@@ -7,7 +7,9 @@ run the ``_*_cuda`` kernels, return an array of the input's kind
 (`_gpu.Backend.wrap`). Both diffusion modes run on the GPU: "coordinates"
 through ``_diffusion_cuda`` (float32 fields, cosine >= 0.9999 to the CPU),
 "source" through ``_source_cuda`` (float64 fields, the CPU's operations in
-the CPU's order). Nothing is copied between host and device except the
+the CPU's order). Anisotropic voxels (`h`, the relative voxel size of
+`_planar.check_spacing`; None = isotropic) run the same weighted algorithms
+as the CPU in every kernel family. Nothing is copied between host and device except the
 small per-instance (per-piece) tables marked ``# SYNC`` in the kernel modules.
 
 Private.
@@ -29,8 +31,9 @@ def _mask_args(b, annotated, mask_of):
     return annotated, xp.asarray(np.asarray(mask_of, np.int64))  # small upload: indices
 
 
-def generate_direct_flows(instance_mask, spatial_mask):
-    """GPU `topo_numba.flow.generate_direct_flows` (arguments already classified)."""
+def generate_direct_flows(instance_mask, spatial_mask, h=None):
+    """GPU `topo_numba.flow.generate_direct_flows` (arguments already classified;
+    `h`: relative voxel size or None)."""
     from ._direct_cuda import direct_flows
 
     b = backend()
@@ -41,13 +44,14 @@ def generate_direct_flows(instance_mask, spatial_mask):
     if labels.size:
         mask, mask_of = _mask_args(b, None if annotated is None else annotated[None], [0])
         sel = xp.zeros(1, np.int64)
-        direct_flows(b, labels[None], sel, sel, mask, mask_of, out)
+        direct_flows(b, labels[None], sel, sel, mask, mask_of, out, h)
     return b.wrap(out[0], instance_mask)
 
 
 def generate_diffusion_flows(instance_mask, n_iter, adaptive_iters, adaptive_factor,
-                             spatial_mask, mode="coordinates"):
-    """GPU `topo_numba.flow.generate_diffusion_flows` (arguments already classified)."""
+                             spatial_mask, mode="coordinates", h=None):
+    """GPU `topo_numba.flow.generate_diffusion_flows` (arguments already classified;
+    `h`: relative voxel size or None)."""
     from ._diffusion_cuda import diffusion_flows
     from ._source_cuda import source_flows
     from .flow import _check_diffusion_args
@@ -64,7 +68,7 @@ def generate_diffusion_flows(instance_mask, n_iter, adaptive_iters, adaptive_fac
         sel = xp.zeros(1, np.int64)
         kernel = source_flows if mode == "source" else diffusion_flows
         kernel(b, labels[None], sel, sel, mask, mask_of, np.array([n_iter]), adaptive_iters,
-               adaptive_factor, out)
+               adaptive_factor, out, h=h)
     return b.wrap(out[0], instance_mask)
 
 
@@ -78,16 +82,18 @@ def compute_boundary_map(instance_mask, dilation_width):
     return b.wrap(boundary_map(b, labels, dilation_width), instance_mask)
 
 
-def _boundary_only_fg(b, fg, annotated, width):
+def _boundary_only_fg(b, fg, annotated, width, h=None):
     """class_fg of a ``boundary_only`` class for all batch items: foreground
-    within `width` voxels (Euclidean) of annotated background; all 0 in a
-    volume without annotated background. fg, annotated: (B, D, H, W)."""
+    within `width` voxels (Euclidean; physical distance in units of the
+    smallest voxel side with the relative voxel size `h`) of annotated
+    background; all 0 in a volume without annotated background.
+    fg, annotated: (B, D, H, W)."""
     from ._edt_cuda import squared_edt
 
     xp = b.xp
     annotated_bg = ~fg if annotated is None else (annotated.astype(bool) & ~fg)
     P = (~annotated_bg).astype(np.int32)  # label 1: distance wanted, label 0: annotated bg
-    dist2, _ = squared_edt(b, P, xp.asarray(np.array([0, 1], np.uint8)))
+    dist2, _ = squared_edt(b, P, xp.asarray(np.array([0, 1], np.uint8)), h)
     # as SciPy: sqrt, then compare (dist2 is undefined, maybe negative, off label 1)
     near = xp.sqrt(xp.maximum(dist2, 0).astype(np.float64)) <= width
     has_bg = annotated_bg.reshape(annotated_bg.shape[0], -1).any(axis=1)
@@ -95,8 +101,10 @@ def _boundary_only_fg(b, fg, annotated, width):
 
 
 def compute_flow_targets(instance_ids, class_names, class_config, resolution_nm,
-                         diffusion_iters, adaptive_iters, adaptive_factor, spatial_mask):
-    """GPU `topo_numba.flow.compute_flow_targets`: the whole batch in one pass.
+                         diffusion_iters, adaptive_iters, adaptive_factor, spatial_mask,
+                         h=None):
+    """GPU `topo_numba.flow.compute_flow_targets`: the whole batch in one pass
+    (`h`: relative voxel size or None).
 
     The classes of every batch item are grouped by kernel family: every
     direct class goes through one call of the direct kernels, every
@@ -141,15 +149,15 @@ def compute_flow_targets(instance_ids, class_names, class_config, resolution_nm,
             sel = xp.asarray(np.array([p[0] for p in picked], np.int64))  # small upload
             mask, mask_of = _mask_args(b, mask4, [p[1] for p in picked])
             if kind == "direct":
-                direct_flows(b, volumes, sel, sel, mask, mask_of, out)
+                direct_flows(b, volumes, sel, sel, mask, mask_of, out, h)
             else:
                 caps = np.array([p[2] for p in picked], np.int64)
                 kernel = source_flows if kind == "source" else diffusion_flows
                 kernel(b, volumes, sel, sel, mask, mask_of, caps, adaptive_iters,
-                       adaptive_factor, out)
+                       adaptive_factor, out, h=h)
         for c, (_, _, boundary_only, width) in enumerate(settings):
             if boundary_only:
-                class_fg[:, c] = _boundary_only_fg(b, fg[:, c], mask4, width)
+                class_fg[:, c] = _boundary_only_fg(b, fg[:, c], mask4, width, h)
     if not batched:
         flows, class_fg = flows[0], class_fg[0]
     return b.wrap(flows, instance_ids), b.wrap(class_fg, instance_ids)

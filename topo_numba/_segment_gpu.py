@@ -211,16 +211,15 @@ def _postprocess(b: Backend, fg, flow, n_steps, step_size, radius, min_size, gro
 
 def _remove_bad(b: Backend, compact, n: int, pred, threshold, flow_type, diffusion_iters,
                 mode="coordinates", h=None):
-    """`segment.remove_bad_flow_masks` on compact labels 1..n and a validated flow."""
+    """`segment.remove_bad_flow_masks` on compact labels 1..n and a validated flow
+    (`h`: relative voxel size or None; the own flows are computed with it)."""
     from ._diffusion_cuda import diffusion_flows
     from ._direct_cuda import direct_flows
     from ._flow_gpu import _mask_args
     from ._source_cuda import source_flows
-    from .flow import _check_diffusion_args, _refuse_gpu_spacing
+    from .flow import _check_diffusion_args
 
     xp = b.xp
-    if h is not None:
-        _refuse_gpu_spacing("remove_bad_flow_masks")
     if n == 0:
         return compact
     own = xp.zeros((1, 3) + tuple(compact.shape), np.float32)
@@ -231,9 +230,9 @@ def _remove_bad(b: Backend, compact, n: int, pred, threshold, flow_type, diffusi
         n_iter, adaptive, factor = _check_diffusion_args(diffusion_iters, True, 6)
         run = source_flows if mode == "source" else diffusion_flows
         run(b, compact[None], sel, sel, mask, mask_of, np.array([n_iter]), adaptive, factor,
-            own)
+            own, h=h)
     else:
-        direct_flows(b, compact[None], sel, sel, mask, mask_of, own)
+        direct_flows(b, compact[None], sel, sel, mask, mask_of, own, h)
     err = ((own[0].astype(np.float64) - pred.astype(np.float64)) ** 2).sum(axis=0)
     flat = compact.reshape(-1)
     sums = xp.bincount(flat, weights=err.reshape(-1), minlength=n + 1)

@@ -3,8 +3,13 @@
 
 The same algorithm, the same float64 operations in the same order, so the
 flows agree with the CPU's bit for bit (checked under Numba's CUDA
-simulator; on a device see "Rounding" below). Isotropic voxels only: the
-public functions refuse an anisotropic ``spacing`` with device arrays.
+simulator; on a device see "Rounding" below). Anisotropic voxels (relative
+size h, `_planar.check_spacing`) as on the CPU: the source is the candidate
+nearest to the mean in physical space (differences times h), the update is
+``u + sum_a w_a ((v(a-) + v(a+)) - 2u)`` (weights of
+`_diffusion_cpu.laplacian_weights`, summed z, y, x) and every axis of the
+gradient is multiplied by 1/h_a before normalisation; isotropic voxels pass
+h = 1 (exact no-ops) and keep the (1/6) update.
 
 1. slots and neighbour rows as in `_diffusion_cuda` (every foreground voxel
    of every selected volume, here in plain C order over (volume, z, y, x));
@@ -155,38 +160,39 @@ def _targets(cnt, ncut, sums, csums, target):
 
 
 @cuda.jit(device=True, inline=True)
-def _candidate_d2(pos, s, j, proot, cut, ncut, target, D, H, W, one):
+def _candidate_d2(pos, s, j, proot, cut, ncut, target, D, H, W, h, one):
     """Squared distance of slot s to its piece's target (-1: not a candidate),
-    computed as the CPU does: ((dz * dz + dy * dy) + dx * dx)."""
+    in physical units (h: voxel size), computed as the CPU does:
+    ((dz * dz + dy * dy) + dx * dx)."""
     if ncut[j] > 0 and cut[s] == 0:
         return -1.0
     _, z, y, x = _vzyx(pos[s], D, H, W)
     _, oz, oy, ox = _vzyx(pos[proot[j]], D, H, W)
-    dz = (z - oz) - target[j, 0]
-    dy = (y - oy) - target[j, 1]
-    dx = (x - ox) - target[j, 2]
+    dz = _mul((z - oz) - target[j, 0], h[0], one)
+    dy = _mul((y - oy) - target[j, 1], h[1], one)
+    dx = _mul((x - ox) - target[j, 2], h[2], one)
     return _mul(dz, dz, one) + _mul(dy, dy, one) + _mul(dx, dx, one)
 
 
 @cuda.jit
-def _nearest_d2(pos, piece, proot, cut, ncut, target, D, H, W, one, best):
+def _nearest_d2(pos, piece, proot, cut, ncut, target, D, H, W, h, one, best):
     s = cuda.grid(1)
     if s >= pos.shape[0]:
         return
     j = piece[s]
-    d2 = _candidate_d2(pos, s, j, proot, cut, ncut, target, D, H, W, one)
+    d2 = _candidate_d2(pos, s, j, proot, cut, ncut, target, D, H, W, h, one)
     if d2 >= 0.0:
         cuda.atomic.min(best, j, d2)
 
 
 @cuda.jit
-def _nearest_slot(pos, piece, proot, cut, ncut, target, D, H, W, one, best, source):
+def _nearest_slot(pos, piece, proot, cut, ncut, target, D, H, W, h, one, best, source):
     """source[j] = the first candidate slot at the smallest distance."""
     s = cuda.grid(1)
     if s >= pos.shape[0]:
         return
     j = piece[s]
-    d2 = _candidate_d2(pos, s, j, proot, cut, ncut, target, D, H, W, one)
+    d2 = _candidate_d2(pos, s, j, proot, cut, ncut, target, D, H, W, h, one)
     if d2 >= 0.0 and d2 == best[j]:
         cuda.atomic.min(source, j, int64(s))
 
@@ -288,10 +294,30 @@ def _read(a, band_of, m, j, n, fd, fu, one):
     return v
 
 
+@cuda.jit(device=True, inline=True)
+def _weighted(src, band_of, s, j, n, fd, fu, j0, j1, j2, j3, j4, j5, w, one):
+    """Anisotropic update of slot s, as `_source_cpu._update` /
+    `_update_banded`: ``t = u``, then ``t += w_a ((v(a-) + v(a+)) - 2u)``
+    for a = z, y, x."""
+    u = src[s]
+    two_u = _mul(2.0, u, one)
+    if fd == 1.0 and fu == 1.0:
+        t = u + _mul(w[0], (src[j0] + src[j1]) - two_u, one)
+        t = t + _mul(w[1], (src[j2] + src[j3]) - two_u, one)
+        return t + _mul(w[2], (src[j4] + src[j5]) - two_u, one)
+    t = u + _mul(w[0], (_read(src, band_of, j0, j, n, fd, fu, one)
+                        + _read(src, band_of, j1, j, n, fd, fu, one)) - two_u, one)
+    t = t + _mul(w[1], (_read(src, band_of, j2, j, n, fd, fu, one)
+                        + _read(src, band_of, j3, j, n, fd, fu, one)) - two_u, one)
+    return t + _mul(w[2], (_read(src, band_of, j4, j, n, fd, fu, one)
+                           + _read(src, band_of, j5, j, n, fd, fu, one)) - two_u, one)
+
+
 @cuda.jit
-def _update(src, dst, nbr, band_of, E, fdown, fup, bsrc, n_active, one):
-    """One Jacobi iteration of the first `n_active` slots, then heat
-    ``2**-E[j]`` at the source of each unit (in its first band j)."""
+def _update(src, dst, nbr, band_of, E, fdown, fup, bsrc, n_active, weighted, w, one):
+    """One Jacobi iteration of the first `n_active` slots (`weighted`: the
+    anisotropic update with weights `w`), then heat ``2**-E[j]`` at the
+    source of each unit (in its first band j)."""
     s = cuda.grid(1)
     if s >= n_active:
         return
@@ -301,6 +327,12 @@ def _update(src, dst, nbr, band_of, E, fdown, fup, bsrc, n_active, one):
     fu = fup[j]
     j0, j1, j2 = nbr[s, 0], nbr[s, 1], nbr[s, 2]
     j3, j4, j5 = nbr[s, 3], nbr[s, 4], nbr[s, 5]
+    if weighted:
+        v = _weighted(src, band_of, s, j, n, fd, fu, j0, j1, j2, j3, j4, j5, w, one)
+        if bsrc[j] == s:
+            v = v + math.ldexp(1.0, int(-E[j]))
+        dst[s] = v
+        return
     if fd == 1.0 and fu == 1.0:  # reads from every band unscaled (most units)
         t = src[j0] + src[j1] + src[j2] + src[j3] + src[j4] + src[j5]
     else:
@@ -382,9 +414,10 @@ def _axis_gradient(a, band_of, nbr, s, d, c, size, j, n, fd, fu, one):
 
 
 @cuda.jit
-def _gradient(ua, ub, odd, band_of, fdown, fup, nbr, pos, out_index, one, out):
+def _gradient(ua, ub, odd, band_of, fdown, fup, nbr, pos, out_index, hinv, one, out):
     """Normalised gradient of every slot's final field into ``out[out_index[v]]``
-    (the final field of a unit is in `ub` when its iteration count is odd)."""
+    (the final field of a unit is in `ub` when its iteration count is odd),
+    each axis's difference times ``hinv`` (1 / voxel size) as on the CPU."""
     s = cuda.grid(1)
     n = pos.shape[0]
     if s >= n:
@@ -395,9 +428,9 @@ def _gradient(ua, ub, odd, band_of, fdown, fup, nbr, pos, out_index, one, out):
     fd = fdown[j]
     fu = fup[j]
     a = ub if odd[j] != 0 else ua
-    g0 = _axis_gradient(a, band_of, nbr, s, 0, z, D, j, n, fd, fu, one)
-    g1 = _axis_gradient(a, band_of, nbr, s, 1, y, H, j, n, fd, fu, one)
-    g2 = _axis_gradient(a, band_of, nbr, s, 2, x, W, j, n, fd, fu, one)
+    g0 = _mul(_axis_gradient(a, band_of, nbr, s, 0, z, D, j, n, fd, fu, one), hinv[0], one)
+    g1 = _mul(_axis_gradient(a, band_of, nbr, s, 1, y, H, j, n, fd, fu, one), hinv[1], one)
+    g2 = _mul(_axis_gradient(a, band_of, nbr, s, 2, x, W, j, n, fd, fu, one), hinv[2], one)
     m = max(abs(g0), max(abs(g1), abs(g2)))
     o = out_index[v]
     if m > 0.0:
@@ -442,8 +475,9 @@ class _Pieces(NamedTuple):
     vol: np.ndarray      # (P,) int64, host: selected-volume index
 
 
-def _analyse(b: Backend, k_nbr, pos, mask, mask_of, shape, one: float) -> _Pieces:
-    """Pieces, sources and distances of every slot (step 2 of the module docstring)."""
+def _analyse(b: Backend, k_nbr, pos, mask, mask_of, shape, k_h, one: float) -> _Pieces:
+    """Pieces, sources and distances of every slot (step 2 of the module docstring;
+    `k_h`: the voxel size (3,) float64 as a kernel argument)."""
     xp = b.xp
     D, H, W = shape
     n = int(pos.shape[0])
@@ -478,7 +512,7 @@ def _analyse(b: Backend, k_nbr, pos, mask, mask_of, shape, one: float) -> _Piece
     best = xp.full(n_pieces, np.inf, np.float64)
     source = xp.full(n_pieces, np.iinfo(np.int64).max, np.int64)
     k_best, k_source = b.arg(best), b.arg(source)
-    args = (k_pos, k_piece, k_proot, k_cut, k_ncut, k_target, D, H, W, one, k_best)
+    args = (k_pos, k_piece, k_proot, k_cut, k_ncut, k_target, D, H, W, k_h, one, k_best)
     b.launch(_nearest_d2, n, *args)
     b.launch(_nearest_slot, n, *args, k_source)
     b.launch(_climb, n_pieces, k_nbr, b.arg(depth), k_cut, k_ncut, k_source)
@@ -497,7 +531,7 @@ def _analyse(b: Backend, k_nbr, pos, mask, mask_of, shape, one: float) -> _Piece
 
 def source_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.ndarray,
                  adaptive_iters: bool, adaptive_factor: float, out,
-                 rescale_every: int = RESCALE_EVERY) -> None:
+                 rescale_every: int = RESCALE_EVERY, h=None) -> None:
     """Source-mode diffusion flows of the selected volumes into `out`.
 
     Parameters
@@ -513,7 +547,11 @@ def source_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.nda
     rescale_every : int
         Iterations between two band rescalings (32 as on the CPU; another
         value keeps the directions but not every bit).
+    h : (3,) ndarray of float64, host, optional
+        Voxel size (z, y, x) relative to the smallest (`_planar.check_spacing`);
+        None for isotropic voxels.
     """
+    from ._diffusion_cpu import laplacian_weights
     from .flow import _source_iteration_counts
 
     xp = b.xp
@@ -537,7 +575,13 @@ def source_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.nda
     b.launch(neighbour_rows, n, b.arg(inst.lab), b.arg(mask), b.arg(mask_of),
              b.arg(slot_of), b.arg(pos), k_nbr)
     del slot_of
-    p = _analyse(b, k_nbr, pos, mask, mask_of, (D, H, W), one)
+    # small uploads: voxel size, its inverse and the update weights (as the CPU's)
+    weighted = h is not None
+    h64 = np.ones(3) if h is None else np.asarray(h, np.float64)
+    k_h = b.arg(b.to_device(h64))
+    k_hinv = b.arg(b.to_device(np.ones(3) if h is None else 1.0 / h64))
+    k_w = b.arg(b.to_device(laplacian_weights(h) if weighted else np.zeros(3)))
+    p = _analyse(b, k_nbr, pos, mask, mask_of, (D, H, W), k_h, one)
 
     # host plan: units = pieces by decreasing iteration count
     n_iters = _source_iteration_counts(p.ecc, np.asarray(caps, np.int64)[p.vol],
@@ -599,7 +643,7 @@ def source_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.nda
         src, dst = bufs[it % 2], bufs[1 - it % 2]
         na = int(n_active[it])
         b.launch(_update, na, src, dst, k_nbr2, k_band_of, k_E, k_fdown, k_fup, k_bsrc, na,
-                 one, stream=stream)
+                 weighted, k_w, one, stream=stream)
         if (it + 1) % rescale_every == 0 and banded_active[it]:
             nu = int(units_active[it])
             b.launch(_band_max, na, dst, k_band_of, k_banded, k_bmax, na, stream=stream)
@@ -607,4 +651,4 @@ def source_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.nda
                      nu, stream=stream)
             b.launch(_band_scale, na, dst, k_band_of, k_shift, na, stream=stream)
     b.launch(_gradient, n, bufs[0], bufs[1], b.arg(odd), k_band_of, k_fdown, k_fup, k_nbr2,
-             b.arg(pos), b.arg(out_index), one, b.arg(out))
+             b.arg(pos), b.arg(out_index), k_hinv, one, b.arg(out))

@@ -247,13 +247,6 @@ def _check_mode(mode, name="mode"):
     return mode
 
 
-def _refuse_gpu_spacing(where):
-    raise TypeError(
-        f"{where}: anisotropic spacing runs on the CPU only for now; pass NumPy arrays "
-        "(e.g. cupy.asnumpy(x)) or resample to isotropic voxels"
-    )
-
-
 def _check_diffusion_args(n_iter, adaptive_iters, adaptive_factor, name="n_iter"):
     n_iter = V.check_int(n_iter, name, minimum=1)
     if not isinstance(adaptive_iters, (bool, np.bool_)):
@@ -285,7 +278,7 @@ def generate_direct_flows(instance_mask, spatial_mask=None, *, spacing=None) -> 
         Voxel size (sz, sy, sx); only the ratios matter. The vectors point
         to the centre in physical space, ``h (c - x) / |h (c - x)|``, and the
         distance transform of cut instances uses it. Default (or equal
-        entries): isotropic, identical to no `spacing`. CPU only for now.
+        entries): isotropic, identical to no `spacing`.
 
     Returns
     -------
@@ -329,9 +322,8 @@ def generate_direct_flows(instance_mask, spatial_mask=None, *, spacing=None) -> 
                   spatial_mask=spatial_mask) == "gpu":
         from . import _flow_gpu
 
-        if P.check_spacing(spacing) is not None:
-            _refuse_gpu_spacing("generate_direct_flows")
-        return _flow_gpu.generate_direct_flows(instance_mask, spatial_mask)
+        return _flow_gpu.generate_direct_flows(instance_mask, spatial_mask,
+                                               P.check_spacing(spacing))
     labels = V.as_labels(instance_mask, "instance_mask", 3)
     annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", labels.shape)
     return _direct_flows(labels, annotated, h=P.check_spacing(spacing))
@@ -386,7 +378,7 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
         isotropic voxels), the source-mode gradient is taken per unit
         length and the source is the nearest voxel in physical distance.
         Iteration counts stay in voxel steps. Default (or equal entries):
-        isotropic, identical to no `spacing`. CPU only for now.
+        isotropic, identical to no `spacing`.
 
     Returns
     -------
@@ -398,8 +390,7 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
     ------
     TypeError, ValueError
         On invalid input (see `generate_direct_flows`), ``n_iter < 1``,
-        ``adaptive_factor <= 0``, an unknown `mode` or an invalid `spacing`;
-        TypeError for anisotropic `spacing` with GPU arrays (CPU only for now).
+        ``adaptive_factor <= 0``, an unknown `mode` or an invalid `spacing`.
 
     Notes
     -----
@@ -442,11 +433,9 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
                   spatial_mask=spatial_mask) == "gpu":
         from . import _flow_gpu
 
-        if P.check_spacing(spacing) is not None:
-            _refuse_gpu_spacing("generate_diffusion_flows")
         return _flow_gpu.generate_diffusion_flows(instance_mask, n_iter, adaptive_iters,
                                                   adaptive_factor, spatial_mask,
-                                                  _check_mode(mode))
+                                                  _check_mode(mode), P.check_spacing(spacing))
     labels = V.as_labels(instance_mask, "instance_mask", 3)
     annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", labels.shape)
     n_iter, adaptive_iters, adaptive_factor = _check_diffusion_args(
@@ -625,8 +614,7 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     spacing : sequence of 3 (2 for 2-D) positive floats, optional
         Voxel size (sz, sy, sx) for every class (see `generate_direct_flows`
         and `generate_diffusion_flows`); ``boundary_width`` is then measured
-        in units of the smallest spacing. Default: isotropic. Anisotropic
-        spacing is CPU only for now.
+        in units of the smallest spacing. Default: isotropic.
     spatial_dims : {3, 2}, default 3
         2 for images: `instance_ids` (N, H, W) or (B, N, H, W), `spatial_mask`
         (H, W) or (B, 1, H, W); the outputs then have (dy, dx) channels,
@@ -647,8 +635,6 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
         Unknown ``flow_type`` or ``diffusion_mode``, ``len(class_names) != N``,
         no `class_config` and no `resolution_nm`, or invalid arrays (see
         `generate_direct_flows`).
-    TypeError
-        Anisotropic `spacing` with GPU arrays (CPU only for now).
 
     Examples
     --------
@@ -669,11 +655,10 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
                   spatial_mask=spatial_mask) == "gpu":
         from . import _flow_gpu
 
-        if P.check_spacing(spacing) is not None:
-            _refuse_gpu_spacing("compute_flow_targets")
         return _flow_gpu.compute_flow_targets(instance_ids, class_names, class_config,
                                               resolution_nm, diffusion_iters, adaptive_iters,
-                                              adaptive_factor, spatial_mask)
+                                              adaptive_factor, spatial_mask,
+                                              P.check_spacing(spacing))
     ids = V.as_labels(instance_ids, "instance_ids", (4, 5))
     modes = []
     batched, n_classes, settings, adaptive_iters, adaptive_factor = _check_targets_args(
