@@ -206,7 +206,8 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
     >>> cluster_convergence(coords, ends, (1, 1, 10), 2.0, 1)[0, 0]
     array([1, 1, 0, 0, 0, 0, 0, 0, 2, 2], dtype=int32)
     """
-    if isinstance(volume_shape, (tuple, list)) and len(volume_shape) == 2:
+    if not isinstance(volume_shape, (str, bytes)) and hasattr(volume_shape, "__len__") \
+            and len(volume_shape) == 2:
         h = P.check_spacing(spacing, 2)
         return P.drop_depth(cluster_convergence(
             P.lift_points(fg_coords, "fg_coords"), P.lift_points(final_positions,
