@@ -346,3 +346,20 @@ def test_spacing_is_used_recorded_and_read_back(data, tmp_path):
     r = run("flows", d / "ids.npy", "t3.zarr", "--classes", *CLASSES, "--spacing", 1, 0, 1,
             cwd=tmp_path)
     assert r.returncode == 2 and "--spacing" in r.stderr
+
+
+def test_flows_out_of_core_with_source_mode(data, tmp_path):
+    """A source-mode class through the Dask path (--chunks): the in-memory flows."""
+    pytest.importorskip("dask", reason="the dask extra is needed")
+    d = data["dir"]
+    cfg = {"mito": {"flow_type": "diffusion", "diffusion_mode": "source"},
+           "ves": {"flow_type": "direct"}}
+    (tmp_path / "src.json").write_text(json.dumps(cfg))
+    r = run("flows", d / "crop.zarr/labels/s0", "ooc.zarr", "--class-config", "src.json",
+            "--chunks", 12, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "out of core" in r.stdout
+    want, _ = tn.compute_flow_targets(data["ids"], CLASSES, cfg)
+    assert not np.array_equal(want, data["flows"])
+    np.testing.assert_array_equal(
+        zarr.open_array(str(tmp_path / "ooc.zarr"), path="flows", mode="r")[:], want)

@@ -340,9 +340,63 @@ def test_no_foreground_and_tiny_volumes():
     np.testing.assert_array_equal(got, topo.generate_diffusion_flows(one))
 
 
-def test_source_mode_refused_out_of_core():
-    """Source-mode diffusion is in-memory only for now: a clear error, not coordinates flows."""
-    ids = da.zeros((1, 8, 8, 8), dtype=np.int32, chunks=4)
-    cfg = {"mito": {"flow_type": "diffusion", "diffusion_mode": "source"}}
-    with pytest.raises(ValueError, match="source"):
-        tnd.compute_flow_targets(ids, ["mito"], cfg)
+def test_source_mode_on_grown_bounding_box_equals_whole_volume(volumes):
+    """Pieces, sources, eccentricities, iterations and bands depend only on the
+    instance itself: its grown bounding box gives the whole-volume flows."""
+    _, tubes, mask = volumes
+    annotated = (mask > 0.5).astype(np.uint8)
+    whole = topo.generate_diffusion_flows(tubes, spatial_mask=mask, mode="source")
+    for i in np.unique(tubes)[1:]:
+        where = np.argwhere(tubes == i)
+        start, stop = np.maximum(where.min(0) - 1, 0), np.minimum(where.max(0) + 2, SHAPE)
+        region = tuple(slice(a, b) for a, b in zip(start, stop))
+        got = R.diffusion_region(tubes[region], annotated[region], start,
+                                 np.array([i], np.uint64), np.zeros(1, np.int64),
+                                 source=(200, True, 6.0))
+        inst = tubes[region] == i
+        assert inst.any()
+        np.testing.assert_array_equal(got[:, inst], whole[(slice(None),) + region][:, inst])
+
+
+@pytest.mark.parametrize("chunks, halo, with_mask", [
+    (16, None, False), ((16, 20, 12), 3, True), (10, None, True), (12, 1, False)])
+def test_source_flows_equal_in_memory(volumes, chunks, halo, with_mask):
+    balls, tubes, mask = volumes
+    labels = np.where(tubes > 0, tubes, np.where(balls > 0, balls + 100, 0)).astype(np.uint64)
+    labels[labels == 103] = 2**63 + 5        # a huge id
+    m = mask if with_mask else None
+    got = tnd.generate_diffusion_flows(_chunked(labels, chunks), mode="source",
+                                       spatial_mask=None if m is None else _chunked(m, chunks),
+                                       halo=halo)
+    ref = topo.generate_diffusion_flows(labels, spatial_mask=m, mode="source")
+    assert not np.array_equal(ref, topo.generate_diffusion_flows(labels, spatial_mask=m))
+    _assert_flows_equal(got.compute(), ref, labels > 0)
+
+
+def test_source_mode_targets_and_flow_check_out_of_core(volumes, tmp_path):
+    balls, tubes, mask = volumes
+    ids = np.stack([balls, tubes]).astype(np.uint32)
+    cfg = {"ves": {"flow_type": "direct"},
+           "mito": {"flow_type": "diffusion", "diffusion_mode": "source"}}
+    ref_f, ref_fg = topo.compute_flow_targets(ids, ["ves", "mito"], cfg, spatial_mask=mask)
+    f, fg = tnd.compute_flow_targets(_chunked(ids, 16, lead=1), ["ves", "mito"], cfg,
+                                     spatial_mask=_chunked(mask, 16))
+    np.testing.assert_array_equal(f.compute(), ref_f)
+    np.testing.assert_array_equal(fg.compute(), ref_fg)
+    # the flow check recomputes the class's mode: source-mode predictions keep every
+    # tube when it recomputes source flows, and lose some against coordinates flows
+    sem = (tubes > 0)[None].astype(np.float32)
+    pp = {"mito": {"group": 1, "n_steps": 100, "convergence_radius": 3.0, "min_size": 10,
+                   "flow_type": "diffusion", "diffusion_mode": "source"}}
+    flows = topo.generate_diffusion_flows(tubes, mode="source")
+    ref = topo.run_instance_segmentation(sem, flows, ["mito"], pp, flow_error_threshold=0.1)
+    got = tnd.run_instance_segmentation(_chunked(sem, 16, lead=1), _chunked(flows, 16, lead=1),
+                                        ["mito"], pp, flow_error_threshold=0.1)["mito"]
+    assert matching(ref["mito"], got.compute()).f1 == 1.0
+    assert matching(tubes, got.compute()).f1 == 1.0
+    pp["mito"]["diffusion_mode"] = "coordinates"      # the wrong mode for these flows
+    ref = topo.run_instance_segmentation(sem, flows, ["mito"], pp, flow_error_threshold=0.1)
+    got = tnd.run_instance_segmentation(_chunked(sem, 16, lead=1), _chunked(flows, 16, lead=1),
+                                        ["mito"], pp, flow_error_threshold=0.1)["mito"]
+    np.testing.assert_array_equal(got.compute() > 0, ref["mito"] > 0)
+    assert ref["mito"].max() < len(np.unique(tubes)) - 1

@@ -56,7 +56,7 @@ def _relabel(block, ids, new):
 
 
 def remove_bad_flow_masks(labels: da.Array, pred: da.Array, threshold: float, flow_type: str,
-                          diffusion_iters: int) -> da.Array:
+                          diffusion_iters: int, mode: str = "coordinates") -> da.Array:
     """Labels without the instances whose own flow differs from `pred` by a mean
     squared difference above `threshold`, renumbered 1..K in id order (lazy; the
     own flows' table and the error sums are computed now)."""
@@ -65,7 +65,7 @@ def remove_bad_flow_masks(labels: da.Array, pred: da.Array, threshold: float, fl
 
     if flow_type == "diffusion":
         halo = max(1, min(16, min(min(c) for c in labels.chunks)))
-        own = diffusion_flows(DaskSource(labels), None, diffusion_iters, True, 6.0, halo)
+        own = diffusion_flows(DaskSource(labels), None, diffusion_iters, True, 6.0, halo, mode)
     else:
         own = direct_flows(DaskSource(labels), None)
     own = own.rechunk(((3,),) + labels.chunks)
@@ -94,6 +94,7 @@ def check_stored_labels(out, flows, settings, threshold, overwrite):
         c = s["index"]
         labels = da.from_zarr(root, component=f"{SCRATCH}/{name}")
         checked = remove_bad_flow_masks(labels, flows[3 * c:3 * c + 3], threshold,
-                                        s["flow_type"], s["diffusion_iters"])
+                                        s["flow_type"], s["diffusion_iters"],
+                                        s["diffusion_mode"])
         _store({name: checked}, out, overwrite)
     del zarr.open_group(root, mode="a")[SCRATCH]

@@ -143,19 +143,19 @@ def _small_mask(grid: Grid, lo, hi, halo):
     return ok
 
 
-def _large_task(region_labels, region_annotated, origin, instance_id, n_iter):
+def _large_task(region_labels, region_annotated, origin, instance_id, n_iter, source):
     """Flows of one instance on its own grown bounding box, kept sparse: global
     voxel coordinates (n, 3) int64 and vectors (3, n) float32 of its voxels only."""
     ids = np.array([instance_id], np.uint64)
     flows = R.diffusion_region(region_labels, region_annotated, origin, ids,
-                               np.array([n_iter], np.int64))
+                               np.array([n_iter], np.int64), source=source)
     member = R._unsigned(region_labels, "instance_mask") == ids[0]
     where = np.argwhere(member)
     return where + np.asarray(origin, np.int64), flows[:, member]
 
 
 def _chunk_task(ext_labels, ext_annotated, core, origin_ext, small_ids, small_iters,
-                large):
+                large, source):
     """Flows of one chunk: its small instances on the grown chunk, plus the voxels
     of the large instances' results that lie in it."""
     present = np.unique(np.asarray(ext_labels)[core]).astype(np.uint64)
@@ -164,7 +164,8 @@ def _chunk_task(ext_labels, ext_annotated, core, origin_ext, small_ids, small_it
         pos = np.minimum(np.searchsorted(small_ids, present), small_ids.size - 1)
         hit = small_ids[pos] == present
         keep, keep_iters = present[hit], small_iters[pos[hit]]
-    flows = R.diffusion_region(ext_labels, ext_annotated, origin_ext, keep, keep_iters)
+    flows = R.diffusion_region(ext_labels, ext_annotated, origin_ext, keep, keep_iters,
+                               source=source)
     out = np.ascontiguousarray(flows[(slice(None),) + core])
     c0 = origin_ext + np.array([s.start for s in core], np.int64)
     c1 = c0 + np.array(out.shape[1:], np.int64)
@@ -176,8 +177,10 @@ def _chunk_task(ext_labels, ext_annotated, core, origin_ext, small_ids, small_it
 
 
 def diffusion_flows(src, ann_src, n_iter: int, adaptive_iters: bool, adaptive_factor: float,
-                    halo: int) -> da.Array:
-    """(3, D, H, W) float32 Dask array of diffusion flows (pass 1 runs now)."""
+                    halo: int, mode: str = "coordinates") -> da.Array:
+    """(3, D, H, W) float32 Dask array of diffusion flows (pass 1 runs now);
+    `mode` as in `topo_numba.generate_diffusion_flows`."""
+    source = (n_iter, adaptive_iters, adaptive_factor) if mode == "source" else None
     grid = src.grid
     table = instance_table(src, None)
     ids, lo, hi = table["ids"], table["lo"], table["hi"]
@@ -193,7 +196,7 @@ def diffusion_flows(src, ann_src, n_iter: int, adaptive_iters: bool, adaptive_fa
         region, start = _region(grid, lo[k], hi[k])
         m = ann_src.region(region) if ann_src is not None else None
         task = dask.delayed(_large_task)(src.region(region), m, start, int(ids[k]),
-                                         int(iters[k]))
+                                         int(iters[k]), source)
         for idx in itertools.product(*grid.block_range(lo[k], hi[k])):
             large_by_block[idx].append(task)
 
@@ -206,7 +209,8 @@ def diffusion_flows(src, ann_src, n_iter: int, adaptive_iters: bool, adaptive_fa
         e0, _ = grid.ext(idx, halo)
         m = ext_mask[idx] if ext_mask is not None else None
         tasks[idx] = dask.delayed(_chunk_task)(ext[idx], m, grid.core_in_ext(idx, halo), e0,
-                                               small_ids_d, small_iters_d, large_by_block[idx])
+                                               small_ids_d, small_iters_d, large_by_block[idx],
+                                               source)
     return assemble(grid, tasks, (3,), np.float32)
 
 

@@ -188,7 +188,7 @@ def iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) -> 
 
 
 def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_iters,
-                     out=None) -> np.ndarray:
+                     out=None, source=None) -> np.ndarray:
     """Diffusion flows of some instances of a region, as in the whole volume.
 
     Parameters
@@ -205,9 +205,17 @@ def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_ite
         as what it is for them: a Dirichlet (annotated) or Neumann
         (unannotated) neighbour.
     keep_iters : (K,) ndarray of int64
-        Their iteration counts n_i (from the global bounding boxes).
+        Their iteration counts n_i (from the global bounding boxes);
+        unused in source mode.
     out : (3, d, h, w) ndarray of float32, optional
         Zeros to write into.
+    source : (n_iter, adaptive_iters, adaptive_factor), optional
+        Source mode (`topo_numba.generate_diffusion_flows(mode="source")`)
+        with these arguments instead of the coordinates mode. Everything it
+        computes (pieces, sources, eccentricities, iteration counts, bands)
+        depends only on the instance's own voxels and neighbours, with
+        positions taken from each piece's first voxel, so the region gives
+        the whole-volume result bit for bit.
 
     Returns
     -------
@@ -234,6 +242,14 @@ def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_ite
     table[1:][kept] = np.arange(1, int(kept.sum()) + 1)
     lab = apply_table(lab, table)
     n = int(kept.sum())
+    if source is not None:
+        from .flow import _source_flows_into
+
+        annotated = (None if region_annotated is None
+                     else np.ascontiguousarray(region_annotated))
+        with threads_for(labels.size):
+            _source_flows_into(lab, annotated, *source, out)
+        return out
     n_iters = np.zeros(n + 1, np.int64)
     n_iters[1:] = keep_iters[pos_in_keep[kept]]
 

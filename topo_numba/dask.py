@@ -69,15 +69,6 @@ DEFAULT_FLOW_HALO = 16
 
 
 
-def _refuse_source_mode(modes) -> None:
-    """The out-of-core path implements the SPEC 2.2 ("coordinates") diffusion only."""
-    if "source" in modes:
-        raise ValueError(
-            "class_config asks for 'diffusion_mode': 'source', which the out-of-core "
-            "(Dask) path does not support yet; use the in-memory compute_flow_targets "
-            "or 'diffusion_mode': 'coordinates'"
-        )
-
 def _labels(value, name, ndim=3):
     return as_dask(value, name, ndim, "biu", "integer instance ids (0 = background)")
 
@@ -168,15 +159,16 @@ def generate_direct_flows(instance_mask, spatial_mask=None) -> da.Array:
 
 
 def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: bool = True,
-                             adaptive_factor: float = 6, spatial_mask=None, *,
+                             adaptive_factor: float = 6, spatial_mask=None,
+                             mode: str = "coordinates", *,
                              halo: int | None = None) -> da.Array:
     """Out-of-core `topo_numba.generate_diffusion_flows`.
 
     Parameters
     ----------
     instance_mask : (D, H, W) dask.array.Array of int
-    n_iter, adaptive_iters, adaptive_factor, spatial_mask
-        As in `topo_numba.generate_diffusion_flows`.
+    n_iter, adaptive_iters, adaptive_factor, spatial_mask, mode
+        As in `topo_numba.generate_diffusion_flows` (both modes).
     halo : int, optional, keyword-only
         Each chunk is processed grown by this many voxels; instances whose
         bounding box (grown by one voxel) fits in every grown chunk they meet
@@ -208,16 +200,17 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
     array([ 1., -1.], dtype=float32)
     """
     from ._dask_flows import diffusion_flows
-    from .flow import _check_diffusion_args
+    from .flow import _check_diffusion_args, _check_mode
 
     labels = _labels(instance_mask, "instance_mask")
     n_iter, adaptive_iters, adaptive_factor = _check_diffusion_args(
         n_iter, adaptive_iters, adaptive_factor)
+    mode = _check_mode(mode)
     halo = _flow_halo(halo, labels.chunks)
     labels = labels.rechunk(merge_small_trailing_chunks(labels.chunks, halo))
     annotated = as_annotated(spatial_mask, labels.chunks, labels.shape)
     return diffusion_flows(DaskSource(labels), DaskSource(annotated) if annotated is not None
-                           else None, n_iter, adaptive_iters, adaptive_factor, halo)
+                           else None, n_iter, adaptive_iters, adaptive_factor, halo, mode)
 
 
 def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
@@ -260,7 +253,6 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     batched, _, settings, adaptive_iters, adaptive_factor = _check_targets_args(
         ids.shape, class_names, class_config, resolution_nm, diffusion_iters, adaptive_iters,
         adaptive_factor, modes)
-    _refuse_source_mode(modes)
     if batched:
         mask = spatial_mask
         if mask is not None:
@@ -268,31 +260,32 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
             expected = (ids.shape[0], 1) + ids.shape[2:]
             if mask.shape != expected:
                 raise ValueError(f"spatial_mask must have shape {expected}; got {mask.shape}")
-        out = [_dask_targets(ids[b], None if mask is None else mask[b, 0], settings,
+        out = [_dask_targets(ids[b], None if mask is None else mask[b, 0], settings, modes,
                              adaptive_iters, adaptive_factor, halo)
                for b in range(ids.shape[0])]
         return da.stack([f for f, _ in out]), da.stack([c for _, c in out])
-    return _dask_targets(ids, spatial_mask, settings, adaptive_iters, adaptive_factor, halo)
+    return _dask_targets(ids, spatial_mask, settings, modes, adaptive_iters, adaptive_factor,
+                         halo)
 
 
-def _dask_targets(ids, spatial_mask, settings, adaptive_iters, adaptive_factor, halo):
+def _dask_targets(ids, spatial_mask, settings, modes, adaptive_iters, adaptive_factor, halo):
     annotated = as_annotated(spatial_mask, ids.chunks[1:], ids.shape[1:])
     ann_src = DaskSource(annotated) if annotated is not None else None
     sources = [DaskSource(ids[c]) for c in range(ids.shape[0])]
-    return _targets(sources, ann_src, settings, adaptive_iters, adaptive_factor, halo)
+    return _targets(sources, ann_src, settings, modes, adaptive_iters, adaptive_factor, halo)
 
 
-def _targets(sources, ann_src, settings, adaptive_iters, adaptive_factor, halo):
+def _targets(sources, ann_src, settings, modes, adaptive_iters, adaptive_factor, halo):
     """(flows, class_fg) Dask arrays of all classes from per-class label sources."""
     from ._dask_flows import class_fg, diffusion_flows, direct_flows
 
     flows, fgs = [], []
     chunks = sources[0].grid.chunks
-    for src, (flow_type, n_iter, boundary_only, width) in zip(sources, settings):
+    for src, (flow_type, n_iter, boundary_only, width), mode in zip(sources, settings, modes):
         if flow_type == "diffusion":
             h = _flow_halo(halo, chunks)
             s, a = _with_chunks(src, merge_small_trailing_chunks(chunks, h), ann_src)
-            f = diffusion_flows(s, a, n_iter, adaptive_iters, adaptive_factor, h)
+            f = diffusion_flows(s, a, n_iter, adaptive_iters, adaptive_factor, h, mode)
         else:
             f = direct_flows(src, ann_src)
         flows.append(f.rechunk(((3,),) + chunks))
@@ -467,7 +460,8 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
 
             c = s["index"]
             labels = remove_bad_flow_masks(labels, flows[3 * c:3 * c + 3], threshold,
-                                           s["flow_type"], s["diffusion_iters"])
+                                           s["flow_type"], s["diffusion_iters"],
+                                           s["diffusion_mode"])
         results[name] = labels
     return results
 
@@ -502,8 +496,6 @@ def _segment_settings(class_names, class_config, resolution_nm, flow_error_thres
         raise TypeError(f"class_config must be a dict; got {type(class_config).__name__}")
     settings = _class_settings(class_names, class_config, resolution_nm, threshold > 0,
                                sem_shape[1:])
-    if threshold > 0:
-        _refuse_source_mode([v.get("diffusion_mode") for v in settings.values()])
     return list(class_names), threshold, settings
 
 
@@ -636,7 +628,6 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
     _, n, settings, adaptive_iters, adaptive_factor = _check_targets_args(
         shape, class_names, class_config, resolution_nm, diffusion_iters, adaptive_iters,
         adaptive_factor, modes)
-    _refuse_source_mode(modes)
     sources = [ids.source((c,)) for c in range(n)] if ids.ndim == 4 else [ids.source()]
     ann_src = None
     if spatial_mask is not None:
@@ -647,7 +638,7 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
                              f"got shape {mask.shape} and dtype {mask.dtype}")
         ann_src = mask.source(transform=_annotated_block, dtype=np.uint8)
     with _progress(progress):
-        flows, class_fg = _targets(sources, ann_src, settings, adaptive_iters,
+        flows, class_fg = _targets(sources, ann_src, settings, modes, adaptive_iters,
                                    adaptive_factor, halo)
         _store({"flows": flows, "class_fg": class_fg}, out, overwrite)
 
