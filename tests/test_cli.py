@@ -316,7 +316,7 @@ def test_segment_out_of_core_zarr(data, options):
 
 def test_spacing_is_used_recorded_and_read_back(data, tmp_path):
     """flows --spacing computes anisotropic flows and records the spacing;
-    segment takes it from the flows' metadata; the out-of-core path refuses it."""
+    segment takes it from the flows' metadata; the same out of core."""
     d = data["dir"]
     spacing = (3.0, 1.0, 1.0)
     r = run("flows", d / "ids.npy", "t.zarr", "--classes", *CLASSES, "--class-config",
@@ -339,10 +339,23 @@ def test_spacing_is_used_recorded_and_read_back(data, tmp_path):
         np.testing.assert_array_equal(s[name][...], tn.postprocess_single(
             fg[c] > 0.5, want[3 * c:3 * c + 3], spacing=spacing, interpolation="trilinear",
             **{k: v for k, v in PP[name].items()}))
-    r = run("segment", "t.zarr/class_fg", "t.zarr/flows", "s2.zarr", "--postprocess-config",
-            "pp.json", "--chunks", 8, cwd=tmp_path)
-    assert r.returncode == 1 and "does not support anisotropic --spacing" in r.stderr
-    assert not (tmp_path / "s2.zarr").exists()
+    # out of core (Dask): the same flows, the spacing recorded and read back
+    labels_zarr = zarr.open_array(str(tmp_path / "ids.zarr"), mode="w", shape=data["ids"].shape,
+                                  dtype=data["ids"].dtype)
+    labels_zarr[...] = data["ids"]
+    r = run("flows", "ids.zarr", "t3.zarr", "--classes", *CLASSES, "--class-config",
+            d / "classes.json", "--spacing", *spacing, "--chunks", 12, cwd=tmp_path)
+    assert r.returncode == 0 and "out of core" in r.stdout, r.stderr
+    g3 = zarr.open_group(str(tmp_path / "t3.zarr"), mode="r")
+    np.testing.assert_array_equal(g3["flows"][...], want)
+    assert g3["flows"].attrs["voxel_spacing"] == list(spacing)
+    r = run("segment", "t3.zarr/class_fg", "t3.zarr/flows", "s3.zarr", "--postprocess-config",
+            "pp.json", "--chunks", 12, cwd=tmp_path)
+    assert r.returncode == 0 and "out of core" in r.stdout, r.stderr
+    s3 = zarr.open_group(str(tmp_path / "s3.zarr"), mode="r")
+    assert s3.attrs["voxel_spacing"] == list(spacing)
+    for name in CLASSES:
+        assert matching(s[name][...], s3[name][...]).f1 >= 0.99, name
     r = run("flows", d / "ids.npy", "t3.zarr", "--classes", *CLASSES, "--spacing", 1, 0, 1,
             cwd=tmp_path)
     assert r.returncode == 2 and "--spacing" in r.stderr

@@ -400,3 +400,83 @@ def test_source_mode_targets_and_flow_check_out_of_core(volumes, tmp_path):
                                         ["mito"], pp, flow_error_threshold=0.1)["mito"]
     np.testing.assert_array_equal(got.compute() > 0, ref["mito"] > 0)
     assert ref["mito"].max() < len(np.unique(tubes)) - 1
+
+
+# --------------------------------------------------------------------------
+# anisotropic voxels out of core
+# --------------------------------------------------------------------------
+
+SPACING = (2.5, 1.0, 1.3)
+
+
+@pytest.mark.parametrize("kind, chunks, halo", [
+    ("direct", 16, None), ("coordinates", (16, 20, 12), 3), ("source", 10, None),
+    ("source", 12, 1)])
+def test_anisotropic_flows_equal_in_memory(volumes, kind, chunks, halo):
+    balls, tubes, mask = volumes
+    labels = np.where(tubes > 0, tubes, np.where(balls > 0, balls + 100, 0)).astype(np.uint32)
+    m = _chunked(mask, chunks)
+    if kind == "direct":
+        got = tnd.generate_direct_flows(_chunked(labels, chunks), m, spacing=SPACING)
+        ref = topo.generate_direct_flows(labels, mask, spacing=SPACING)
+        iso = topo.generate_direct_flows(labels, mask)
+    else:
+        got = tnd.generate_diffusion_flows(_chunked(labels, chunks), spatial_mask=m, mode=kind,
+                                           halo=halo, spacing=SPACING)
+        ref = topo.generate_diffusion_flows(labels, spatial_mask=mask, mode=kind,
+                                            spacing=SPACING)
+        iso = topo.generate_diffusion_flows(labels, spatial_mask=mask, mode=kind)
+    assert not np.array_equal(ref, iso)
+    _assert_flows_equal(got.compute(), ref, labels > 0)
+
+
+def test_anisotropic_targets_equal_in_memory(volumes):
+    balls, tubes, mask = volumes
+    ids = np.stack([balls, tubes]).astype(np.uint32)
+    cfg = {"ves": {"flow_type": "direct", "boundary_only": True, "boundary_width": 3},
+           "mito": {"flow_type": "diffusion", "diffusion_mode": "source"}}
+    ref_f, ref_fg = topo.compute_flow_targets(ids, ["ves", "mito"], cfg, spatial_mask=mask,
+                                              spacing=SPACING)
+    iso_fg = topo.compute_flow_targets(ids, ["ves", "mito"], cfg, spatial_mask=mask)[1]
+    assert not np.array_equal(ref_fg, iso_fg)          # the band is measured with h
+    f, fg = tnd.compute_flow_targets(_chunked(ids, 16, lead=1), ["ves", "mito"], cfg,
+                                     spatial_mask=_chunked(mask, 16), spacing=SPACING)
+    np.testing.assert_array_equal(f.compute(), ref_f)
+    np.testing.assert_array_equal(fg.compute(), ref_fg)
+
+
+@pytest.mark.parametrize("group", [1, 3])
+def test_anisotropic_blockwise_labels_agree_with_whole_volume(volumes, group):
+    balls, _, _ = volumes
+    flow = topo.generate_direct_flows(balls, spacing=SPACING)
+    fg = balls > 0
+    kw = dict(n_steps=80, convergence_radius=3.0, min_size=10, group=group,
+              interpolation="trilinear", spacing=SPACING)
+    whole = topo.postprocess_single(fg, flow, **kw)
+    assert matching(balls, whole).f1 >= 0.99
+    out = tnd.postprocess_single(_chunked(fg, 12), _chunked(flow, 12, lead=1), **kw).compute()
+    assert matching(whole, out).f1 >= 0.99
+    assert np.array_equal(np.unique(out), np.arange(out.max() + 1))
+
+
+def test_anisotropic_segmentation_and_flow_check(volumes):
+    balls, tubes, _ = volumes
+    names = ["ves", "mito"]
+    sem = np.stack([balls > 0, tubes > 0]).astype(np.float32) * 0.9
+    flows = np.concatenate([topo.generate_direct_flows(balls, spacing=SPACING),
+                            topo.generate_diffusion_flows(tubes, mode="source",
+                                                          spacing=SPACING)])
+    flows[0:3, :, :, 24:][:, balls[:, :, 24:] > 0] *= -1      # wrong flows on half the balls
+    cfg = {"ves": {"group": 1, "n_steps": 60, "convergence_radius": 3.0, "min_size": 5,
+                   "interpolation": "trilinear"},
+           "mito": {"group": 1, "n_steps": 100, "convergence_radius": 3.0, "min_size": 10,
+                    "flow_type": "diffusion", "diffusion_mode": "source",
+                    "interpolation": "trilinear"}}
+    ref = topo.run_instance_segmentation(sem, flows, names, cfg, flow_error_threshold=0.4,
+                                         spacing=SPACING)
+    got = tnd.run_instance_segmentation(_chunked(sem, 16, lead=1), _chunked(flows, 16, lead=1),
+                                        names, cfg, flow_error_threshold=0.4, spacing=SPACING)
+    for name in names:
+        out = got[name].compute()
+        assert matching(ref[name], out).f1 >= 0.99, name
+    assert 0 < ref["ves"].max() < len(np.unique(balls)) - 1   # the check removed some balls

@@ -56,7 +56,8 @@ def _relabel(block, ids, new):
 
 
 def remove_bad_flow_masks(labels: da.Array, pred: da.Array, threshold: float, flow_type: str,
-                          diffusion_iters: int, mode: str = "coordinates") -> da.Array:
+                          diffusion_iters: int, mode: str = "coordinates",
+                          h=None) -> da.Array:
     """Labels without the instances whose own flow differs from `pred` by a mean
     squared difference above `threshold`, renumbered 1..K in id order (lazy; the
     own flows' table and the error sums are computed now)."""
@@ -65,9 +66,10 @@ def remove_bad_flow_masks(labels: da.Array, pred: da.Array, threshold: float, fl
 
     if flow_type == "diffusion":
         halo = max(1, min(16, min(min(c) for c in labels.chunks)))
-        own = diffusion_flows(DaskSource(labels), None, diffusion_iters, True, 6.0, halo, mode)
+        own = diffusion_flows(DaskSource(labels), None, diffusion_iters, True, 6.0, halo, mode,
+                              h)
     else:
-        own = direct_flows(DaskSource(labels), None)
+        own = direct_flows(DaskSource(labels), None, h)
     own = own.rechunk(((3,),) + labels.chunks)
     pred = pred.rechunk(((3,),) + labels.chunks)
     grid = Grid(labels.chunks)
@@ -82,7 +84,7 @@ def remove_bad_flow_masks(labels: da.Array, pred: da.Array, threshold: float, fl
     return labels.map_blocks(_relabel, table["ids"], new, dtype=dtype)
 
 
-def check_stored_labels(out, flows, settings, threshold, overwrite):
+def check_stored_labels(out, flows, settings, threshold, overwrite, h=None):
     """The flow check on labels written to ``out/SCRATCH/<class>``: writes the
     checked labels to ``out/<class>`` and removes the scratch arrays."""
     import zarr
@@ -95,6 +97,6 @@ def check_stored_labels(out, flows, settings, threshold, overwrite):
         labels = da.from_zarr(root, component=f"{SCRATCH}/{name}")
         checked = remove_bad_flow_masks(labels, flows[3 * c:3 * c + 3], threshold,
                                         s["flow_type"], s["diffusion_iters"],
-                                        s["diffusion_mode"])
+                                        s["diffusion_mode"], h)
         _store({name: checked}, out, overwrite)
     del zarr.open_group(root, mode="a")[SCRATCH]

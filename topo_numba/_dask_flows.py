@@ -81,11 +81,13 @@ def _labels_at(block, points):
 
 
 def _direct_task(block, origin, info):
-    return R.direct_block(block, origin, info["ids"], info["centres"], info["sinks"])
+    return R.direct_block(block, origin, info["ids"], info["centres"], info["sinks"],
+                          info["h"])
 
 
-def direct_flows(src, ann_src) -> da.Array:
-    """(3, D, H, W) float32 Dask array of direct flows (pass 1 runs now)."""
+def direct_flows(src, ann_src, h=None) -> da.Array:
+    """(3, D, H, W) float32 Dask array of direct flows (pass 1 runs now); `h`:
+    relative voxel size or None."""
     grid = src.grid
     table = instance_table(src, ann_src)
     ids = table["ids"]
@@ -97,7 +99,7 @@ def direct_flows(src, ann_src) -> da.Array:
         for k in cut:
             region, start = _region(grid, table["lo"][k], table["hi"][k])
             tasks.append(dask.delayed(R.cut_centre)(src.region(region), ann_src.region(region),
-                                                    int(ids[k]), start))
+                                                    int(ids[k]), start, h))
         for k, centre in zip(cut, dask.compute(*tasks)):
             centres[k] = centre
     log.debug("direct flows: %d instances, %d cut by the unannotated region, %d chunks",
@@ -117,7 +119,7 @@ def direct_flows(src, ann_src) -> da.Array:
         for g, values in zip(groups, dask.compute(*checks)):
             found[g] = values
         sinks[found != ids] = -1
-    shared = dask.delayed({"ids": ids, "centres": centres, "sinks": sinks}, pure=True,
+    shared = dask.delayed({"ids": ids, "centres": centres, "sinks": sinks, "h": h}, pure=True,
                           traverse=False)
     tasks = {idx: dask.delayed(_direct_task)(blocks[idx], grid.core(idx)[0], shared)
              for idx in grid.blocks()}
@@ -143,19 +145,19 @@ def _small_mask(grid: Grid, lo, hi, halo):
     return ok
 
 
-def _large_task(region_labels, region_annotated, origin, instance_id, n_iter, source):
+def _large_task(region_labels, region_annotated, origin, instance_id, n_iter, source, h):
     """Flows of one instance on its own grown bounding box, kept sparse: global
     voxel coordinates (n, 3) int64 and vectors (3, n) float32 of its voxels only."""
     ids = np.array([instance_id], np.uint64)
     flows = R.diffusion_region(region_labels, region_annotated, origin, ids,
-                               np.array([n_iter], np.int64), source=source)
+                               np.array([n_iter], np.int64), source=source, h=h)
     member = R._unsigned(region_labels, "instance_mask") == ids[0]
     where = np.argwhere(member)
     return where + np.asarray(origin, np.int64), flows[:, member]
 
 
 def _chunk_task(ext_labels, ext_annotated, core, origin_ext, small_ids, small_iters,
-                large, source):
+                large, source, h):
     """Flows of one chunk: its small instances on the grown chunk, plus the voxels
     of the large instances' results that lie in it."""
     present = np.unique(np.asarray(ext_labels)[core]).astype(np.uint64)
@@ -165,7 +167,7 @@ def _chunk_task(ext_labels, ext_annotated, core, origin_ext, small_ids, small_it
         hit = small_ids[pos] == present
         keep, keep_iters = present[hit], small_iters[pos[hit]]
     flows = R.diffusion_region(ext_labels, ext_annotated, origin_ext, keep, keep_iters,
-                               source=source)
+                               source=source, h=h)
     out = np.ascontiguousarray(flows[(slice(None),) + core])
     c0 = origin_ext + np.array([s.start for s in core], np.int64)
     c1 = c0 + np.array(out.shape[1:], np.int64)
@@ -177,9 +179,10 @@ def _chunk_task(ext_labels, ext_annotated, core, origin_ext, small_ids, small_it
 
 
 def diffusion_flows(src, ann_src, n_iter: int, adaptive_iters: bool, adaptive_factor: float,
-                    halo: int, mode: str = "coordinates") -> da.Array:
+                    halo: int, mode: str = "coordinates", h=None) -> da.Array:
     """(3, D, H, W) float32 Dask array of diffusion flows (pass 1 runs now);
-    `mode` as in `topo_numba.generate_diffusion_flows`."""
+    `mode` as in `topo_numba.generate_diffusion_flows`, `h` the relative voxel
+    size or None."""
     source = (n_iter, adaptive_iters, adaptive_factor) if mode == "source" else None
     grid = src.grid
     table = instance_table(src, None)
@@ -196,7 +199,7 @@ def diffusion_flows(src, ann_src, n_iter: int, adaptive_iters: bool, adaptive_fa
         region, start = _region(grid, lo[k], hi[k])
         m = ann_src.region(region) if ann_src is not None else None
         task = dask.delayed(_large_task)(src.region(region), m, start, int(ids[k]),
-                                         int(iters[k]), source)
+                                         int(iters[k]), source, h)
         for idx in itertools.product(*grid.block_range(lo[k], hi[k])):
             large_by_block[idx].append(task)
 
@@ -210,7 +213,7 @@ def diffusion_flows(src, ann_src, n_iter: int, adaptive_iters: bool, adaptive_fa
         m = ext_mask[idx] if ext_mask is not None else None
         tasks[idx] = dask.delayed(_chunk_task)(ext[idx], m, grid.core_in_ext(idx, halo), e0,
                                                small_ids_d, small_iters_d, large_by_block[idx],
-                                               source)
+                                               source, h)
     return assemble(grid, tasks, (3,), np.float32)
 
 
@@ -218,7 +221,7 @@ def diffusion_flows(src, ann_src, n_iter: int, adaptive_iters: bool, adaptive_fa
 # foreground targets
 # --------------------------------------------------------------------------
 
-def _fg_task(ext_labels, ext_annotated, core, boundary_only, width):
+def _fg_task(ext_labels, ext_annotated, core, boundary_only, width, h=None):
     """class_fg of one chunk (SPEC 2.3), from the chunk grown by ``floor(width) + 1``
     when `boundary_only` (the nearest annotated background within `width` lies in it)."""
     from scipy.ndimage import distance_transform_edt
@@ -229,12 +232,14 @@ def _fg_task(ext_labels, ext_annotated, core, boundary_only, width):
     annotated_bg = ~fg if ext_annotated is None else (np.asarray(ext_annotated) > 0) & ~fg
     if not annotated_bg.any():
         return np.zeros(fg[core].shape, np.float32)
-    near = distance_transform_edt(~annotated_bg) <= width
+    near = distance_transform_edt(~annotated_bg, sampling=h) <= width
     return (fg & near)[core].astype(np.float32)
 
 
-def class_fg(src, ann_src, boundary_only: bool, width: float) -> da.Array:
-    """(D, H, W) float32 Dask array of one class's foreground target."""
+def class_fg(src, ann_src, boundary_only: bool, width: float, h=None) -> da.Array:
+    """(D, H, W) float32 Dask array of one class's foreground target (`h`: relative
+    voxel size, >= 1 per axis, so the halo of ``floor(width) + 1`` voxels still
+    holds every point within `width`)."""
     grid = src.grid
     halo = int(np.floor(width)) + 1 if boundary_only else 0
     if halo:
@@ -246,6 +251,6 @@ def class_fg(src, ann_src, boundary_only: bool, width: float) -> da.Array:
     ext_mask = ann_src.grown(halo) if (ann_src is not None and boundary_only) else None
     tasks = {idx: dask.delayed(_fg_task)(ext[idx], ext_mask[idx] if ext_mask is not None
                                          else None, grid.core_in_ext(idx, halo),
-                                         boundary_only, width)
+                                         boundary_only, width, h)
              for idx in grid.blocks()}
     return assemble(grid, tasks, (), np.float32)

@@ -76,6 +76,7 @@ def local_labels(fg_ext, flow_ext, ext_start, vol_shape, p):
     from ._merge_cpu import count_components
     from ._relabel_cpu import split_components
     from ._threads import threads_for
+    from ._cluster_cpu import scaled_flow
     from ._track_cpu import foreground_coords, track
 
     fg = V.as_foreground(fg_ext, "sem_mask")
@@ -87,8 +88,9 @@ def local_labels(fg_ext, flow_ext, ext_start, vol_shape, p):
         if coords.shape[0] == 0:
             return labels, 0, no_exits
         ends = np.empty(coords.shape, np.float64)
-        track(coords, flow, p["n_steps"], flow.dtype.type(p["step_size"]), p["step_size"],
-              p["interpolation"] == "trilinear", ends)
+        track(coords, scaled_flow(np, flow, p.get("h")), p["n_steps"],
+              flow.dtype.type(p["step_size"]), p["step_size"], p["interpolation"] == "trilinear",
+              ends)
         shape = np.asarray(fg.shape)
         ext_start = np.asarray(ext_start, np.int64)
         inner_lo = ext_start > 0
@@ -100,7 +102,7 @@ def local_labels(fg_ext, flow_ext, ext_start, vol_shape, p):
         if stay.any():
             c_in = np.ascontiguousarray(coords[stay])
             labels, n = _cluster_on_global_grid(c_in, ends[stay], ext_start, fg.shape,
-                                                vol_shape, p["radius"])
+                                                vol_shape, p["radius"], p.get("h"))
             if p["group"] == 2 and n > 0 and count_components(labels, c_in) != n:
                 # a cluster in pieces; the merge of agreeing clusters is global (`_tables`)
                 comp, n_comp = connected_components(labels, background=0, connectivity=1,
@@ -116,19 +118,21 @@ def local_labels(fg_ext, flow_ext, ext_start, vol_shape, p):
     return labels, int(n), exits
 
 
-def _cluster_on_global_grid(coords, ends, ext_start, shape, vol_shape, radius):
+def _cluster_on_global_grid(coords, ends, ext_start, shape, vol_shape, radius, h=None):
     """`cluster_convergence` (without size filter) of a block's particles on the
     whole volume's grids: the end points are hashed in global coordinates, so
-    cells and cluster centres are those of the in-memory run.
+    cells and cluster centres are those of the in-memory run (in physical
+    units, ``p * h`` over the extent ``vol_shape * h``, with a relative voxel
+    size `h`).
 
     Mirrors ``_cluster_cpu.cluster_labels`` (same kernels), with the cells
     clipped to the grid over the volume instead of over the block.
     """
-    from ._cluster_cpu import _merge_and_number, _scatter, _segment_means
+    from ._cluster_cpu import _merge_and_number, _scatter, _segment_means, physical_points
 
     g = max(1.0, radius / 2.0)
-    positions = ends + np.asarray(ext_start, np.float64)
-    D, H, W = (int(v) for v in vol_shape)
+    positions, (D, H, W) = physical_points(np, ends + np.asarray(ext_start, np.float64),
+                                           tuple(int(v) for v in vol_shape), h)
     cell = np.round(positions / g).astype(np.int64)
     gz = np.clip(cell[:, 0], 0, int(D / g))
     gy = np.clip(cell[:, 1], 0, int(H / g))
@@ -404,7 +408,7 @@ def _final_task(fg_ext, flow_ext, geom: BlockGeometry, p, meta, table):
     if p["group"] == 3:
         from .segment import _recover_orphans
 
-        out = _recover_orphans(np.asarray(fg_ext) > 0, out)
+        out = _recover_orphans(np.asarray(fg_ext) > 0, out, p.get("h"))
     return np.ascontiguousarray(out[geom.core])
 
 

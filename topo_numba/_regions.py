@@ -111,7 +111,7 @@ def merge_stats(parts) -> dict:
     return {"ids": ids, "counts": counts, "sums": sums, "lo": lo, "hi": hi, "cut": cut}
 
 
-def cut_centre(region_labels, region_annotated, instance_id, origin) -> np.ndarray:
+def cut_centre(region_labels, region_annotated, instance_id, origin, h=None) -> np.ndarray:
     """Distance-transform centre (SPEC 2.1) of a cut instance, from its region.
 
     Parameters
@@ -122,6 +122,8 @@ def cut_centre(region_labels, region_annotated, instance_id, origin) -> np.ndarr
     instance_id : int
     origin : (3,) int
         Global position of the region's first voxel.
+    h : (3,) ndarray of float64, optional
+        Relative voxel size (distance transform sampled by it).
 
     Returns
     -------
@@ -136,11 +138,11 @@ def cut_centre(region_labels, region_annotated, instance_id, origin) -> np.ndarr
     lo, hi = where.min(axis=0), where.max(axis=0)
     # the region's faces that are not array faces lie one voxel beyond the
     # instance, so the kernel's face test sees only true array faces
-    centre = cut_instance_centre(member, 1, lo, hi, np.ascontiguousarray(region_annotated))
+    centre = cut_instance_centre(member, 1, lo, hi, np.ascontiguousarray(region_annotated), h)
     return centre + np.asarray(origin, np.float64)
 
 
-def direct_block(block_labels, origin, ids, centres, sinks) -> np.ndarray:
+def direct_block(block_labels, origin, ids, centres, sinks, h=None) -> np.ndarray:
     """Direct flows of one chunk from the global per-instance centres.
 
     Parameters
@@ -176,7 +178,7 @@ def direct_block(block_labels, origin, ids, centres, sinks) -> np.ndarray:
     valid = sinks[rows, 0] >= 0
     loc_sinks[1:][valid] = sinks[rows][valid] - origin
     with threads_for(labels.size):
-        direct_flow_kernel(lab, loc_centres, loc_sinks, np.ones(3), out)
+        direct_flow_kernel(lab, loc_centres, loc_sinks, np.ones(3) if h is None else h, out)
     return out
 
 
@@ -188,7 +190,7 @@ def iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) -> 
 
 
 def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_iters,
-                     out=None, source=None) -> np.ndarray:
+                     out=None, source=None, h=None) -> np.ndarray:
     """Diffusion flows of some instances of a region, as in the whole volume.
 
     Parameters
@@ -216,6 +218,8 @@ def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_ite
         depends only on the instance's own voxels and neighbours, with
         positions taken from each piece's first voxel, so the region gives
         the whole-volume result bit for bit.
+    h : (3,) ndarray of float64, optional
+        Relative voxel size (`topo_numba._planar.check_spacing`).
 
     Returns
     -------
@@ -248,7 +252,7 @@ def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_ite
         annotated = (None if region_annotated is None
                      else np.ascontiguousarray(region_annotated))
         with threads_for(labels.size):
-            _source_flows_into(lab, annotated, *source, out)
+            _source_flows_into(lab, annotated, *source, out, h)
         return out
     n_iters = np.zeros(n + 1, np.int64)
     n_iters[1:] = keep_iters[pos_in_keep[kept]]
@@ -272,6 +276,6 @@ def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_ite
         del slot_of
         u = K.init_fields(pos, np.asarray(lab.shape[1:], np.int64))
         u[:-1] += np.asarray(origin, np.float64)  # global coordinates; the zero slot stays 0
-        K.diffuse(u, nbr, starts, n_iters, K.ISOTROPIC)
+        K.diffuse(u, nbr, starts, n_iters, K.laplacian_weights(h))
         K.gradient_flows(u, nbr, pos, out)
     return out

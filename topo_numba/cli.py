@@ -159,10 +159,18 @@ def _spacing(args, refs=()) -> list[float] | None:
     return None
 
 
-def _refuse_out_of_core_spacing(spacing, why: str) -> None:
-    if spacing is not None and len(set(spacing)) > 1:
-        raise CLIError(f"{why}, and the out-of-core path does not support anisotropic "
-                       "--spacing yet; process a smaller crop, or resample to isotropic voxels")
+def _record_out_of_core(out: str, attrs: dict, arrays) -> None:
+    """Metadata of an output written by the Dask path (the group and its arrays)."""
+    import zarr
+
+    group = zarr.open_group(out, mode="a")
+    group.attrs.update(attrs)
+    for name in arrays:
+        if name not in group:
+            continue
+        group[name].attrs.update({k: attrs[k] for k in ("class_names", "voxel_size_nm",
+                                                         "voxel_spacing", "axes")
+                                  if k in attrs})
 
 
 def _library(context: str, func, *args, **kwargs):
@@ -279,16 +287,16 @@ def cmd_flows(args, con: _Console) -> int:
         if not out_of_core_ok:
             raise CLIError("--chunks (out-of-core processing) needs one Zarr labels array "
                            "and a .zarr output")
-        _refuse_out_of_core_spacing(spacing, "--chunks asks for out-of-core processing")
-        return _flows_out_of_core(args, con, refs[0], names, config, resolution, mask_ref)
+        return _flows_out_of_core(args, con, refs[0], names, config, resolution, mask_ref,
+                                  spacing)
     try:
         _check_memory(base + 24 * voxels, job, args)
-    except CLIError as exc:
+    except CLIError:
         if not out_of_core_ok:
             raise
-        _refuse_out_of_core_spacing(spacing, str(exc))
         log.info("the in-memory job would not fit: switching to the out-of-core path")
-        return _flows_out_of_core(args, con, refs[0], names, config, resolution, mask_ref)
+        return _flows_out_of_core(args, con, refs[0], names, config, resolution, mask_ref,
+                                  spacing)
 
     t0 = time.perf_counter()
     if len(refs) == 1:  # no stacking copy
@@ -346,7 +354,8 @@ def cmd_flows(args, con: _Console) -> int:
     return 0
 
 
-def _flows_out_of_core(args, con: _Console, ref, names, config, resolution, mask_ref) -> int:
+def _flows_out_of_core(args, con: _Console, ref, names, config, resolution, mask_ref,
+                       spacing) -> int:
     """`topo-numba flows` through `topo_numba.dask.flow_targets_to_zarr`."""
     from . import dask as tnd
 
@@ -358,7 +367,12 @@ def _flows_out_of_core(args, con: _Console, ref, names, config, resolution, mask
     _library("out-of-core flows", tnd.flow_targets_to_zarr, ref.path, args.out, names,
              {nm: config[nm] for nm in names}, resolution,
              diffusion_iters=args.n_iter or 200, spatial_mask=mask, chunks=chunks,
-             progress=not con.quiet and sys.stderr.isatty(), overwrite=args.overwrite)
+             progress=not con.quiet and sys.stderr.isatty(), overwrite=args.overwrite,
+             spacing=spacing)
+    attrs = _common_attrs("flows", resolution, spacing)
+    attrs.update(class_names=names, flow_channel_order=["dz", "dy", "dx"],
+                 class_config={nm: config[nm] for nm in names}, inputs=[ref.path])
+    _record_out_of_core(args.out, attrs, ("flows", "class_fg"))
     n = len(names)
     con.say(f"wrote {args.out} out of core (Dask, {chunks}^3 chunks): flows "
             f"{(3 * n,) + tuple(ref.shape[-3:])} float32, class_fg {(n,) + tuple(ref.shape[-3:])}"
@@ -418,16 +432,16 @@ def cmd_segment(args, con: _Console) -> int:
         if not out_of_core_ok:
             raise CLIError("--chunks (out-of-core processing) needs Zarr PROBS and FLOWS "
                            "arrays and a .zarr output")
-        _refuse_out_of_core_spacing(spacing, "--chunks asks for out-of-core processing")
-        return _segment_out_of_core(args, con, probs_ref, flows_ref, names, config, resolution)
+        return _segment_out_of_core(args, con, probs_ref, flows_ref, names, config, resolution,
+                                    spacing)
     try:
         _check_memory(base + 16 * voxels, job, args)
-    except CLIError as exc:
+    except CLIError:
         if not out_of_core_ok:
             raise
-        _refuse_out_of_core_spacing(spacing, str(exc))
         log.info("the in-memory job would not fit: switching to the out-of-core path")
-        return _segment_out_of_core(args, con, probs_ref, flows_ref, names, config, resolution)
+        return _segment_out_of_core(args, con, probs_ref, flows_ref, names, config, resolution,
+                                    spacing)
     t0 = time.perf_counter()
     probs = probs_ref.read()
     probs = probs[None] if probs.ndim == 3 else probs
@@ -472,7 +486,7 @@ def cmd_segment(args, con: _Console) -> int:
 
 
 def _segment_out_of_core(args, con: _Console, probs_ref, flows_ref, names, config,
-                         resolution) -> int:
+                         resolution, spacing) -> int:
     """`topo-numba segment` through `topo_numba.dask.segment_to_zarr`."""
     from . import dask as tnd
 
@@ -481,7 +495,13 @@ def _segment_out_of_core(args, con: _Console, probs_ref, flows_ref, names, confi
     _library("out-of-core segmentation", tnd.segment_to_zarr, probs_ref.path, flows_ref.path,
              args.out, names, {nm: config[nm] for nm in names}, resolution_nm=resolution,
              flow_error_threshold=args.flow_error_threshold, chunks=chunks,
-             progress=not con.quiet and sys.stderr.isatty(), overwrite=args.overwrite)
+             progress=not con.quiet and sys.stderr.isatty(), overwrite=args.overwrite,
+             spacing=spacing)
+    attrs = _common_attrs("segment", resolution, spacing)
+    attrs.update(class_names=names, inputs=[args.probs, args.flows],
+                 postprocess_config={nm: config[nm] for nm in names},
+                 flow_error_threshold=args.flow_error_threshold)
+    _record_out_of_core(args.out, attrs, names)
     con.say(f"wrote {args.out} out of core (Dask, {chunks}^3 blocks): int32 instance labels "
             f"of {', '.join(names)}; {time.perf_counter() - t0:.2f} s")
     return 0

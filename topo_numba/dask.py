@@ -44,6 +44,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from . import _planar as P
 from . import _validate as V
 from ._dask_common import (
     DaskSource,
@@ -109,7 +110,7 @@ def _with_chunks(src, chunks, ann_src=None):
 # flows
 # --------------------------------------------------------------------------
 
-def generate_direct_flows(instance_mask, spatial_mask=None) -> da.Array:
+def generate_direct_flows(instance_mask, spatial_mask=None, *, spacing=None) -> da.Array:
     """Out-of-core `topo_numba.generate_direct_flows`.
 
     Parameters
@@ -119,6 +120,8 @@ def generate_direct_flows(instance_mask, spatial_mask=None) -> da.Array:
         per ~128 MiB).
     spatial_mask : (D, H, W) dask.array.Array of float or bool, optional
         1 (> 0.5) where annotated; rechunked like `instance_mask`.
+    spacing : sequence of 3 positive floats, optional, keyword-only
+        Voxel size (sz, sy, sx), as in the in-memory function.
 
     Returns
     -------
@@ -153,15 +156,16 @@ def generate_direct_flows(instance_mask, spatial_mask=None) -> da.Array:
     from ._dask_flows import direct_flows
 
     labels = _labels(instance_mask, "instance_mask")
+    h = P.check_spacing(spacing)
     annotated = as_annotated(spatial_mask, labels.chunks, labels.shape)
     return direct_flows(DaskSource(labels), DaskSource(annotated) if annotated is not None
-                        else None)
+                        else None, h)
 
 
 def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: bool = True,
                              adaptive_factor: float = 6, spatial_mask=None,
                              mode: str = "coordinates", *,
-                             halo: int | None = None) -> da.Array:
+                             halo: int | None = None, spacing=None) -> da.Array:
     """Out-of-core `topo_numba.generate_diffusion_flows`.
 
     Parameters
@@ -174,6 +178,8 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
         bounding box (grown by one voxel) fits in every grown chunk they meet
         are computed there, every other instance in a task of its own on its
         bounding box. Default ``min(16, smallest chunk)``.
+    spacing : sequence of 3 positive floats, optional, keyword-only
+        Voxel size (sz, sy, sx), as in the in-memory function.
 
     Returns
     -------
@@ -206,18 +212,19 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
     n_iter, adaptive_iters, adaptive_factor = _check_diffusion_args(
         n_iter, adaptive_iters, adaptive_factor)
     mode = _check_mode(mode)
+    h = P.check_spacing(spacing)
     halo = _flow_halo(halo, labels.chunks)
     labels = labels.rechunk(merge_small_trailing_chunks(labels.chunks, halo))
     annotated = as_annotated(spatial_mask, labels.chunks, labels.shape)
     return diffusion_flows(DaskSource(labels), DaskSource(annotated) if annotated is not None
-                           else None, n_iter, adaptive_iters, adaptive_factor, halo, mode)
+                           else None, n_iter, adaptive_iters, adaptive_factor, halo, mode, h)
 
 
 def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
                          class_config: Mapping | None = None, resolution_nm: float | None = None,
                          diffusion_iters: int = 200, adaptive_iters: bool = True,
                          adaptive_factor: float = 6, spatial_mask=None, *,
-                         halo: int | None = None):
+                         halo: int | None = None, spacing=None):
     """Out-of-core `topo_numba.compute_flow_targets`.
 
     Parameters
@@ -228,6 +235,8 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     spatial_mask : (D, H, W) or (B, 1, D, H, W) dask.array.Array, optional
     halo : int, optional, keyword-only
         See `generate_diffusion_flows`.
+    spacing : sequence of 3 positive floats, optional, keyword-only
+        Voxel size (sz, sy, sx), as in the in-memory function.
 
     Returns
     -------
@@ -253,6 +262,7 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     batched, _, settings, adaptive_iters, adaptive_factor = _check_targets_args(
         ids.shape, class_names, class_config, resolution_nm, diffusion_iters, adaptive_iters,
         adaptive_factor, modes)
+    h = P.check_spacing(spacing)
     if batched:
         mask = spatial_mask
         if mask is not None:
@@ -261,21 +271,23 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
             if mask.shape != expected:
                 raise ValueError(f"spatial_mask must have shape {expected}; got {mask.shape}")
         out = [_dask_targets(ids[b], None if mask is None else mask[b, 0], settings, modes,
-                             adaptive_iters, adaptive_factor, halo)
+                             adaptive_iters, adaptive_factor, halo, h)
                for b in range(ids.shape[0])]
         return da.stack([f for f, _ in out]), da.stack([c for _, c in out])
     return _dask_targets(ids, spatial_mask, settings, modes, adaptive_iters, adaptive_factor,
-                         halo)
+                         halo, h)
 
 
-def _dask_targets(ids, spatial_mask, settings, modes, adaptive_iters, adaptive_factor, halo):
+def _dask_targets(ids, spatial_mask, settings, modes, adaptive_iters, adaptive_factor, halo,
+                  h):
     annotated = as_annotated(spatial_mask, ids.chunks[1:], ids.shape[1:])
     ann_src = DaskSource(annotated) if annotated is not None else None
     sources = [DaskSource(ids[c]) for c in range(ids.shape[0])]
-    return _targets(sources, ann_src, settings, modes, adaptive_iters, adaptive_factor, halo)
+    return _targets(sources, ann_src, settings, modes, adaptive_iters, adaptive_factor, halo,
+                    h)
 
 
-def _targets(sources, ann_src, settings, modes, adaptive_iters, adaptive_factor, halo):
+def _targets(sources, ann_src, settings, modes, adaptive_iters, adaptive_factor, halo, h):
     """(flows, class_fg) Dask arrays of all classes from per-class label sources."""
     from ._dask_flows import class_fg, diffusion_flows, direct_flows
 
@@ -283,13 +295,13 @@ def _targets(sources, ann_src, settings, modes, adaptive_iters, adaptive_factor,
     chunks = sources[0].grid.chunks
     for src, (flow_type, n_iter, boundary_only, width), mode in zip(sources, settings, modes):
         if flow_type == "diffusion":
-            h = _flow_halo(halo, chunks)
-            s, a = _with_chunks(src, merge_small_trailing_chunks(chunks, h), ann_src)
-            f = diffusion_flows(s, a, n_iter, adaptive_iters, adaptive_factor, h, mode)
+            grow = _flow_halo(halo, chunks)
+            s, a = _with_chunks(src, merge_small_trailing_chunks(chunks, grow), ann_src)
+            f = diffusion_flows(s, a, n_iter, adaptive_iters, adaptive_factor, grow, mode, h)
         else:
-            f = direct_flows(src, ann_src)
+            f = direct_flows(src, ann_src, h)
         flows.append(f.rechunk(((3,),) + chunks))
-        fgs.append(class_fg(src, ann_src, boundary_only, width).rechunk(chunks))
+        fgs.append(class_fg(src, ann_src, boundary_only, width, h).rechunk(chunks))
     return da.concatenate(flows, axis=0), da.stack(fgs)
 
 
@@ -324,7 +336,8 @@ def _labels_of_class(fg_src, flow_src, params, halo):
 
 def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.0,
                        convergence_radius: float = 4.0, min_size: int = 50, group: int = 1,
-                       *, interpolation: str = "nearest", halo: int | None = None) -> da.Array:
+                       *, interpolation: str = "nearest", halo: int | None = None,
+                       spacing=None) -> da.Array:
     """Out-of-core `topo_numba.postprocess_single`: instance labels of one class.
 
     Parameters
@@ -340,6 +353,8 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
         Default ``min(max(8, 2 * convergence_radius), n_steps * step_size,
         smallest chunk // 2)``. At most the smallest chunk (a short last
         chunk is joined to the one before it).
+    spacing : sequence of 3 positive floats, optional, keyword-only
+        Voxel size (sz, sy, sx), as in the in-memory function.
 
     Returns
     -------
@@ -394,8 +409,10 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
         "min_size": V.check_int(min_size, "min_size", minimum=0),
         "group": _check_group(group),
         "interpolation": V.check_choice(interpolation, "interpolation", INTERPOLATIONS),
+        "h": P.check_spacing(spacing),
     }
-    _check_radius_fits(params["radius"], sem.shape, "convergence_radius")
+    _check_radius_fits(params["radius"], sem.shape if params["h"] is None
+                       else np.multiply(sem.shape, params["h"]), "convergence_radius")
     halo = _segment_halo(halo, sem.chunks, params["radius"], params["n_steps"],
                          params["step_size"])
     return _labels_of_class(DaskSource(sem), DaskSource(flow.rechunk(((3,),) + sem.chunks)),
@@ -405,7 +422,7 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
 def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_config=None,
                               flow_error_threshold: float = 0.0, *,
                               resolution_nm: float | None = None,
-                              halo: int | None = None) -> dict:
+                              halo: int | None = None, spacing=None) -> dict:
     """Out-of-core `topo_numba.run_instance_segmentation`.
 
     Parameters
@@ -416,6 +433,8 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
         As in `topo_numba.run_instance_segmentation`.
     halo : int, optional, keyword-only
         See `postprocess_single`.
+    spacing : sequence of 3 positive floats, optional, keyword-only
+        Voxel size (sz, sy, sx), as in the in-memory function.
 
     Returns
     -------
@@ -446,7 +465,8 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
     names, threshold, settings = _segment_settings(
         class_names, class_config, resolution_nm, flow_error_threshold,
         (semantic_pred.shape, getattr(semantic_pred, "dtype", None)),
-        (flow_pred.shape, getattr(flow_pred, "dtype", None)))
+        (flow_pred.shape, getattr(flow_pred, "dtype", None)), spacing)
+    h = P.check_spacing(spacing)
     sem = as_dask(semantic_pred, "semantic_pred", 4, "biuf", "real (float) values")
     flows = as_dask(flow_pred, "flow_pred", 4, "iuf", "real (float) values")
     fg = {c: DaskSource(sem[c].map_blocks(_above_half, dtype=bool)) for c in range(len(names))}
@@ -454,20 +474,20 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
             for c in range(len(names))}
     results = {}
     for name, s in settings.items():
-        labels = _segment_class(fg[s["index"]], flow[s["index"]], s, halo)
+        labels = _segment_class(fg[s["index"]], flow[s["index"]], s, halo, h)
         if threshold > 0:
             from ._dask_check import remove_bad_flow_masks
 
             c = s["index"]
             labels = remove_bad_flow_masks(labels, flows[3 * c:3 * c + 3], threshold,
                                            s["flow_type"], s["diffusion_iters"],
-                                           s["diffusion_mode"])
+                                           s["diffusion_mode"], h)
         results[name] = labels
     return results
 
 
 def _segment_settings(class_names, class_config, resolution_nm, flow_error_threshold,
-                      sem_info, flow_info):
+                      sem_info, flow_info, spacing=None):
     """Validated (class names, threshold, per-class settings) of the segmentation."""
     from .config import EVALUATED_INSTANCE_CLASSES, get_postprocess_config
     from .segment import _class_settings
@@ -494,17 +514,18 @@ def _segment_settings(class_names, class_config, resolution_nm, flow_error_thres
         class_config = get_postprocess_config(resolution_nm)
     if not isinstance(class_config, Mapping):
         raise TypeError(f"class_config must be a dict; got {type(class_config).__name__}")
+    h = P.check_spacing(spacing)
     settings = _class_settings(class_names, class_config, resolution_nm, threshold > 0,
-                               sem_shape[1:])
+                               sem_shape[1:] if h is None else np.multiply(sem_shape[1:], h))
     return list(class_names), threshold, settings
 
 
-def _segment_class(fg_src, flow_src, s, halo):
+def _segment_class(fg_src, flow_src, s, halo, h=None):
     params = {"n_steps": s["n_steps"], "step_size": s["step_size"], "radius": s["radius"],
               "min_size": s["min_size"], "group": s["group"],
-              "interpolation": s["interpolation"]}
-    h = _segment_halo(halo, fg_src.grid.chunks, s["radius"], s["n_steps"], s["step_size"])
-    return _labels_of_class(fg_src, flow_src, params, h)
+              "interpolation": s["interpolation"], "h": h}
+    grow = _segment_halo(halo, fg_src.grid.chunks, s["radius"], s["n_steps"], s["step_size"])
+    return _labels_of_class(fg_src, flow_src, params, grow)
 
 
 # --------------------------------------------------------------------------
@@ -587,7 +608,8 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
                          resolution_nm: float | None = None, *, diffusion_iters: int = 200,
                          adaptive_iters: bool = True, adaptive_factor: float = 6,
                          spatial_mask=None, chunks=None, halo: int | None = None,
-                         progress: bool = False, overwrite: bool = False) -> None:
+                         progress: bool = False, overwrite: bool = False,
+                         spacing=None) -> None:
     """Flow targets of a label volume in Zarr, written to Zarr chunk by chunk.
 
     Parameters
@@ -611,6 +633,8 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
         follow its dashboard instead).
     overwrite : bool, default False
         Replace existing arrays in `out`.
+    spacing : sequence of 3 positive floats, optional
+        Voxel size (sz, sy, sx), as in `topo_numba.compute_flow_targets`.
 
     Notes
     -----
@@ -628,6 +652,7 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
     _, n, settings, adaptive_iters, adaptive_factor = _check_targets_args(
         shape, class_names, class_config, resolution_nm, diffusion_iters, adaptive_iters,
         adaptive_factor, modes)
+    h = P.check_spacing(spacing)
     sources = [ids.source((c,)) for c in range(n)] if ids.ndim == 4 else [ids.source()]
     ann_src = None
     if spatial_mask is not None:
@@ -639,14 +664,14 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
         ann_src = mask.source(transform=_annotated_block, dtype=np.uint8)
     with _progress(progress):
         flows, class_fg = _targets(sources, ann_src, settings, modes, adaptive_iters,
-                                   adaptive_factor, halo)
+                                   adaptive_factor, halo, h)
         _store({"flows": flows, "class_fg": class_fg}, out, overwrite)
 
 
 def segment_to_zarr(semantic_pred, flow_pred, out, class_names=None, class_config=None, *,
                     resolution_nm: float | None = None, flow_error_threshold: float = 0.0,
                     chunks=None, halo: int | None = None, progress: bool = False,
-                    overwrite: bool = False) -> None:
+                    overwrite: bool = False, spacing=None) -> None:
     """Instance labels from predictions in Zarr, written to Zarr chunk by chunk.
 
     Parameters
@@ -662,7 +687,7 @@ def segment_to_zarr(semantic_pred, flow_pred, out, class_names=None, class_confi
         As in `topo_numba.run_instance_segmentation`.
     chunks : int or tuple of 3 int, optional
         Spatial block size to process (and write) with; default the input's.
-    halo, progress, overwrite
+    halo, progress, overwrite, spacing
         See `postprocess_single` and `flow_targets_to_zarr`.
 
     Notes
@@ -674,19 +699,20 @@ def segment_to_zarr(semantic_pred, flow_pred, out, class_names=None, class_confi
     flows = _Input(flow_pred, "flow_pred", 4, "iuf", "real (float) values", sem.chunks)
     _, threshold, settings = _segment_settings(class_names, class_config, resolution_nm,
                                                flow_error_threshold, (sem.shape, sem.dtype),
-                                               (flows.shape, flows.dtype))
+                                               (flows.shape, flows.dtype), spacing)
+    h = P.check_spacing(spacing)
     with _progress(progress):
         labels = {}
         for name, s in settings.items():
             c = s["index"]
             labels[name] = _segment_class(
                 sem.source((c,), _above_half, bool),
-                flows.source((slice(3 * c, 3 * c + 3),)), s, halo)
+                flows.source((slice(3 * c, 3 * c + 3),)), s, halo, h)
         if threshold > 0 and labels:
             from ._dask_check import SCRATCH, check_stored_labels
 
             # written first, then checked from the store: the blocks are tracked twice, not 4x
             _store({f"{SCRATCH}/{name}": lab for name, lab in labels.items()}, out, True)
-            check_stored_labels(out, flows.dask, settings, threshold, overwrite)
+            check_stored_labels(out, flows.dask, settings, threshold, overwrite, h)
         else:
             _store(labels, out, overwrite)
