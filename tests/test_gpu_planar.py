@@ -5,7 +5,6 @@ of the input's kind (anisotropic volumes: tests/test_gpu_spacing.py)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import topo_numba as topo
 

@@ -5,7 +5,6 @@ Private: `topo_numba.flow.compute_boundary_map` validates and calls it.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 
 
