@@ -60,23 +60,33 @@ def _padded_labels(lab, vols, mask, mask_of, P):
     P[i, zp, yp, xp_] = val
 
 
-@cuda.jit
-def _peaks(P, vols, need, dist2, n_vox, best):
-    """best[k] = max over the voxels x of instance k of dist2(x) * n + (n - 1 - index(x)):
-    the largest distance, first in C order among equal ones."""
-    t = cuda.grid(1)
+@cuda.jit(device=True, inline=True)
+def _needed_voxel(P, need, t):
+    """Thread t's voxel of the padded volumes P (V, D + 2, H + 2, W + 2): its
+    volume i, C-order index lin within the volume, (z, y, x), and its label k
+    (0 when t is past the end, on background, or on an instance not in `need`)."""
     Vc, Dp, Hp, Wp = P.shape[0], P.shape[1], P.shape[2], P.shape[3]
     D, H, W = Dp - 2, Hp - 2, Wp - 2
     if t >= Vc * D * H * W:
-        return
+        return int64(0), int64(0), int64(0), int64(0), int64(0), int64(0)
     i = t // (D * H * W)
     lin = t - i * (D * H * W)
     z = lin // (H * W)
     rem = lin - z * (H * W)
     y = rem // W
     x = rem - y * W
-    k = P[i, z + 1, y + 1, x + 1]
+    k = int64(P[i, z + 1, y + 1, x + 1])   # one type on every return path
     if k <= 0 or need[k] == 0:
+        return i, lin, z, y, x, int64(0)
+    return i, lin, z, y, x, k
+
+
+@cuda.jit
+def _peaks(P, vols, need, dist2, n_vox, best):
+    """best[k] = max over the voxels x of instance k of dist2(x) * n + (n - 1 - index(x)):
+    the largest distance, first in C order among equal ones."""
+    i, lin, z, y, x, k = _needed_voxel(P, need, cuda.grid(1))
+    if k <= 0:
         return
     key = int64(dist2[i, z + 1, y + 1, x + 1]) * n_vox + (n_vox - 1 - lin)
     cuda.atomic.max(best, k, key)
@@ -87,19 +97,8 @@ def _peak_values(P, need, dist2, best):
     """best[k] = the largest distance sqrt(dist2) over the voxels of instance k
     (anisotropic voxels: float64 distances, compared after the square root as
     SciPy's transform is)."""
-    t = cuda.grid(1)
-    Vc, Dp, Hp, Wp = P.shape[0], P.shape[1], P.shape[2], P.shape[3]
-    D, H, W = Dp - 2, Hp - 2, Wp - 2
-    if t >= Vc * D * H * W:
-        return
-    i = t // (D * H * W)
-    lin = t - i * (D * H * W)
-    z = lin // (H * W)
-    rem = lin - z * (H * W)
-    y = rem // W
-    x = rem - y * W
-    k = P[i, z + 1, y + 1, x + 1]
-    if k <= 0 or need[k] == 0:
+    i, lin, z, y, x, k = _needed_voxel(P, need, cuda.grid(1))
+    if k <= 0:
         return
     cuda.atomic.max(best, k, math.sqrt(dist2[i, z + 1, y + 1, x + 1]))
 
@@ -107,19 +106,8 @@ def _peak_values(P, need, dist2, best):
 @cuda.jit
 def _peak_first(P, need, dist2, best, first):
     """first[k] = the smallest C-order index among instance k's voxels at distance best[k]."""
-    t = cuda.grid(1)
-    Vc, Dp, Hp, Wp = P.shape[0], P.shape[1], P.shape[2], P.shape[3]
-    D, H, W = Dp - 2, Hp - 2, Wp - 2
-    if t >= Vc * D * H * W:
-        return
-    i = t // (D * H * W)
-    lin = t - i * (D * H * W)
-    z = lin // (H * W)
-    rem = lin - z * (H * W)
-    y = rem // W
-    x = rem - y * W
-    k = P[i, z + 1, y + 1, x + 1]
-    if k <= 0 or need[k] == 0:
+    i, lin, z, y, x, k = _needed_voxel(P, need, cuda.grid(1))
+    if k <= 0:
         return
     if math.sqrt(dist2[i, z + 1, y + 1, x + 1]) == best[k]:
         cuda.atomic.min(first, k, int64(lin))
