@@ -123,115 +123,6 @@ def ellipsoid(shape, centre, axes, rotation=None, value=1, out=None):
     return out
 
 
-# --------------------------------------------------------------------------
-# anisotropic voxels and 2-D images
-# --------------------------------------------------------------------------
-
-ANISO_K = 3   # voxels 3 x 1 x 1: every third z slice of an isotropic crop
-
-
-def _mean_cosine(a, b, fg):
-    a, b = a[:, fg].astype(np.float64), b[:, fg].astype(np.float64)
-    both = np.any(a != 0, axis=0) & np.any(b != 0, axis=0)
-    return float((a * b).sum(0)[both].mean())
-
-
-def anisotropy(quick: bool):
-    """Each flow type on 3 x 1 x 1 voxels (`spacing=(3, 1, 1)`): the crowded
-    crop sampled on every third z slice; cosine to the isotropic flows at the
-    same voxels with and without `spacing`, and the round trip with
-    `spacing` (trilinear tracking, see `track_flows`)."""
-    k = ANISO_K
-    size = 60 if quick else 96
-    tubes, balls = make_crowded_crop(size=size, n_tubes=6 if quick else 10,
-                                     n_balls=24 if quick else 76, seed=1)
-    rows = []
-    for name, iso in ((f"crowded tubes {size}^3", tubes), (f"crowded balls {size}^3", balls)):
-        iso = np.ascontiguousarray(iso)
-        aniso = np.ascontiguousarray(iso[::k])
-        fg = aniso > 0
-        for flow_name in FLOWS:
-            kw = {} if flow_name == "direct" else (
-                {"mode": "source"} if flow_name == "source" else {})
-            gen = tn.generate_direct_flows if flow_name == "direct" else \
-                tn.generate_diffusion_flows
-            ref = gen(iso, **kw)[:, ::k]
-            flows = gen(aniso, spacing=(k, 1, 1), **kw)
-            t = float(np.median(C.time_calls(lambda: gen(aniso, spacing=(k, 1, 1), **kw), 3)))
-            plain = gen(aniso, **kw)
-            rec = postprocess_single(fg, flows, group=1, interpolation="trilinear",
-                                     spacing=(k, 1, 1), **RECOVERY)
-            sinks = sinks_per_instance(aniso, rec, RECOVERY["min_size"])
-            rows.append({"case": f"{name}, voxels {k} x 1 x 1", "flow": flow_name,
-                         "cosine_with_spacing": _mean_cosine(flows, ref, fg),
-                         "cosine_without_spacing": _mean_cosine(plain, ref, fg),
-                         "sinks_mean": float(sinks.mean()), "sinks_max": int(sinks.max()),
-                         "f1_g1_50": matching(aniso, rec, 0.5).f1,
-                         "f1_g1_75": matching(aniso, rec, 0.75).f1, "flow_time_s": t})
-    return rows
-
-
-def anisotropy_table(rows):
-    lines = ["| case | flow | cosine to isotropic, with spacing (without) | sinks mean (max) "
-             "| F1@.5 g1 | F1@.75 g1 | time |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['case']} | {r['flow']} | {r['cosine_with_spacing']:.4f} "
-                     f"({r['cosine_without_spacing']:.4f}) | {r['sinks_mean']:.2f} "
-                     f"({r['sinks_max']}) | {r['f1_g1_50']:.3f} | {r['f1_g1_75']:.3f} "
-                     f"| {C.fmt_time(r['flow_time_s'])} |")
-    return "\n".join(lines)
-
-
-def _image(img, min_pixels=2 * RECOVERY["min_size"]):
-    """A 2-D image with each 4-connected piece its own instance, pieces of
-    fewer than `min_pixels` pixels (which recovery's min_size would drop)
-    removed."""
-    from topo_numba.postprocess import filter_small, split_disconnected
-
-    return filter_small(split_disconnected(np.ascontiguousarray(img), 0.0), min_pixels)
-
-
-def images(quick: bool):
-    """Each flow type on 2-D images (the middle slices of the curved shapes,
-    slices of the crowded balls; objects of at least 10 pixels): sinks per
-    object and group-1 F1."""
-    size = 64 if quick else 128
-    _, balls = make_crowded_crop(size=size, n_tubes=0, n_balls=24 if quick else 180, seed=0)
-    groups = [("2-D: U shapes, rings, spirals (middle slices)",
-               [_image(v[v.shape[0] // 2]) for v in u_shapes() + rings() + spirals()]),
-              (f"2-D: crowded balls {size}^3, 8 slices",
-               [_image(balls[z]) for z in np.linspace(8, size - 8, 8).astype(int)])]
-    rows = []
-    for name, imgs in groups:
-        for flow_name, fn in FLOWS.items():
-            sinks, tp = [], {0.5: [0, 0], 0.75: [0, 0]}
-            t = 0.0
-            for img in imgs:
-                flows = fn(img, None)
-                t += float(np.median(C.time_calls(lambda: fn(img, None), 3)))
-                rec = postprocess_single(img > 0, flows, group=1, **RECOVERY)
-                sinks.extend(sinks_per_instance(img, rec, RECOVERY["min_size"]).tolist())
-                for thr in tp:
-                    m = matching(img, rec, thr)
-                    tp[thr][0] += 2 * m.tp
-                    tp[thr][1] += m.n_true + m.n_pred
-            rows.append({"case": name, "flow": flow_name, "images": len(imgs),
-                         "instances": len(sinks), "sinks_mean": float(np.mean(sinks)),
-                         "sinks_max": int(np.max(sinks)), "f1_g1_50": tp[0.5][0] / tp[0.5][1],
-                         "f1_g1_75": tp[0.75][0] / tp[0.75][1], "flow_time_s": t})
-    return rows
-
-
-def images_table(rows):
-    lines = ["| case | flow | objects | sinks mean (max) | F1@.5 g1 | F1@.75 g1 | time |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['case']} | {r['flow']} | {r['instances']} | {r['sinks_mean']:.2f} "
-                     f"({r['sinks_max']}) | {r['f1_g1_50']:.3f} | {r['f1_g1_75']:.3f} "
-                     f"| {C.fmt_time(r['flow_time_s'])} |")
-    return "\n".join(lines)
-
-
 def _rotation(seed):
     q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((3, 3)))
     return q
@@ -570,6 +461,114 @@ def range_table(rows):
         lines.append(f"| {r['shape']} | {r['voxels']} | {r['ecc']} | {r['iterations']} "
                      f"| {r['bands']} | 2^{r['log2_min_over_max']:.0f} "
                      f"| {r['below_float32']} / {r['below_float64']} | {r['zero_flow_voxels']} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# anisotropic voxels and 2-D images
+# --------------------------------------------------------------------------
+
+ANISO_K = 3   # voxels 3 x 1 x 1: every third z slice of an isotropic crop
+
+
+def _mean_cosine(a, b, fg):
+    a, b = a[:, fg].astype(np.float64), b[:, fg].astype(np.float64)
+    both = np.any(a != 0, axis=0) & np.any(b != 0, axis=0)
+    return float((a * b).sum(0)[both].mean())
+
+
+def anisotropy(quick: bool):
+    """Each flow type on 3 x 1 x 1 voxels (`spacing=(3, 1, 1)`): the crowded
+    crop sampled on every third z slice; cosine to the isotropic flows at the
+    same voxels with and without `spacing`, and the round trip with
+    `spacing` (trilinear tracking, see `track_flows`)."""
+    k = ANISO_K
+    size = 60 if quick else 96
+    tubes, balls = make_crowded_crop(size=size, n_tubes=6 if quick else 10,
+                                     n_balls=24 if quick else 76, seed=1)
+    rows = []
+    for name, iso in ((f"crowded tubes {size}^3", tubes), (f"crowded balls {size}^3", balls)):
+        iso = np.ascontiguousarray(iso)
+        aniso = np.ascontiguousarray(iso[::k])
+        fg = aniso > 0
+        for flow_name in FLOWS:
+            kw = {} if flow_name == "direct" else {"mode": flow_name}
+            gen = tn.generate_direct_flows if flow_name == "direct" else \
+                tn.generate_diffusion_flows
+            ref = gen(iso, **kw)[:, ::k]
+            flows = gen(aniso, spacing=(k, 1, 1), **kw)
+            t = float(np.median(C.time_calls(lambda: gen(aniso, spacing=(k, 1, 1), **kw), 3)))
+            plain = gen(aniso, **kw)
+            rec = postprocess_single(fg, flows, group=1, interpolation="trilinear",
+                                     spacing=(k, 1, 1), **RECOVERY)
+            sinks = sinks_per_instance(aniso, rec, RECOVERY["min_size"])
+            rows.append({"case": f"{name}, voxels {k} x 1 x 1", "flow": flow_name,
+                         "cosine_with_spacing": _mean_cosine(flows, ref, fg),
+                         "cosine_without_spacing": _mean_cosine(plain, ref, fg),
+                         "sinks_mean": float(sinks.mean()), "sinks_max": int(sinks.max()),
+                         "f1_g1_50": matching(aniso, rec, 0.5).f1,
+                         "f1_g1_75": matching(aniso, rec, 0.75).f1, "flow_time_s": t})
+    return rows
+
+
+def anisotropy_table(rows):
+    lines = ["| case | flow | cosine to isotropic, with spacing (without) | sinks mean (max) "
+             "| F1@.5 g1 | F1@.75 g1 | time |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['flow']} | {r['cosine_with_spacing']:.4f} "
+                     f"({r['cosine_without_spacing']:.4f}) | {r['sinks_mean']:.2f} "
+                     f"({r['sinks_max']}) | {r['f1_g1_50']:.3f} | {r['f1_g1_75']:.3f} "
+                     f"| {C.fmt_time(r['flow_time_s'])} |")
+    return "\n".join(lines)
+
+
+def _image(img, min_pixels=2 * RECOVERY["min_size"]):
+    """A 2-D image with each 4-connected piece its own instance, pieces of
+    fewer than `min_pixels` pixels (which recovery's min_size would drop)
+    removed."""
+    from topo_numba.postprocess import filter_small, split_disconnected
+
+    return filter_small(split_disconnected(np.ascontiguousarray(img), 0.0), min_pixels)
+
+
+def images(quick: bool):
+    """Each flow type on 2-D images (the middle slices of the curved shapes,
+    slices of the crowded balls; objects of at least 10 pixels): sinks per
+    object and group-1 F1."""
+    size = 64 if quick else 128
+    _, balls = make_crowded_crop(size=size, n_tubes=0, n_balls=24 if quick else 180, seed=0)
+    groups = [("2-D: U shapes, rings, spirals (middle slices)",
+               [_image(v[v.shape[0] // 2]) for v in u_shapes() + rings() + spirals()]),
+              (f"2-D: crowded balls {size}^3, 8 slices",
+               [_image(balls[z]) for z in np.linspace(8, size - 8, 8).astype(int)])]
+    rows = []
+    for name, imgs in groups:
+        for flow_name, fn in FLOWS.items():
+            sinks, tp = [], {0.5: [0, 0], 0.75: [0, 0]}
+            t = 0.0
+            for img in imgs:
+                flows = fn(img, None)
+                t += float(np.median(C.time_calls(lambda: fn(img, None), 3)))
+                rec = postprocess_single(img > 0, flows, group=1, **RECOVERY)
+                sinks.extend(sinks_per_instance(img, rec, RECOVERY["min_size"]).tolist())
+                for thr in tp:
+                    m = matching(img, rec, thr)
+                    tp[thr][0] += 2 * m.tp
+                    tp[thr][1] += m.n_true + m.n_pred
+            rows.append({"case": name, "flow": flow_name, "images": len(imgs),
+                         "instances": len(sinks), "sinks_mean": float(np.mean(sinks)),
+                         "sinks_max": int(np.max(sinks)), "f1_g1_50": tp[0.5][0] / tp[0.5][1],
+                         "f1_g1_75": tp[0.75][0] / tp[0.75][1], "flow_time_s": t})
+    return rows
+
+
+def images_table(rows):
+    lines = ["| case | flow | objects | sinks mean (max) | F1@.5 g1 | F1@.75 g1 | time |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['flow']} | {r['instances']} | {r['sinks_mean']:.2f} "
+                     f"({r['sinks_max']}) | {r['f1_g1_50']:.3f} | {r['f1_g1_75']:.3f} "
+                     f"| {C.fmt_time(r['flow_time_s'])} |")
     return "\n".join(lines)
 
 

@@ -171,15 +171,6 @@ def physical_points(xp, positions, shape, h):
     return positions * xp.asarray(h, np.float64), tuple(float(n * s) for n, s in zip(shape, h))
 
 
-def scaled_flow(xp, flow, h):
-    """Flow whose Euler step moves ``f / h`` voxels, i.e. a physical step of
-    length |f| in units of the smallest spacing (`h` None: `flow` itself)."""
-    if h is None:
-        return flow
-    inv = xp.asarray(1.0 / np.asarray(h, np.float64), flow.dtype).reshape(3, 1, 1, 1)
-    return xp.ascontiguousarray(flow * inv)
-
-
 def grid_cells(xp, positions, shape, radius: float):
     """Pass 1 of the clustering rule: the cells round(p / g), g = max(1, r / 2).
 

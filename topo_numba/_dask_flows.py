@@ -187,7 +187,9 @@ def diffusion_flows(src, ann_src, n_iter: int, adaptive_iters: bool, adaptive_fa
     grid = src.grid
     table = instance_table(src, None)
     ids, lo, hi = table["ids"], table["lo"], table["hi"]
-    iters = R.iteration_counts(lo, hi, grid.shape, n_iter, adaptive_iters, adaptive_factor)
+    # coordinates mode: counts from the global boxes; source mode counts per piece
+    iters = (R.iteration_counts(lo, hi, grid.shape, n_iter, adaptive_iters, adaptive_factor)
+             if source is None else np.zeros(ids.size, np.int64))
     small = _small_mask(grid, lo, hi, halo)
     small_ids, small_iters = ids[small], iters[small]
     log.debug("diffusion flows: %d instances, %d on their own bounding box (halo %d, %d chunks)",

@@ -76,7 +76,7 @@ def local_labels(fg_ext, flow_ext, ext_start, vol_shape, p):
     from ._merge_cpu import count_components
     from ._relabel_cpu import split_components
     from ._threads import threads_for
-    from ._cluster_cpu import scaled_flow
+    from ._planar import scaled_flow
     from ._track_cpu import foreground_coords, track
 
     fg = V.as_foreground(fg_ext, "sem_mask")

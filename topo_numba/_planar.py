@@ -203,3 +203,12 @@ def check_spacing(spacing, ndim: int = 3, name: str = "spacing"):
     if ndim == 2:
         h = np.concatenate([[1.0], h])
     return h
+
+
+def scaled_flow(xp, flow, h):
+    """Flow whose Euler step moves ``f / h`` voxels, i.e. a physical step of
+    length |f| in units of the smallest spacing (`h` None: `flow` itself)."""
+    if h is None:
+        return flow
+    inv = xp.asarray(1.0 / np.asarray(h, np.float64), flow.dtype).reshape(3, 1, 1, 1)
+    return xp.ascontiguousarray(flow * inv)

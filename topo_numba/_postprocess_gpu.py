@@ -20,7 +20,7 @@ from ._gpu import backend
 def track_flows(sem_mask, flow, n_steps, step_size, interpolation, h=None):
     """GPU `topo_numba.postprocess.track_flows` (arguments already classified;
     `h`: relative voxel size or None)."""
-    from ._cluster_cpu import scaled_flow
+    from ._planar import scaled_flow
     from ._track_cuda import track
     from .postprocess import _check_track_args
 

@@ -180,7 +180,7 @@ def _recover_orphans(b: Backend, fg, labels, h=None):
 def _postprocess(b: Backend, fg, flow, n_steps, step_size, radius, min_size, group,
                  interpolation, h=None):
     """`segment._postprocess` on validated device arrays."""
-    from ._cluster_cpu import scaled_flow
+    from ._planar import scaled_flow
     from ._cluster_cuda import cluster_labels
     from ._merge_cuda import touching_pairs
     from ._track_cuda import track

@@ -122,11 +122,10 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
 
         return _postprocess_gpu.track_flows(sem_mask, flow, n_steps, step_size, interpolation,
                                             h)
-    from ._cluster_cpu import scaled_flow
     from ._track_cpu import foreground_coords, track
 
     fg = V.as_foreground(sem_mask, "sem_mask")
-    flow = scaled_flow(np, V.as_flow(flow, "flow", fg.shape), h)
+    flow = P.scaled_flow(np, V.as_flow(flow, "flow", fg.shape), h)
     n_steps, step_size = _check_track_args(n_steps, step_size, interpolation)
 
     coords = foreground_coords(fg)

@@ -93,7 +93,8 @@ def _postprocess(fg, flow, n_steps, step_size, radius, min_size, group, interpol
     """
     from skimage.measure import label as connected_components
 
-    from ._cluster_cpu import cluster_labels, scaled_flow
+    from ._cluster_cpu import cluster_labels
+    from ._planar import scaled_flow
     from ._merge_cpu import count_components, merge_table, touching_pairs
     from ._relabel_cpu import apply_table, keep_table, split_components
     from ._track_cpu import foreground_coords, track
