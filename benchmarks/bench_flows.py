@@ -88,7 +88,7 @@ def diffusion_updates(labels: np.ndarray, n_iter: int, adaptive_factor: float) -
 def field_itemsize() -> tuple[int, str]:
     """Bytes of one field value in the CPU diffusion kernel, and how it was found."""
     try:
-        from topo_numba._diffusion_cpu import init_fields
+        from topo_numba._cpu.diffusion import init_fields
 
         u = init_fields(np.zeros(1, np.int64), np.ones(2, np.int64))
         return int(u.dtype.itemsize), f"kernel field dtype {u.dtype} (init_fields)"

@@ -46,7 +46,7 @@ class Backend:
         if self.name == "cpu":
             assert isinstance(result, np.ndarray), type(result)
             return result
-        from topo_numba._dispatch import is_device_array
+        from topo_numba._core.dispatch import is_device_array
 
         assert is_device_array(result), type(result)
         if hasattr(result, "copy_to_host"):
@@ -58,7 +58,7 @@ class Backend:
 def gpu():
     """The GPU backend with small blocks (skipped where numba-cuda is missing)."""
     pytest.importorskip("numba_cuda", reason="the GPU tests need numba-cuda (the dev extra)")
-    from topo_numba import _gpu
+    from topo_numba._gpu import backend as _gpu
 
     with _gpu.threads_per_block(GPU_THREADS_PER_BLOCK):
         yield Backend("gpu")

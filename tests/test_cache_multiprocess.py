@@ -25,7 +25,7 @@ WORKER = textwrap.dedent("""
     out_dir = sys.argv[1]
     t0 = time.perf_counter()
     import topo_numba as T
-    from topo_numba import _diffusion_cpu, _direct_cpu, _labels_cpu
+    from topo_numba._cpu import diffusion as _diffusion_cpu, direct as _direct_cpu, labels as _labels_cpu
     lab = np.load(out_dir + "/labels.npy")
     mask = np.load(out_dir + "/mask.npy")
     direct = T.generate_direct_flows(lab, spatial_mask=mask)

@@ -14,7 +14,7 @@ dask = pytest.importorskip("dask")
 
 import topo_numba as topo  # noqa: E402
 import topo_numba.dask as tnd  # noqa: E402
-from topo_numba import _regions as R  # noqa: E402
+from topo_numba._cpu import regions as R  # noqa: E402
 from topo_numba.metrics import matching  # noqa: E402
 from topo_numba.synthetic import make_balls, make_tubes  # noqa: E402
 

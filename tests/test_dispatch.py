@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import topo_numba as T
-from topo_numba import _dispatch
+from topo_numba._core import dispatch as _dispatch
 
 
 class FakeDeviceArray:

@@ -146,7 +146,7 @@ def test_long_thin_rod_beyond_float64_range():
 def test_voxel_parallel_path_gives_the_same_flows(monkeypatch):
     # large units are updated voxel-parallel (`diffuse_big`), small ones one
     # per thread; forcing every unit through the former changes no bit
-    from topo_numba import _source_cpu
+    from topo_numba._cpu import source as _source_cpu
 
     cases = [(_rod(900), None), (make_volume("cut_crop", 1).labels, None),
              (_serpentine(), None)]

@@ -89,7 +89,7 @@ def test_inputs_are_not_modified(gpu):
 
 
 def test_foreign_device_objects_under_the_simulator(gpu):
-    from topo_numba import _gpu
+    from topo_numba._gpu import backend as _gpu
 
     if not _gpu.backend().simulated:
         pytest.skip("only the simulator refuses foreign __cuda_array_interface__ objects")

@@ -115,7 +115,8 @@ def test_bands_match_cpu(gpu, monkeypatch):
     shells (read at call time on both backends): with 4-shell bands a short
     path has several bands, rescaled every 32 iterations, next to an
     unbanded blob with another iteration count."""
-    from topo_numba import _source_cpu, _source_cuda
+    from topo_numba._cpu import source as _source_cpu
+    from topo_numba._gpu import source as _source_cuda
 
     labels = _zigzag()
     labels[0, 4:7, 0:4] = 8              # a small blob beside it (unbanded unit)
@@ -169,7 +170,8 @@ def test_far_end_below_float64_range(gpu):
 def test_band_exponent_kernel_matches_cpu_rule(gpu):
     """`_band_exponents` (one thread per unit) follows `_source_cpu._band_exponents`:
     bands not reached yet (maximum 0) continue the band before."""
-    from topo_numba import _source_cpu, _source_cuda
+    from topo_numba._cpu import source as _source_cpu
+    from topo_numba._gpu import source as _source_cuda
 
     rng = np.random.default_rng(5)
     unit_bands = np.array([0, 1, 4, 9, 11], np.int64)   # units of 1, 3, 5 and 2 bands

@@ -12,7 +12,7 @@ import pytest
 from scipy.ndimage import distance_transform_edt
 
 import topo_numba as topo
-from topo_numba import _planar as P
+from topo_numba._core import planar as P
 from volumes import assert_flows_match, balls, build_spatial_mask
 
 SPACINGS = [(3.0, 1.0, 1.0), (2.0, 1.3, 0.7)]  # exact and inexact squares of h
@@ -61,8 +61,8 @@ def test_weighted_edt_equals_scipy(gpu, spacing):
     """sqrt of the GPU's weighted squared distances equals SciPy's
     distance_transform_edt(..., sampling=h) bit for bit (the direct-flow
     peak and the boundary_only band compare these values)."""
-    from topo_numba import _edt_cuda
-    from topo_numba._gpu import backend
+    from topo_numba._gpu import edt as _edt_cuda
+    from topo_numba._gpu.backend import backend
 
     b = backend()
     h = P.check_spacing(spacing)
@@ -100,7 +100,7 @@ def test_cut_instance_centre_uses_the_weighted_edt(gpu):
     """A box cut by the annotation edge: its direct-flow centre is the peak
     of the distance transform with sampling h (continued across the cut
     face), which here is another voxel than the isotropic peak."""
-    from topo_numba._direct_cpu import cut_instance_centre
+    from topo_numba._cpu.direct import cut_instance_centre
 
     labels, mask = _cut_box()
     h = P.check_spacing((3, 1, 1))
@@ -142,7 +142,8 @@ def test_source_is_nearest_in_physical_distance(gpu):
 def test_source_bands_with_spacing_match_cpu(gpu, monkeypatch):
     """A path with several bands of BAND_SHELLS distance shells (scaled reads
     in the weighted update) next to an unbanded blob, bit for bit."""
-    from topo_numba import _source_cpu, _source_cuda
+    from topo_numba._cpu import source as _source_cpu
+    from topo_numba._gpu import source as _source_cuda
 
     labels = np.zeros((4, 5, 9), np.int32)
     labels[1:3, 1, 1:8] = 3

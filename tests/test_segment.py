@@ -131,7 +131,7 @@ def test_component_count_matches_connected_components(lab, extra):
     """The foreground union-find that decides whether group 2 must split."""
     from skimage.measure import label
 
-    from topo_numba._merge_cpu import count_components
+    from topo_numba._cpu.merge import count_components
 
     rng = np.random.default_rng(extra)
     fg = (lab > 0) | (rng.random(lab.shape) < 0.2)   # unlabelled foreground too

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from topo_numba import _validate as V
+from topo_numba._core import validate as V
 
 INT_DTYPES = ["u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8"]
 

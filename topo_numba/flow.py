@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.ndimage import distance_transform_edt, maximum_filter
 
-from . import _planar as P
-from . import _validate as V
-from ._dispatch import backend_of
-from ._threads import threads_for
+from ._core import planar as P
+from ._core import validate as V
+from ._core.dispatch import backend_of
+from ._cpu.threads import threads_for
 from .config import EVALUATED_INSTANCE_CLASSES, get_instance_class_config
 
 __all__ = [
@@ -50,8 +50,8 @@ def _direct_flows(labels: np.ndarray, annotated: np.ndarray | None, out=None,
 
 
 def _direct_flows_into(labels, annotated, out, h=None) -> None:
-    from ._direct_cpu import cut_instance_centre, direct_flow_kernel
-    from ._labels_cpu import InstanceStats, compact_labels
+    from ._cpu.direct import cut_instance_centre, direct_flow_kernel
+    from ._cpu.labels import InstanceStats, compact_labels
 
     lab, ids = compact_labels(labels)
     if ids.size == 0:
@@ -99,8 +99,8 @@ def _slot_layout(labels, annotated):
     Returns None without foreground, else (stats, starts, nbr, pos): instance
     k's slots are ``starts[k]:starts[k + 1]``.
     """
-    from . import _diffusion_cpu as K
-    from ._labels_cpu import InstanceStats, compact_labels
+    from ._cpu import diffusion as K
+    from ._cpu.labels import InstanceStats, compact_labels
 
     lab, ids = compact_labels(labels)
     if ids.size == 0:
@@ -126,7 +126,7 @@ def _slot_layout(labels, annotated):
 
 def _diffusion_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out,
                           h=None) -> None:
-    from . import _diffusion_cpu as K
+    from ._cpu import diffusion as K
 
     layout = _slot_layout(labels, annotated)
     if layout is None:
@@ -178,7 +178,7 @@ class _SourceState:
     """
 
     def __init__(self, labels, annotated, h=None):
-        from . import _source_cpu as SC
+        from ._cpu import source as SC
 
         self.h = h
         layout = _slot_layout(labels, annotated)
@@ -215,8 +215,8 @@ class _SourceState:
     def fields(self, n_iters):
         """The field (S + 1,) after each unit's n_iters[g] iterations, scaled
         per band (true value = ``u[s] * 2**bands.E[bands.band_of[s]]``)."""
-        from . import _source_cpu as SC
-        from ._diffusion_cpu import laplacian_weights
+        from ._cpu import source as SC
+        from ._cpu.diffusion import laplacian_weights
 
         u = np.zeros(self.pos.shape[0] + 1, np.float64)
         SC.diffuse_source(u, self.nbr, self.unit_starts, self.bands, n_iters, self.sources,
@@ -224,7 +224,7 @@ class _SourceState:
         return u
 
     def flows_into(self, u, out):
-        from . import _source_cpu as SC
+        from ._cpu import source as SC
 
         b = self.bands
         hinv = np.ones(3) if self.h is None else 1.0 / self.h
@@ -320,7 +320,7 @@ def generate_direct_flows(instance_mask, spatial_mask=None, *, spacing=None) -> 
             spacing=None if h is None else tuple(h)))
     if backend_of("generate_direct_flows", instance_mask=instance_mask,
                   spatial_mask=spatial_mask) == "gpu":
-        from . import _flow_gpu
+        from ._gpu import flows as _flow_gpu
 
         return _flow_gpu.generate_direct_flows(instance_mask, spatial_mask,
                                                P.check_spacing(spacing))
@@ -431,7 +431,7 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
             P.lift(spatial_mask, "spatial_mask"), mode, spacing=None if h is None else tuple(h)))
     if backend_of("generate_diffusion_flows", instance_mask=instance_mask,
                   spatial_mask=spatial_mask) == "gpu":
-        from . import _flow_gpu
+        from ._gpu import flows as _flow_gpu
 
         return _flow_gpu.generate_diffusion_flows(instance_mask, n_iter, adaptive_iters,
                                                   adaptive_factor, spatial_mask,
@@ -473,7 +473,7 @@ def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
         return P.drop_depth(compute_boundary_map(P.lift(instance_mask, "instance_mask"),
                                                  dilation_width))
     if backend_of("compute_boundary_map", instance_mask=instance_mask) == "gpu":
-        from . import _flow_gpu
+        from ._gpu import flows as _flow_gpu
 
         return _flow_gpu.compute_boundary_map(instance_mask, dilation_width)
     labels = V.as_labels(instance_mask, "instance_mask", 3)
@@ -481,7 +481,7 @@ def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
     touching = np.zeros(labels.shape, np.uint8)
     if labels.size == 0:
         return touching.astype(np.float32)
-    from ._boundary_cpu import touching_kernel
+    from ._cpu.boundary import touching_kernel
 
     with threads_for(labels.size):
         touching_kernel(labels, touching)
@@ -653,7 +653,7 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
                                 spacing)
     if backend_of("compute_flow_targets", instance_ids=instance_ids,
                   spatial_mask=spatial_mask) == "gpu":
-        from . import _flow_gpu
+        from ._gpu import flows as _flow_gpu
 
         return _flow_gpu.compute_flow_targets(instance_ids, class_names, class_config,
                                               resolution_nm, diffusion_iters, adaptive_iters,

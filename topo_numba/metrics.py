@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _validate as V
-from ._dispatch import require_host
+from ._core import validate as V
+from ._core.dispatch import require_host
 
 __all__ = ["Matching", "instance_ious", "matching", "f1_score"]
 
@@ -68,8 +68,8 @@ def _as_pair(true_labels, pred_labels, func):
 
 def _ious(t, p):
     """Compact overlap table: (ids_t, ids_p, first, second, iou) of overlapping pairs."""
-    from ._labels_cpu import compact_labels
-    from ._metrics_cpu import overlap_counts
+    from ._cpu.labels import compact_labels
+    from ._cpu.metrics import overlap_counts
 
     ct, ids_t = compact_labels(t)
     cp, ids_p = compact_labels(p)

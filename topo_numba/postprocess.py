@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _planar as P
-from . import _validate as V
-from ._dispatch import backend_of
+from ._core import planar as P
+from ._core import validate as V
+from ._core.dispatch import backend_of
 
 __all__ = [
     "track_flows",
@@ -118,11 +118,11 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
         return P.drop_points(coords), P.drop_points(ends)
     h = P.check_spacing(spacing)
     if backend_of("track_flows", sem_mask=sem_mask, flow=flow) == "gpu":
-        from . import _postprocess_gpu
+        from ._gpu import recovery as _postprocess_gpu
 
         return _postprocess_gpu.track_flows(sem_mask, flow, n_steps, step_size, interpolation,
                                             h)
-    from ._track_cpu import foreground_coords, track
+    from ._cpu.track import foreground_coords, track
 
     fg = V.as_foreground(sem_mask, "sem_mask")
     flow = P.scaled_flow(np, V.as_flow(flow, "flow", fg.shape), h)
@@ -139,7 +139,7 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
 
 def _size_filter(labels: np.ndarray, n_labels: int, min_size: int) -> np.ndarray:
     """Drop labels (1..n_labels) with fewer than `min_size` voxels, compact, keep order."""
-    from ._relabel_cpu import apply_table, keep_table
+    from ._cpu.relabel import apply_table, keep_table
 
     counts = np.bincount(labels.ravel(), minlength=n_labels + 1)
     table = keep_table(counts, min_size)
@@ -216,7 +216,7 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
     h = P.check_spacing(spacing)
     if backend_of("cluster_convergence", fg_coords=fg_coords,
                   final_positions=final_positions) == "gpu":
-        from . import _postprocess_gpu
+        from ._gpu import recovery as _postprocess_gpu
 
         return _postprocess_gpu.cluster_convergence(fg_coords, final_positions, volume_shape,
                                                     convergence_radius, min_size, h)
@@ -225,7 +225,7 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
     positions = V.as_positions(final_positions, "final_positions", coords.shape[0])
     radius = V.check_real(convergence_radius, "convergence_radius", positive=True)
     min_size = V.check_int(min_size, "min_size", minimum=0)
-    from ._cluster_cpu import cluster_labels
+    from ._cpu.cluster import cluster_labels
 
     if coords.shape[0] == 0:
         return np.zeros(shape, np.int32)
@@ -271,12 +271,12 @@ def filter_small(instances, min_size: int):
     >>> filter_small(labels, 2)
     array([[[0, 1, 1, 0, 2, 2, 2]]], dtype=int32)
     """
-    from ._labels_cpu import compact_labels
+    from ._cpu.labels import compact_labels
 
     if P.is_planar(instances, 3):
         return P.drop_depth(filter_small(P.lift(instances, "instances"), min_size))
     if backend_of("filter_small", instances=instances) == "gpu":
-        from . import _postprocess_gpu
+        from ._gpu import recovery as _postprocess_gpu
 
         return _postprocess_gpu.filter_small(instances, min_size)
     labels = V.as_labels(instances, "instances", 3)
@@ -316,12 +316,12 @@ def compact_relabel(instances):
     >>> compact_relabel(np.array([[[0, 40, 7, 7, 2**40]]]))
     array([[[0, 2, 1, 1, 3]]], dtype=int32)
     """
-    from ._labels_cpu import compact_labels
+    from ._cpu.labels import compact_labels
 
     if P.is_planar(instances, 3):
         return P.drop_depth(compact_relabel(P.lift(instances, "instances")))
     if backend_of("compact_relabel", instances=instances) == "gpu":
-        from . import _postprocess_gpu
+        from ._gpu import recovery as _postprocess_gpu
 
         return _postprocess_gpu.compact_relabel(instances)
     labels = V.as_labels(instances, "instances", 3)
@@ -385,14 +385,14 @@ def split_disconnected(instances, min_fragment_ratio: float = 0.1):
     """
     from skimage.measure import label as connected_components
 
-    from ._labels_cpu import compact_labels
-    from ._relabel_cpu import split_components
+    from ._cpu.labels import compact_labels
+    from ._cpu.relabel import split_components
 
     if P.is_planar(instances, 3):
         return P.drop_depth(split_disconnected(P.lift(instances, "instances"),
                                                min_fragment_ratio))
     if backend_of("split_disconnected", instances=instances) == "gpu":
-        from . import _segment_gpu
+        from ._gpu import segment as _segment_gpu
 
         return _segment_gpu.split_disconnected(instances, min_fragment_ratio)
     labels = V.as_labels(instances, "instances", 3)

@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from . import _planar as P
-from . import _validate as V
-from ._dispatch import backend_of
+from ._core import planar as P
+from ._core import validate as V
+from ._core.dispatch import backend_of
 from .postprocess import INTERPOLATIONS
 
 __all__ = [
@@ -42,9 +42,9 @@ _PP_DEFAULTS = {"n_steps": 100, "step_size": 1.0, "convergence_radius": 4.0, "mi
 # --------------------------------------------------------------------------
 
 def _merge(labels: np.ndarray, flow: np.ndarray, dot_threshold: float) -> np.ndarray:
-    from ._labels_cpu import compact_labels
-    from ._merge_cpu import merge_table, touching_pairs
-    from ._relabel_cpu import apply_table
+    from ._cpu.labels import compact_labels
+    from ._cpu.merge import merge_table, touching_pairs
+    from ._cpu.relabel import apply_table
 
     compact, ids = compact_labels(labels)
     n = ids.size
@@ -93,11 +93,11 @@ def _postprocess(fg, flow, n_steps, step_size, radius, min_size, group, interpol
     """
     from skimage.measure import label as connected_components
 
-    from ._cluster_cpu import cluster_labels
-    from ._planar import scaled_flow
-    from ._merge_cpu import count_components, merge_table, touching_pairs
-    from ._relabel_cpu import apply_table, keep_table, split_components
-    from ._track_cpu import foreground_coords, track
+    from ._cpu.cluster import cluster_labels
+    from ._core.planar import scaled_flow
+    from ._cpu.merge import count_components, merge_table, touching_pairs
+    from ._cpu.relabel import apply_table, keep_table, split_components
+    from ._cpu.track import foreground_coords, track
 
     coords = foreground_coords(fg)
     if coords.shape[0] == 0:
@@ -236,7 +236,7 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
             n_steps, step_size, convergence_radius, min_size, group,
             interpolation=interpolation, spacing=None if h2 is None else tuple(h2)))
     if backend_of("postprocess_single", sem_mask=sem_mask, flow=flow) == "gpu":
-        from . import _segment_gpu
+        from ._gpu import segment as _segment_gpu
 
         return _segment_gpu.postprocess_single(sem_mask, flow, checks)
     fg = V.as_foreground(sem_mask, "sem_mask")
@@ -306,7 +306,7 @@ def merge_agreeing_clusters(instances, flow, dot_threshold: float = 0.0) -> np.n
             P.lift(instances, "instances"), P.lift_flow(flow, "flow", instances, "instances"),
             dot_threshold))
     if backend_of("merge_agreeing_clusters", instances=instances, flow=flow) == "gpu":
-        from . import _segment_gpu
+        from ._gpu import segment as _segment_gpu
 
         return _segment_gpu.merge_agreeing_clusters(instances, flow, dot_threshold)
     labels = V.as_labels(instances, "instances", 3)
@@ -380,9 +380,9 @@ def remove_bad_flow_masks(instances, pred_flow, threshold: float = 0.4,
     >>> np.unique(remove_bad_flow_masks(labels, pred))
     array([0, 1], dtype=int32)
     """
-    from ._labels_cpu import compact_labels
-    from ._merge_cpu import squared_error_sums
-    from ._relabel_cpu import apply_table, keep_table
+    from ._cpu.labels import compact_labels
+    from ._cpu.merge import squared_error_sums
+    from ._cpu.relabel import apply_table, keep_table
     from .flow import generate_diffusion_flows, generate_direct_flows
 
     def checks():
@@ -400,7 +400,7 @@ def remove_bad_flow_masks(instances, pred_flow, threshold: float = 0.4,
             flow_type, diffusion_iters=diffusion_iters, diffusion_mode=diffusion_mode,
             spacing=None if h2 is None else tuple(h2)))
     if backend_of("remove_bad_flow_masks", instances=instances, pred_flow=pred_flow) == "gpu":
-        from . import _segment_gpu
+        from ._gpu import segment as _segment_gpu
 
         return _segment_gpu.remove_bad_flow_masks(instances, pred_flow, checks)
     labels = V.as_labels(instances, "instances", 3)
@@ -598,7 +598,7 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
                                           shape if h is None else np.multiply(shape, h)), h
 
     if on_gpu:
-        from . import _segment_gpu
+        from ._gpu import segment as _segment_gpu
 
         return _segment_gpu.run_instance_segmentation(semantic_pred, flow_pred, class_names,
                                                       settings_of)

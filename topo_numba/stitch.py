@@ -28,9 +28,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _validate as V
-from ._dispatch import require_host
-from ._threads import threads_for
+from ._core import validate as V
+from ._core.dispatch import require_host
+from ._cpu.threads import threads_for
 
 __all__ = [
     "compute_subcrop_slices",
@@ -316,7 +316,7 @@ def cosine_blend_weight(shape, at_volume_boundary=None) -> np.ndarray:
 
 def _blend(volume_shape, slices, tiles, n_channels, out_dtype, keep_weight):
     """Weighted sum of (C, d, h, w) tiles into (C, D, H, W) plus the weight sum."""
-    from ._stitch_cpu import add_weighted
+    from ._cpu.stitch import add_weighted
 
     acc = np.zeros((n_channels,) + volume_shape, out_dtype)
     weight_sum = np.zeros(volume_shape if keep_weight else (0, 0, 0), np.float64)
@@ -371,7 +371,7 @@ def stitch_flows(volume_shape, subcrop_slices, subcrop_flows) -> np.ndarray:
     >>> stitch_flows((1, 1, 6), slices, tiles)[2, 0, 0]
     array([1., 1., 1., 1., 1., 1.], dtype=float32)
     """
-    from ._stitch_cpu import normalise_vectors
+    from ._cpu.stitch import normalise_vectors
 
     shape = _as_sizes(volume_shape, "volume_shape", 3)
     slices = _as_slices(subcrop_slices, shape)
@@ -417,7 +417,7 @@ def stitch_volumes(volume_shape, subcrop_slices, subcrop_volumes, n_channels: in
     >>> stitch_volumes((1, 1, 6), slices, tiles)[0, 0].round(2)
     array([1.  , 1.  , 1.29, 2.71, 3.  , 3.  ])
     """
-    from ._stitch_cpu import divide_by_weight
+    from ._cpu.stitch import divide_by_weight
 
     shape = _as_sizes(volume_shape, "volume_shape", 3)
     n_channels = V.check_int(n_channels, "n_channels", minimum=1)
@@ -495,9 +495,9 @@ def stitch_labels(volume_shape, subcrop_slices, subcrop_labels, *,
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from ._labels_cpu import compact_labels
-    from ._relabel_cpu import apply_table
-    from ._stitch_cpu import pair_overlaps, take_highest_weight
+    from ._cpu.labels import compact_labels
+    from ._cpu.relabel import apply_table
+    from ._cpu.stitch import pair_overlaps, take_highest_weight
 
     shape = _as_sizes(volume_shape, "volume_shape", 3)
     slices = _as_slices(subcrop_slices, shape)

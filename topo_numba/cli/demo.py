@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .io import VolumeIOError, open_output, write_png
+from .. import __version__
+from ..io import VolumeIOError, open_output, write_png
 
 CLASSES = ("mito", "ves")
 FLOW_CONFIG = {"mito": {"flow_type": "diffusion", "diffusion_mode": "source"},
@@ -30,7 +30,7 @@ MARKER = "demo.json"
 
 
 def _error(message: str):
-    from .cli import CLIError
+    from .errors import CLIError
 
     return CLIError(message)
 
@@ -99,7 +99,7 @@ def _ms(seconds: float) -> str:
 
 
 def _figure(ids, flows, recovered, matches, z):
-    from . import viz
+    from .. import viz
 
     rows = []
     for c, name in enumerate(CLASSES):
@@ -127,9 +127,9 @@ def _figure(ids, flows, recovered, matches, z):
 
 
 def run_demo(args, con) -> int:
-    from . import compute_flow_targets, postprocess_single
-    from .metrics import matching
-    from .synthetic import make_crowded_crop
+    from .. import compute_flow_targets, postprocess_single
+    from ..metrics import matching
+    from ..synthetic import make_crowded_crop
 
     t_start = time.perf_counter()
     if not 16 <= args.size <= 256:

@@ -41,7 +41,7 @@ import math
 import numpy as np
 from numba import cuda, int64
 
-from ._gpu import Backend
+from .backend import Backend
 
 
 @cuda.jit

@@ -51,8 +51,8 @@ import math
 import numpy as np
 from numba import cuda, float32, int32
 
-from ._gpu import Backend
-from ._labels_cuda import DeviceInstances
+from .backend import Backend
+from .labels import DeviceInstances
 
 RESCALE_EVERY = 32
 SIXTH = np.float32(1.0 / 6.0)
@@ -354,7 +354,7 @@ def _gradient(ua, ub, odd, nbr, pos, out_index, out):
 def _plan(b: Backend, inst: DeviceInstances, caps: np.ndarray, adaptive_iters: bool,
           adaptive_factor: float):
     """Iteration count and rank (by decreasing count) of every instance, on the host."""
-    from .flow import _iteration_counts
+    from ..flow import _iteration_counts
 
     # SYNC: four (K + 1)-entry tables, to plan the launches
     counts = b.to_host(inst.counts)
@@ -392,7 +392,7 @@ def diffusion_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.
         Voxel size (z, y, x) relative to the smallest (`_planar.check_spacing`):
         the weighted update (module docstring); None for isotropic voxels.
     """
-    from ._diffusion_cpu import laplacian_weights
+    from .._cpu.diffusion import laplacian_weights
 
     xp = b.xp
     inst = DeviceInstances(b, labels, sel)

@@ -48,7 +48,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._diffusion_cpu import SIXTH, _zyx, split_work, write_unit
+from .diffusion import SIXTH, _zyx, split_work, write_unit
 
 # a unit is updated voxel-parallel when it holds at least this many voxels and
 # more than 1 / (2 * threads) of the total work; higher than the coordinates

@@ -12,7 +12,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ._dask_common import Grid, tree_reduce
+from .common import Grid, tree_reduce
 
 # group of the unchecked labels inside the output store, removed when done
 SCRATCH = "_unchecked"
@@ -20,9 +20,9 @@ SCRATCH = "_unchecked"
 
 def _error_sums(labels, own, pred):
     """Per-id squared-error sums and voxel counts of one block."""
-    from . import _validate as V
-    from ._labels_cpu import compact_labels
-    from ._merge_cpu import squared_error_sums
+    from .._core import validate as V
+    from .._cpu.labels import compact_labels
+    from .._cpu.merge import squared_error_sums
 
     lab = V.as_labels(labels, "instances", 3)
     compact, ids = compact_labels(lab)
@@ -61,8 +61,8 @@ def remove_bad_flow_masks(labels: da.Array, pred: da.Array, threshold: float, fl
     """Labels without the instances whose own flow differs from `pred` by a mean
     squared difference above `threshold`, renumbered 1..K in id order (lazy; the
     own flows' table and the error sums are computed now)."""
-    from ._dask_common import DaskSource
-    from ._dask_flows import diffusion_flows, direct_flows
+    from .common import DaskSource
+    from .flows import diffusion_flows, direct_flows
 
     if flow_type == "diffusion":
         halo = max(1, min(16, min(min(c) for c in labels.chunks)))
@@ -89,7 +89,7 @@ def check_stored_labels(out, flows, settings, threshold, overwrite, h=None):
     checked labels to ``out/<class>`` and removes the scratch arrays."""
     import zarr
 
-    from .dask import _store
+    from .common import store
 
     root = os.fspath(out)
     for name, s in settings.items():
@@ -98,5 +98,5 @@ def check_stored_labels(out, flows, settings, threshold, overwrite, h=None):
         checked = remove_bad_flow_masks(labels, flows[3 * c:3 * c + 3], threshold,
                                         s["flow_type"], s["diffusion_iters"],
                                         s["diffusion_mode"], h)
-        _store({name: checked}, out, overwrite)
+        store({name: checked}, out, overwrite)
     del zarr.open_group(root, mode="a")[SCRATCH]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, float64, int64
 
-from ._gpu import Backend
+from .backend import Backend
 
 # ----------------------------------------------------------------- touching pairs
 

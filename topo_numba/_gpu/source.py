@@ -63,9 +63,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda, int64
 
-from ._diffusion_cuda import _pieces, neighbour_rows
-from ._gpu import Backend
-from ._labels_cuda import DeviceInstances
+from .diffusion import _pieces, neighbour_rows
+from .backend import Backend
+from .labels import DeviceInstances
 
 # read on the host at call time, as `_source_cpu.BAND_SHELLS` (tests shrink both)
 BAND_SHELLS = 128
@@ -551,8 +551,8 @@ def source_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.nda
         Voxel size (z, y, x) relative to the smallest (`_planar.check_spacing`);
         None for isotropic voxels.
     """
-    from ._diffusion_cpu import laplacian_weights
-    from .flow import _source_iteration_counts
+    from .._cpu.diffusion import laplacian_weights
+    from ..flow import _source_iteration_counts
 
     xp = b.xp
     band_shells = int(BAND_SHELLS)

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _validate as V
-from ._gpu import backend
+from .._core import validate as V
+from .backend import backend
 
 
 def track_flows(sem_mask, flow, n_steps, step_size, interpolation, h=None):
     """GPU `topo_numba.postprocess.track_flows` (arguments already classified;
     `h`: relative voxel size or None)."""
-    from ._planar import scaled_flow
-    from ._track_cuda import track
-    from .postprocess import _check_track_args
+    from .._core.planar import scaled_flow
+    from .track import track
+    from ..postprocess import _check_track_args
 
     b = backend()
     fg = V.device_foreground(b, sem_mask, "sem_mask")
@@ -36,7 +36,7 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
                         h=None):
     """GPU `topo_numba.postprocess.cluster_convergence` (arguments already classified;
     `h`: relative voxel size or None)."""
-    from ._cluster_cuda import cluster_labels, size_filter
+    from .cluster import cluster_labels, size_filter
 
     b = backend()
     shape = V.as_volume_shape(volume_shape, "volume_shape")
@@ -59,8 +59,8 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
 
 def filter_small(instances, min_size):
     """GPU `topo_numba.postprocess.filter_small` (arguments already classified)."""
-    from ._cluster_cuda import size_filter
-    from ._labels_cuda import DeviceInstances
+    from .cluster import size_filter
+    from .labels import DeviceInstances
 
     b = backend()
     labels = V.device_labels(b, instances, "instances", 3)
@@ -71,7 +71,7 @@ def filter_small(instances, min_size):
 
 def compact_relabel(instances):
     """GPU `topo_numba.postprocess.compact_relabel` (arguments already classified)."""
-    from ._labels_cuda import DeviceInstances
+    from .labels import DeviceInstances
 
     b = backend()
     labels = V.device_labels(b, instances, "instances", 3)

@@ -8,12 +8,13 @@ modules it loads.
 from __future__ import annotations
 
 import itertools
+import os
 
 import dask
 import dask.array as da
 import numpy as np
 
-from . import _validate as V
+from .._core import validate as V
 
 
 def as_dask(value, name: str, ndim: int | tuple[int, ...], kinds: str, what: str):
@@ -22,7 +23,7 @@ def as_dask(value, name: str, ndim: int | tuple[int, ...], kinds: str, what: str
     Checks the number of dimensions and the dtype kind eagerly (without
     computing anything); value checks (negative ids, NaN) run in the tasks.
     """
-    from ._dispatch import is_device_array
+    from .._core.dispatch import is_device_array
 
     if not isinstance(value, da.Array):
         if is_device_array(value):
@@ -242,3 +243,14 @@ def tree_reduce(parts, combine, fan_in: int = 16):
         parts = [dask.delayed(combine)(parts[i:i + fan_in])
                  for i in range(0, len(parts), fan_in)]
     return parts[0]
+
+
+def store(arrays: dict, out, overwrite: bool):
+    """Write {component: dask array} into the Zarr group at `out`, chunk by chunk."""
+    stores = []
+    for component, arr in arrays.items():
+        regular = tuple(max(c) for c in arr.chunks)
+        arr = arr.rechunk(regular)
+        stores.append(da.to_zarr(arr, os.fspath(out), component=component, compute=False,
+                                 overwrite=overwrite))
+    dask.compute(*stores)

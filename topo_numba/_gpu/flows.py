@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _validate as V
-from ._gpu import backend
+from .._core import validate as V
+from .backend import backend
 
 
 def _mask_args(b, annotated, mask_of):
@@ -34,7 +34,7 @@ def _mask_args(b, annotated, mask_of):
 def generate_direct_flows(instance_mask, spatial_mask, h=None):
     """GPU `topo_numba.flow.generate_direct_flows` (arguments already classified;
     `h`: relative voxel size or None)."""
-    from ._direct_cuda import direct_flows
+    from .direct import direct_flows
 
     b = backend()
     xp = b.xp
@@ -52,9 +52,9 @@ def generate_diffusion_flows(instance_mask, n_iter, adaptive_iters, adaptive_fac
                              spatial_mask, mode="coordinates", h=None):
     """GPU `topo_numba.flow.generate_diffusion_flows` (arguments already classified;
     `h`: relative voxel size or None)."""
-    from ._diffusion_cuda import diffusion_flows
-    from ._source_cuda import source_flows
-    from .flow import _check_diffusion_args
+    from .diffusion import diffusion_flows
+    from .source import source_flows
+    from ..flow import _check_diffusion_args
 
     b = backend()
     xp = b.xp
@@ -74,7 +74,7 @@ def generate_diffusion_flows(instance_mask, n_iter, adaptive_iters, adaptive_fac
 
 def compute_boundary_map(instance_mask, dilation_width):
     """GPU `topo_numba.flow.compute_boundary_map` (arguments already classified)."""
-    from ._boundary_cuda import boundary_map
+    from .boundary import boundary_map
 
     b = backend()
     labels = V.device_labels(b, instance_mask, "instance_mask", 3)
@@ -88,7 +88,7 @@ def _boundary_only_fg(b, fg, annotated, width, h=None):
     smallest voxel side with the relative voxel size `h`) of annotated
     background; all 0 in a volume without annotated background.
     fg, annotated: (B, D, H, W)."""
-    from ._edt_cuda import squared_edt
+    from .edt import squared_edt
 
     xp = b.xp
     annotated_bg = ~fg if annotated is None else (annotated.astype(bool) & ~fg)
@@ -113,10 +113,10 @@ def compute_flow_targets(instance_ids, class_names, class_config, resolution_nm,
     source kernels (all instances at once, each with its class's iteration
     cap).
     """
-    from ._diffusion_cuda import diffusion_flows
-    from ._direct_cuda import direct_flows
-    from ._source_cuda import source_flows
-    from .flow import _check_targets_args
+    from .diffusion import diffusion_flows
+    from .direct import direct_flows
+    from .source import source_flows
+    from ..flow import _check_targets_args
 
     b = backend()
     xp = b.xp

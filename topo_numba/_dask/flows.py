@@ -29,8 +29,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from . import _regions as R
-from ._dask_common import Grid, assemble, chunks_at_least, tree_reduce
+from .._cpu import regions as R
+from .common import Grid, assemble, chunks_at_least, tree_reduce
 
 log = logging.getLogger("topo_numba.dask")
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _validate as V
+from . import validate as V
 
 
 def _device_shape(value):
     """Shape of a device array from what the device protocol exposes (a
     Numba device array's ``shape``, else ``__cuda_array_interface__``), or
     None when it cannot be read; nothing else of the object is touched."""
-    from ._dispatch import _is_numba_device_array
+    from .dispatch import _is_numba_device_array
 
     try:
         if _is_numba_device_array(value):
@@ -59,13 +59,13 @@ def is_planar(value, ndim_3d: int) -> bool:
 
 
 def _is_device(value) -> bool:
-    from ._dispatch import is_device_array
+    from .dispatch import is_device_array
 
     return not isinstance(value, np.ndarray) and is_device_array(value)
 
 
 def _device(value, name: str):
-    from ._gpu import backend
+    from .._gpu.backend import backend
 
     b = backend()
     return b, b.asarray(value, name)

@@ -30,14 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .io import VolumeIOError, check_output, open_array, open_output, write_png
+from .. import __version__
+from ..io import VolumeIOError, check_output, open_array, open_output, write_png
+from .errors import CLIError
 
 log = logging.getLogger("topo_numba.cli")
-
-
-class CLIError(Exception):
-    """A problem to report to the user as one line (exit status 1)."""
 
 
 # --------------------------------------------------------------------------
@@ -190,7 +187,7 @@ def _class_names(given, refs, n: int, what: str) -> list[str]:
                 names = [str(x) for x in found]
                 break
     if names is None:
-        from .config import EVALUATED_INSTANCE_CLASSES
+        from ..config import EVALUATED_INSTANCE_CLASSES
 
         raise CLIError(f"{what} has {n} class channel{'s' if n != 1 else ''}; name "
                        f"{'it' if n == 1 else 'them'} with --classes "
@@ -216,7 +213,7 @@ def _check_known(names, config: dict, source: str, hint: str = "") -> None:
 
 def _flows_config(args, names, refs):
     """(class config per name, resolution in nm or None)."""
-    from .config import get_instance_class_config
+    from ..config import get_instance_class_config
 
     resolution = args.resolution
     if args.class_config:
@@ -240,7 +237,7 @@ def _flows_config(args, names, refs):
 
 
 def cmd_flows(args, con: _Console) -> int:
-    from .flow import compute_flow_targets
+    from ..flow import compute_flow_targets
 
     refs = [open_array(p) for p in args.labels]
     for ref in refs:
@@ -357,7 +354,7 @@ def cmd_flows(args, con: _Console) -> int:
 def _flows_out_of_core(args, con: _Console, ref, names, config, resolution, mask_ref,
                        spacing) -> int:
     """`topo-numba flows` through `topo_numba.dask.flow_targets_to_zarr`."""
-    from . import dask as tnd
+    from .. import dask as tnd
 
     chunks = args.chunks or 64
     mask = None
@@ -385,8 +382,8 @@ def _flows_out_of_core(args, con: _Console, ref, names, config, resolution, mask
 # --------------------------------------------------------------------------
 
 def cmd_segment(args, con: _Console) -> int:
-    from .config import get_postprocess_config
-    from .segment import run_instance_segmentation
+    from ..config import get_postprocess_config
+    from ..segment import run_instance_segmentation
 
     probs_ref, flows_ref = open_array(args.probs), open_array(args.flows)
     if len(probs_ref.shape) not in (3, 4):
@@ -488,7 +485,7 @@ def cmd_segment(args, con: _Console) -> int:
 def _segment_out_of_core(args, con: _Console, probs_ref, flows_ref, names, config,
                          resolution, spacing) -> int:
     """`topo-numba segment` through `topo_numba.dask.segment_to_zarr`."""
-    from . import dask as tnd
+    from .. import dask as tnd
 
     chunks = args.chunks or 64
     t0 = time.perf_counter()
@@ -513,7 +510,7 @@ def _segment_out_of_core(args, con: _Console, probs_ref, flows_ref, names, confi
 
 def _panels_of(ref, axis: str, index, as_kind: str | None):
     """[(title, rgb)] for the slice of one array (one panel per class / channel)."""
-    from . import viz
+    from .. import viz
 
     shape = ref.shape
     if len(shape) not in (3, 4):
@@ -557,7 +554,7 @@ def _panels_of(ref, axis: str, index, as_kind: str | None):
 
 
 def cmd_view(args, con: _Console) -> int:
-    from . import viz
+    from .. import viz
 
     _check_png(args.out, args.overwrite)
     rows, kinds = [], set()
@@ -609,7 +606,7 @@ def cmd_bench(args, con: _Console) -> int:
 # --------------------------------------------------------------------------
 
 def cmd_demo(args, con: _Console) -> int:
-    from ._cli_demo import run_demo
+    from .demo import run_demo
 
     return run_demo(args, con)
 

@@ -19,9 +19,9 @@ import math
 import numpy as np
 from numba import cuda, int64
 
-from ._edt_cuda import squared_edt
-from ._gpu import Backend
-from ._labels_cuda import DeviceInstances
+from .edt import squared_edt
+from .backend import Backend
+from .labels import DeviceInstances
 
 
 @cuda.jit

@@ -62,7 +62,7 @@ def _scatter(coords, cluster_of, group, winner, out):
 def cluster_labels(b, coords, positions, shape, radius: float, h=None):
     """Group labels (D, H, W) int32 on the device and their number (see `_cluster_cpu`;
     `h`: relative voxel size, clustering in physical units)."""
-    from ._cluster_cpu import grid_cells, merge_centres, physical_points
+    from .._cpu.cluster import grid_cells, merge_centres, physical_points
 
     xp = b.xp
     positions, extent = physical_points(xp, positions, shape, h)

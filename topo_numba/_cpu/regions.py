@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._threads import threads_for
+from .threads import threads_for
 
 STATS_KEYS = ("ids", "counts", "sums", "lo", "hi", "cut")
 
 
 def _unsigned(labels: np.ndarray, name: str) -> np.ndarray:
     """Native, C-contiguous unsigned view; negative ids are refused (SPEC 5)."""
-    from . import _validate as V
+    from .._core import validate as V
 
     return V.as_labels(labels, name, 3)
 
@@ -66,7 +66,7 @@ def block_stats(ext_labels, ext_annotated, core, origin) -> dict:
         inside the array, of another label, unannotated. Instances seen only
         in the halo have count 0 (their cut flag is still a true fact).
     """
-    from ._labels_cpu import InstanceStats, compact_labels
+    from .labels import InstanceStats, compact_labels
 
     labels = _unsigned(ext_labels, "instance_mask")
     lab, ids = compact_labels(labels)
@@ -130,7 +130,7 @@ def cut_centre(region_labels, region_annotated, instance_id, origin, h=None) -> 
     centre : (3,) ndarray of float64
         Global (z, y, x).
     """
-    from ._direct_cpu import cut_instance_centre
+    from .direct import cut_instance_centre
 
     labels = _unsigned(region_labels, "instance_mask")
     member = (labels == np.asarray(instance_id).astype(labels.dtype)).astype(np.int32)
@@ -160,8 +160,8 @@ def direct_block(block_labels, origin, ids, centres, sinks, h=None) -> np.ndarra
     -------
     flows : (3, d, h, w) ndarray of float32
     """
-    from ._direct_cpu import direct_flow_kernel
-    from ._labels_cpu import compact_labels
+    from .direct import direct_flow_kernel
+    from .labels import compact_labels
 
     labels = _unsigned(block_labels, "instance_mask")
     out = np.zeros((3,) + labels.shape, np.float32)
@@ -184,7 +184,7 @@ def direct_block(block_labels, origin, ids, centres, sinks, h=None) -> np.ndarra
 
 def iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
     """n_i of SPEC 2.2 from global bounding boxes (same rule as the in-memory path)."""
-    from .flow import _iteration_counts
+    from ..flow import _iteration_counts
 
     return _iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor)
 
@@ -226,9 +226,9 @@ def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_ite
     flows : (3, d, h, w) ndarray of float32
         Flows of the kept instances, 0 elsewhere.
     """
-    from . import _diffusion_cpu as K
-    from ._labels_cpu import InstanceStats, compact_labels
-    from ._relabel_cpu import apply_table
+    from . import diffusion as K
+    from .labels import InstanceStats, compact_labels
+    from .relabel import apply_table
 
     labels = _unsigned(region_labels, "instance_mask")
     if out is None:
@@ -247,7 +247,7 @@ def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_ite
     lab = apply_table(lab, table)
     n = int(kept.sum())
     if source is not None:
-        from .flow import _source_flows_into
+        from ..flow import _source_flows_into
 
         annotated = (None if region_annotated is None
                      else np.ascontiguousarray(region_annotated))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, int64
 
-from ._gpu import Backend
+from .backend import Backend
 
 # ----------------------------------------------------------------- kernels
 

@@ -48,9 +48,9 @@ import dask
 import dask.array as da
 import numpy as np
 
-from . import _validate as V
-from ._dask_common import Grid, assemble
-from .stitch import same_object
+from .._core import validate as V
+from .common import Grid, assemble
+from ..stitch import same_object
 
 log = logging.getLogger("topo_numba.dask")
 
@@ -73,11 +73,11 @@ def local_labels(fg_ext, flow_ext, ext_start, vol_shape, p):
     """
     from skimage.measure import label as connected_components
 
-    from ._merge_cpu import count_components
-    from ._relabel_cpu import split_components
-    from ._threads import threads_for
-    from ._planar import scaled_flow
-    from ._track_cpu import foreground_coords, track
+    from .._cpu.merge import count_components
+    from .._cpu.relabel import split_components
+    from .._cpu.threads import threads_for
+    from .._core.planar import scaled_flow
+    from .._cpu.track import foreground_coords, track
 
     fg = V.as_foreground(fg_ext, "sem_mask")
     flow = V.as_flow(flow_ext, "flow", fg.shape)
@@ -128,7 +128,7 @@ def _cluster_on_global_grid(coords, ends, ext_start, shape, vol_shape, radius, h
     Mirrors ``_cluster_cpu.cluster_labels`` (same kernels), with the cells
     clipped to the grid over the volume instead of over the block.
     """
-    from ._cluster_cpu import _merge_and_number, _scatter, _segment_means, physical_points
+    from .._cpu.cluster import _merge_and_number, _scatter, _segment_means, physical_points
 
     g = max(1.0, radius / 2.0)
     positions, (D, H, W) = physical_points(np, ends + np.asarray(ext_start, np.float64),
@@ -196,7 +196,7 @@ class BlockGeometry:
 
 
 def _summary_task(fg_ext, flow_ext, geom: BlockGeometry, p):
-    from ._merge_cpu import touching_pairs
+    from .._cpu.merge import touching_pairs
 
     labels, n_clusters, exits = local_labels(fg_ext, flow_ext, geom.ext_start,
                                              geom.vol_shape, p)
@@ -394,7 +394,7 @@ def _tables(grid: Grid, metas, links, min_size: int, group: int):
 
 
 def _final_task(fg_ext, flow_ext, geom: BlockGeometry, p, meta, table):
-    from ._relabel_cpu import apply_table
+    from .._cpu.relabel import apply_table
 
     labels, n_clusters, exits = local_labels(fg_ext, flow_ext, geom.ext_start,
                                              geom.vol_shape, p)
@@ -406,7 +406,7 @@ def _final_task(fg_ext, flow_ext, geom: BlockGeometry, p, meta, table):
     else:
         out = table[labels]
     if p["group"] == 3:
-        from .segment import _recover_orphans
+        from ..segment import _recover_orphans
 
         out = _recover_orphans(np.asarray(fg_ext) > 0, out, p.get("h"))
     return np.ascontiguousarray(out[geom.core])

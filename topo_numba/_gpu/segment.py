@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _validate as V
-from ._gpu import Backend, backend
+from .._core import validate as V
+from .backend import Backend, backend
 
 # --------------------------------------------------------------------------
 # validated cores (xp arrays)
@@ -46,7 +46,7 @@ def _keep_table(b: Backend, counts, min_size: int):
 
 def _compact(b: Backend, labels):
     """(compact int32 labels 1..K, K) of validated (D, H, W) unsigned ids."""
-    from ._labels_cuda import DeviceInstances
+    from .labels import DeviceInstances
 
     inst = DeviceInstances(b, labels[None], b.xp.zeros(1, np.int64))
     return inst.lab[0], inst.n
@@ -54,7 +54,7 @@ def _compact(b: Backend, labels):
 
 def _merge_pairs_table(b: Backend, n_labels: int, first, second):
     """`_merge_cpu.merge_table` of device pairs: union-find on the host."""
-    from ._merge_cpu import merge_table
+    from .._cpu.merge import merge_table
 
     # SYNC: the agreeing touching pairs down (one row per label pair, not per voxel)
     first = b.to_host(first).astype(np.int64)
@@ -64,7 +64,7 @@ def _merge_pairs_table(b: Backend, n_labels: int, first, second):
 
 def _merge(b: Backend, compact, n: int, flow, dot_threshold: float):
     """`segment._merge` on compact labels."""
-    from ._merge_cuda import touching_pairs
+    from .merge import touching_pairs
 
     if n <= 1:
         return compact
@@ -76,7 +76,7 @@ def _merge(b: Backend, compact, n: int, flow, dot_threshold: float):
 
 def _bounding_boxes(b: Backend, inst, n_inst: int):
     """Inclusive boxes (lo, hi), (n_inst + 1, 3) int64 each, of compact labels."""
-    from ._labels_cuda import _row_stats
+    from .labels import _row_stats
 
     xp = b.xp
     k1 = n_inst + 1
@@ -119,7 +119,7 @@ def _absorb(b: Backend, inst, n_inst: int, comp, out, sites, pending, has_pendin
 
 def _split(b: Backend, inst, n_inst: int, ratio: float):
     """`split_disconnected` on compact labels 1..n_inst (see `_relabel_cpu.split_components`)."""
-    from ._merge_cuda import components
+    from .merge import components
 
     xp = b.xp
     if n_inst == 0:
@@ -180,10 +180,10 @@ def _recover_orphans(b: Backend, fg, labels, h=None):
 def _postprocess(b: Backend, fg, flow, n_steps, step_size, radius, min_size, group,
                  interpolation, h=None):
     """`segment._postprocess` on validated device arrays."""
-    from ._planar import scaled_flow
-    from ._cluster_cuda import cluster_labels
-    from ._merge_cuda import touching_pairs
-    from ._track_cuda import track
+    from .._core.planar import scaled_flow
+    from .cluster import cluster_labels
+    from .merge import touching_pairs
+    from .track import track
 
     xp = b.xp
     shape = tuple(int(s) for s in fg.shape)
@@ -213,11 +213,11 @@ def _remove_bad(b: Backend, compact, n: int, pred, threshold, flow_type, diffusi
                 mode="coordinates", h=None):
     """`segment.remove_bad_flow_masks` on compact labels 1..n and a validated flow
     (`h`: relative voxel size or None; the own flows are computed with it)."""
-    from ._diffusion_cuda import diffusion_flows
-    from ._direct_cuda import direct_flows
-    from ._flow_gpu import _mask_args
-    from ._source_cuda import source_flows
-    from .flow import _check_diffusion_args
+    from .diffusion import diffusion_flows
+    from .direct import direct_flows
+    from .flows import _mask_args
+    from .source import source_flows
+    from ..flow import _check_diffusion_args
 
     xp = b.xp
     if n == 0:
