@@ -1,10 +1,11 @@
 """Flow-field generation (SPEC section 2): labels -> unit vectors to instance centres.
 
 Same names, arguments, shapes and dtypes as ``topo.flow`` of the original
-``topo`` package; the work is done by compiled kernels in the private
-``_*_cpu`` modules, or, for device arrays, by the GPU path (``_flow_gpu`` and
-the ``_*_cuda`` kernels). Dispatch is by array type (``_dispatch``) and every
-input is validated (``_validate``) before any kernel runs.
+``topo`` package. Each function validates its arguments once (arrays with
+``_core.validate``, the rest into ``_core.params`` objects), picks the backend
+from the array types (``_core.dispatch``) and calls a validated core: the CPU
+cores of ``_cpu.flows`` or, for device arrays, the GPU cores of ``_gpu.flows``
+(see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt, maximum_filter
 
 from ._core import planar as P
 from ._core import validate as V
-from ._core.dispatch import backend_of
-from ._cpu.threads import threads_for
+from ._core.dispatch import backend_of, gpu_backend
+from ._core.params import Diffusion, check_mode, check_targets
 from .config import EVALUATED_INSTANCE_CLASSES, get_instance_class_config
 
 __all__ = [
@@ -28,235 +28,8 @@ __all__ = [
     "compute_flow_targets_gpu",
 ]
 
-FLOW_TYPES = ("direct", "diffusion")
-DIFFUSION_MODES = ("coordinates", "source")
-
-
 # --------------------------------------------------------------------------
-# validated cores (arrays already checked and converted)
-# --------------------------------------------------------------------------
-
-def _direct_flows(labels: np.ndarray, annotated: np.ndarray | None, out=None,
-                  h=None) -> np.ndarray:
-    """Direct flows of validated labels, into `out` (zeros, (3, D, H, W) float32) if
-    given; `h`: relative voxel size (`_planar.check_spacing`), None = isotropic."""
-    if out is None:
-        out = np.zeros((3,) + labels.shape, np.float32)
-    if labels.size == 0:
-        return out
-    with threads_for(labels.size):
-        _direct_flows_into(labels, annotated, out, h)
-    return out
-
-
-def _direct_flows_into(labels, annotated, out, h=None) -> None:
-    from ._cpu.direct import cut_instance_centre, direct_flow_kernel
-    from ._cpu.labels import InstanceStats, compact_labels
-
-    lab, ids = compact_labels(labels)
-    if ids.size == 0:
-        return
-    stats = InstanceStats(lab, ids.size, annotated)
-    counts = np.maximum(stats.counts, 1)[:, None]
-    centres = stats.sums / counts
-    for k in np.flatnonzero(stats.cut):  # only instances cut by the unannotated region
-        centres[k] = cut_instance_centre(lab, int(k), stats.lo[k], stats.hi[k], annotated, h)
-    shape = np.asarray(labels.shape)
-    sinks = np.clip(np.rint(centres), 0, shape - 1).astype(np.int64)
-    is_sink = lab[sinks[:, 0], sinks[:, 1], sinks[:, 2]] == np.arange(ids.size + 1)
-    sinks[~is_sink] = -1
-    direct_flow_kernel(lab, centres, sinks, np.ones(3) if h is None else h, out)
-
-
-def _iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
-    """Per-instance iteration count n_i (SPEC 2.2 adaptive rule)."""
-    if not adaptive_iters:
-        return np.full(lo.shape[0], n_iter, np.int64)
-    grown = np.minimum(hi + 2, np.asarray(shape) - 1) - np.maximum(lo - 2, 0) + 1
-    extent = np.maximum(grown.max(axis=1), 0)  # row 0 (background) has no box
-    with np.errstate(over="ignore"):  # a huge factor overflows to inf: capped by n_iter
-        n = np.minimum(np.floor(adaptive_factor * extent.astype(np.float64)), n_iter)
-    return n.astype(np.int64)
-
-
-def _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
-                     out=None, mode="coordinates", h=None) -> np.ndarray:
-    """Diffusion flows of validated labels, into `out` (zeros, (3, D, H, W) float32) if
-    given; `h`: relative voxel size (`_planar.check_spacing`), None = isotropic."""
-    if out is None:
-        out = np.zeros((3,) + labels.shape, np.float32)
-    if labels.size == 0:
-        return out
-    into = _source_flows_into if mode == "source" else _diffusion_flows_into
-    with threads_for(labels.size):
-        into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out, h)
-    return out
-
-
-def _slot_layout(labels, annotated):
-    """Slots of every foreground voxel and their neighbour rows (see `_diffusion_cpu`).
-
-    Returns None without foreground, else (stats, starts, nbr, pos): instance
-    k's slots are ``starts[k]:starts[k + 1]``.
-    """
-    from ._cpu import diffusion as K
-    from ._cpu.labels import InstanceStats, compact_labels
-
-    lab, ids = compact_labels(labels)
-    if ids.size == 0:
-        return None
-    stats = InstanceStats(lab, ids.size, None)
-    n_slots = int(stats.counts.sum())
-    if n_slots >= np.iinfo(np.int32).max:
-        raise ValueError(
-            f"instance_mask has {n_slots} foreground voxels; the CPU diffusion kernel "
-            "handles at most 2**31 - 1 per call (use tiled / out-of-core processing)"
-        )
-    starts = np.zeros(ids.size + 2, np.int64)
-    np.cumsum(stats.counts, out=starts[1:])
-    chunk_starts = starts[:-1] + np.cumsum(stats.chunk_counts, axis=0) - stats.chunk_counts
-    slot_of = np.empty(labels.shape, np.int32)
-    pos = np.empty(n_slots, np.int64)
-    K.assign_slots(lab, chunk_starts, slot_of, pos)
-    has_mask = annotated is not None
-    mask = annotated if has_mask else np.ones((1, 1, 1), np.uint8)
-    nbr = K.build_neighbours(lab, mask, has_mask, slot_of, pos)
-    return stats, starts, nbr, pos
-
-
-def _diffusion_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out,
-                          h=None) -> None:
-    from ._cpu import diffusion as K
-
-    layout = _slot_layout(labels, annotated)
-    if layout is None:
-        return
-    stats, starts, nbr, pos = layout
-    u = K.init_fields(pos, np.asarray(labels.shape[1:], np.int64))
-    n_iters = _iteration_counts(stats.lo, stats.hi, labels.shape, n_iter,
-                                adaptive_iters, adaptive_factor)
-    n_iters[0] = 0
-    K.diffuse(u, nbr, starts, n_iters, K.laplacian_weights(h))
-    # the fields are coordinates in voxel units: du_d/dx_d is the same number
-    # in physical units (both scale by h_d), so the gradient is unchanged
-    K.gradient_flows(u, nbr, pos, out)
-
-
-def _source_iteration_counts(ecc, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
-    """Per-unit iteration counts in source mode (see `generate_diffusion_flows`).
-
-    ``max(ceil(adaptive_factor * ecc / 2), ecc + 1)`` when `adaptive_iters`,
-    else ``max(n_iter, ecc + 1)``: never fewer than the ecc + 1 iterations
-    that carry heat from the source to the farthest voxel.
-    """
-    reach = ecc + 1
-    if not adaptive_iters:
-        return np.maximum(reach, n_iter).astype(np.int64)
-    with np.errstate(over="ignore"):
-        n = np.ceil(adaptive_factor * ecc.astype(np.float64) / 2.0)
-    if np.any(n >= 2.0 ** 62):
-        raise ValueError(f"adaptive_factor = {adaptive_factor} gives more than 2**62 "
-                         "iterations in source mode")
-    return np.maximum(n.astype(np.int64), reach)
-
-
-class _SourceState:
-    """Everything source mode needs before it iterates (see `_source_cpu`).
-
-    Units are the 6-connected pieces of the instances (usually one per
-    instance); each has its own slot range, source, eccentricity and bands.
-
-    Attributes
-    ----------
-    empty : bool
-        No foreground (nothing else is set).
-    nbr (S, 6), pos (S,) : the slot arrays, in unit order.
-    unit_starts : (U + 1,) int64
-    sources, ecc : (U,) int64
-        Source slot and its geodesic eccentricity.
-    bands : `_source_cpu.Bands`
-    """
-
-    def __init__(self, labels, annotated, h=None):
-        from ._cpu import source as SC
-
-        self.h = h
-        layout = _slot_layout(labels, annotated)
-        self.empty = layout is None
-        if self.empty:
-            return
-        _, starts, nbr, pos = layout
-        has_mask = annotated is not None
-        mask = annotated if has_mask else np.ones((1, 1, 1), np.uint8)
-        n_pieces, source, ecc, size, dist, order = SC.analyse_instances(
-            nbr, pos, starts, mask, has_mask, np.asarray(labels.shape, np.int64),
-            np.ones(3) if h is None else h)
-        # units: piece j of instance k was stored at index starts[k] + j
-        k = np.repeat(np.arange(n_pieces.size), n_pieces)
-        at = starts[k] + np.arange(k.size) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
-        sources, ecc, sizes = source[at], ecc[at], size[at]
-        unit_starts = np.zeros(k.size + 1, np.int64)
-        np.cumsum(sizes, out=unit_starts[1:])
-        # instances in several pieces or with a long piece: slots piece by
-        # piece in breadth-first order
-        counts = np.diff(starts)[:n_pieces.size]
-        reorder = (n_pieces > 1) | (np.bincount(k, weights=ecc >= SC.BAND_SHELLS,
-                                                minlength=n_pieces.size) > 0)
-        if reorder.any():
-            in_reordered = np.repeat(reorder, counts)
-            perm = np.where(in_reordered, order, np.arange(pos.shape[0]))
-            nbr, pos, dist, inv = SC.permute_slots(nbr, pos, dist, perm)
-            sources = inv[sources]
-        self.nbr, self.pos = nbr, pos
-        self.unit_starts = unit_starts
-        self.sources, self.ecc = sources, ecc
-        self.bands = SC.Bands(unit_starts, dist, ecc >= SC.BAND_SHELLS)
-
-    def fields(self, n_iters):
-        """The field (S + 1,) after each unit's n_iters[g] iterations, scaled
-        per band (true value = ``u[s] * 2**bands.E[bands.band_of[s]]``)."""
-        from ._cpu import source as SC
-        from ._cpu.diffusion import laplacian_weights
-
-        u = np.zeros(self.pos.shape[0] + 1, np.float64)
-        SC.diffuse_source(u, self.nbr, self.unit_starts, self.bands, n_iters, self.sources,
-                          laplacian_weights(self.h))
-        return u
-
-    def flows_into(self, u, out):
-        from ._cpu import source as SC
-
-        b = self.bands
-        hinv = np.ones(3) if self.h is None else 1.0 / self.h
-        SC.source_gradient_flows(u, self.nbr, self.pos, b.band_of, b.bstart, b.fdown, b.fup,
-                                 hinv, out)
-
-
-def _source_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out,
-                       h=None) -> None:
-    state = _SourceState(labels, annotated, h)
-    if state.empty:
-        return
-    n_iters = _source_iteration_counts(state.ecc, n_iter, adaptive_iters, adaptive_factor)
-    state.flows_into(state.fields(n_iters), out)
-
-
-def _check_mode(mode, name="mode"):
-    if not isinstance(mode, str) or mode not in DIFFUSION_MODES:
-        raise ValueError(f"{name} must be one of {list(DIFFUSION_MODES)}; got {mode!r}")
-    return mode
-
-
-def _check_diffusion_args(n_iter, adaptive_iters, adaptive_factor, name="n_iter"):
-    n_iter = V.check_int(n_iter, name, minimum=1)
-    if not isinstance(adaptive_iters, (bool, np.bool_)):
-        raise TypeError(f"adaptive_iters must be a bool; got {adaptive_iters!r}")
-    adaptive_factor = V.check_real(adaptive_factor, "adaptive_factor", positive=True)
-    return n_iter, bool(adaptive_iters), adaptive_factor
-
-
-# --------------------------------------------------------------------------
-# public API
+# public API: validate once, then the validated cores of _cpu.flows / _gpu.flows
 # --------------------------------------------------------------------------
 
 def generate_direct_flows(instance_mask, spatial_mask=None, *, spacing=None) -> np.ndarray:
@@ -318,15 +91,20 @@ def generate_direct_flows(instance_mask, spatial_mask=None, *, spacing=None) -> 
         return P.drop_flow(generate_direct_flows(
             P.lift(instance_mask, "instance_mask"), P.lift(spatial_mask, "spatial_mask"),
             spacing=None if h is None else tuple(h)))
+    h = P.check_spacing(spacing)
     if backend_of("generate_direct_flows", instance_mask=instance_mask,
                   spatial_mask=spatial_mask) == "gpu":
-        from ._gpu import flows as _flow_gpu
+        from ._gpu import flows as gpu
 
-        return _flow_gpu.generate_direct_flows(instance_mask, spatial_mask,
-                                               P.check_spacing(spacing))
+        b = gpu_backend()
+        labels = V.device_labels(b, instance_mask, "instance_mask", 3)
+        annotated = V.device_spatial_mask(b, spatial_mask, "spatial_mask", labels.shape)
+        return b.wrap(gpu.direct_flows(b, labels, annotated, h), instance_mask)
+    from ._cpu import flows as cpu
+
     labels = V.as_labels(instance_mask, "instance_mask", 3)
     annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", labels.shape)
-    return _direct_flows(labels, annotated, h=P.check_spacing(spacing))
+    return cpu.direct_flows(labels, annotated, h=h)
 
 
 def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: bool = True,
@@ -429,20 +207,24 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
         return P.drop_flow(generate_diffusion_flows(
             P.lift(instance_mask, "instance_mask"), n_iter, adaptive_iters, adaptive_factor,
             P.lift(spatial_mask, "spatial_mask"), mode, spacing=None if h is None else tuple(h)))
+    h = P.check_spacing(spacing)
     if backend_of("generate_diffusion_flows", instance_mask=instance_mask,
                   spatial_mask=spatial_mask) == "gpu":
-        from ._gpu import flows as _flow_gpu
+        from ._gpu import flows as gpu
 
-        return _flow_gpu.generate_diffusion_flows(instance_mask, n_iter, adaptive_iters,
-                                                  adaptive_factor, spatial_mask,
-                                                  _check_mode(mode), P.check_spacing(spacing))
+        check_mode(mode)  # before anything touches the device
+        b = gpu_backend()
+        labels = V.device_labels(b, instance_mask, "instance_mask", 3)
+        annotated = V.device_spatial_mask(b, spatial_mask, "spatial_mask", labels.shape)
+        args = Diffusion.check(n_iter, adaptive_iters, adaptive_factor, mode)
+        return b.wrap(gpu.diffusion_flows(b, labels, annotated, args, h), instance_mask)
+    from ._cpu import flows as cpu
+
     labels = V.as_labels(instance_mask, "instance_mask", 3)
     annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", labels.shape)
-    n_iter, adaptive_iters, adaptive_factor = _check_diffusion_args(
-        n_iter, adaptive_iters, adaptive_factor)
-    mode = _check_mode(mode)
-    return _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
-                            mode=mode, h=P.check_spacing(spacing))
+    args = Diffusion.check(n_iter, adaptive_iters, adaptive_factor, mode)
+    return cpu.diffusion_flows(labels, annotated, args.n_iter, args.adaptive_iters,
+                               args.adaptive_factor, mode=args.mode, h=h)
 
 
 def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
@@ -473,113 +255,17 @@ def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
         return P.drop_depth(compute_boundary_map(P.lift(instance_mask, "instance_mask"),
                                                  dilation_width))
     if backend_of("compute_boundary_map", instance_mask=instance_mask) == "gpu":
-        from ._gpu import flows as _flow_gpu
+        from ._gpu.boundary import boundary_map
 
-        return _flow_gpu.compute_boundary_map(instance_mask, dilation_width)
+        b = gpu_backend()
+        labels = V.device_labels(b, instance_mask, "instance_mask", 3)
+        dilation_width = V.check_int(dilation_width, "dilation_width", minimum=1)
+        return b.wrap(boundary_map(b, labels, dilation_width), instance_mask)
+    from ._cpu.flows import boundary_map
+
     labels = V.as_labels(instance_mask, "instance_mask", 3)
     dilation_width = V.check_int(dilation_width, "dilation_width", minimum=1)
-    touching = np.zeros(labels.shape, np.uint8)
-    if labels.size == 0:
-        return touching.astype(np.float32)
-    from ._cpu.boundary import touching_kernel
-
-    with threads_for(labels.size):
-        touching_kernel(labels, touching)
-    if dilation_width > 1:
-        # k dilations by a 3x3x3 cube == one (2k+1)^3 cube, done separably;
-        # beyond the volume's extent more dilation changes nothing
-        k = min(dilation_width - 1, max(labels.shape))
-        touching = maximum_filter(touching, size=2 * k + 1, mode="constant", cval=0)
-    return touching.astype(np.float32)
-
-
-def _class_mode(name, cfg):
-    """The class's validated ``diffusion_mode`` ("coordinates" when absent)."""
-    return _check_mode(cfg.get("diffusion_mode", "coordinates"),
-                       f"class_config[{name!r}]['diffusion_mode']")
-
-
-def _class_settings(class_names, class_config, diffusion_iters, modes=None):
-    """Validate the per-class configuration before any work starts.
-
-    Returns one (flow_type, n_iter, boundary_only, width) tuple per class;
-    the classes' diffusion modes are appended to `modes` when it is a list.
-    """
-    settings = []
-    for name in class_names:
-        cfg = class_config.get(name, {"flow_type": "direct"})
-        if not isinstance(cfg, Mapping):
-            raise TypeError(f"class_config[{name!r}] must be a dict; got {type(cfg).__name__}")
-        flow_type = cfg.get("flow_type", "direct")
-        if flow_type not in FLOW_TYPES:
-            raise ValueError(
-                f"class_config[{name!r}]['flow_type'] must be one of {list(FLOW_TYPES)}; "
-                f"got {flow_type!r}"
-            )
-        n_iter = V.check_int(cfg.get("diffusion_iters", diffusion_iters),
-                             f"class_config[{name!r}]['diffusion_iters']", minimum=1)
-        boundary_only = bool(cfg.get("boundary_only", False))
-        width = V.check_real(cfg.get("boundary_width", 20),
-                             f"class_config[{name!r}]['boundary_width']")
-        if width < 0:
-            raise ValueError(f"class_config[{name!r}]['boundary_width'] must be >= 0; got {width}")
-        mode = _class_mode(name, cfg)
-        settings.append((flow_type, n_iter, boundary_only, width))
-        if modes is not None:
-            modes.append(mode)
-    return settings
-
-
-def _targets_one(ids, annotated, settings, modes, adaptive_iters, adaptive_factor, flows,
-                 class_fg, h=None):
-    """Fill flows [N*3, D, H, W] and class_fg [N, D, H, W] for one volume."""
-    for c, (flow_type, n_iter, boundary_only, width) in enumerate(settings):
-        labels = ids[c]
-        fg = labels > 0
-        class_fg[c] = fg
-        if not fg.any():
-            continue
-        # written in place: flows[3c:3c+3] is a C-contiguous block of zeros
-        if flow_type == "diffusion":
-            _diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
-                             out=flows[3 * c:3 * c + 3], mode=modes[c], h=h)
-        else:
-            _direct_flows(labels, annotated, out=flows[3 * c:3 * c + 3], h=h)
-        if boundary_only:
-            annotated_bg = ~fg if annotated is None else (annotated.astype(bool) & ~fg)
-            if annotated_bg.any():
-                near = distance_transform_edt(~annotated_bg, sampling=h) <= width
-                class_fg[c] = fg & near
-            else:
-                class_fg[c] = 0.0
-
-
-def _check_targets_args(shape, class_names, class_config, resolution_nm, diffusion_iters,
-                        adaptive_iters, adaptive_factor, modes=None):
-    """Validate the non-array arguments of `compute_flow_targets` (both backends).
-
-    Returns (batched, n_classes, per-class settings, adaptive_iters, adaptive_factor);
-    the per-class diffusion modes are appended to `modes` when it is a list.
-    """
-    batched = len(shape) == 5
-    if class_names is None:
-        class_names = EVALUATED_INSTANCE_CLASSES
-    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
-        raise TypeError(f"class_names must be a list of str; got {class_names!r}")
-    n_classes = shape[1] if batched else shape[0]
-    if len(class_names) != n_classes:
-        raise ValueError(
-            f"class_names has {len(class_names)} names but instance_ids of shape "
-            f"{tuple(shape)} has {n_classes} classes (axis {1 if batched else 0})"
-        )
-    if class_config is None:
-        class_config = get_instance_class_config(resolution_nm)
-    if not isinstance(class_config, Mapping):
-        raise TypeError(f"class_config must be a dict; got {type(class_config).__name__}")
-    diffusion_iters, adaptive_iters, adaptive_factor = _check_diffusion_args(
-        diffusion_iters, adaptive_iters, adaptive_factor, name="diffusion_iters")
-    settings = _class_settings(class_names, class_config, diffusion_iters, modes)
-    return batched, n_classes, settings, adaptive_iters, adaptive_factor
+    return boundary_map(labels, dilation_width)
 
 
 def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
@@ -651,36 +337,30 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
         return _flow_targets_2d(instance_ids, class_names, class_config, resolution_nm,
                                 diffusion_iters, adaptive_iters, adaptive_factor, spatial_mask,
                                 spacing)
-    if backend_of("compute_flow_targets", instance_ids=instance_ids,
-                  spatial_mask=spatial_mask) == "gpu":
-        from ._gpu import flows as _flow_gpu
-
-        return _flow_gpu.compute_flow_targets(instance_ids, class_names, class_config,
-                                              resolution_nm, diffusion_iters, adaptive_iters,
-                                              adaptive_factor, spatial_mask,
-                                              P.check_spacing(spacing))
-    ids = V.as_labels(instance_ids, "instance_ids", (4, 5))
-    modes = []
-    batched, n_classes, settings, adaptive_iters, adaptive_factor = _check_targets_args(
-        ids.shape, class_names, class_config, resolution_nm, diffusion_iters, adaptive_iters,
-        adaptive_factor, modes)
-    spatial = ids.shape[-3:]
-    mask_shape = (ids.shape[0], 1) + spatial if batched else spatial
-    annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", mask_shape)
-    h = P.check_spacing(spacing)
-
-    lead = ids.shape[:-4]
-    flows = np.zeros(lead + (3 * n_classes,) + spatial, np.float32)
-    class_fg = np.zeros(lead + (n_classes,) + spatial, np.float32)
-    if batched:
-        for b in range(ids.shape[0]):
-            mask_b = None if annotated is None else annotated[b, 0]
-            _targets_one(ids[b], mask_b, settings, modes, adaptive_iters, adaptive_factor,
-                         flows[b], class_fg[b], h)
+    on_gpu = backend_of("compute_flow_targets", instance_ids=instance_ids,
+                        spatial_mask=spatial_mask) == "gpu"
+    if on_gpu:
+        b = gpu_backend()
+        ids = V.device_labels(b, instance_ids, "instance_ids", (4, 5))
     else:
-        _targets_one(ids, annotated, settings, modes, adaptive_iters, adaptive_factor, flows,
-                     class_fg, h)
-    return flows, class_fg
+        ids = V.as_labels(instance_ids, "instance_ids", (4, 5))
+    targets = check_targets(
+        tuple(ids.shape), EVALUATED_INSTANCE_CLASSES if class_names is None else class_names,
+        get_instance_class_config(resolution_nm) if class_config is None else class_config,
+        diffusion_iters, adaptive_iters, adaptive_factor)
+    spatial = tuple(ids.shape[-3:])
+    mask_shape = (ids.shape[0], 1) + spatial if targets.batched else spatial
+    h = P.check_spacing(spacing)
+    if on_gpu:
+        from ._gpu import flows as gpu
+
+        annotated = V.device_spatial_mask(b, spatial_mask, "spatial_mask", mask_shape)
+        flows, class_fg = gpu.flow_targets(b, ids, annotated, targets, h)
+        return b.wrap(flows, instance_ids), b.wrap(class_fg, instance_ids)
+    from ._cpu import flows as cpu
+
+    annotated = V.as_spatial_mask(spatial_mask, "spatial_mask", mask_shape)
+    return cpu.flow_targets(ids, annotated, targets, h)
 
 
 def _flow_targets_2d(instance_ids, class_names, class_config, resolution_nm, diffusion_iters,

@@ -2,7 +2,7 @@
 (true / false positives, precision, recall, F1) at an IoU threshold.
 
 The overlaps of all instance pairs come from one sparse contingency count over
-the voxels (``_metrics_cpu``), O(voxels + instances): no loop over instance
+the voxels (``_cpu.metrics``), O(voxels + instances): no loop over instance
 pairs, no per-instance pass over the volume.
 """
 

@@ -1,11 +1,9 @@
 """Instance recovery from flows (SPEC section 3): tracking, clustering, relabelling.
 
 Same names, arguments, shapes and dtypes as ``topo.postprocess`` of the
-original ``topo`` package; the work is done by compiled kernels in the
-private ``_track_cpu``, ``_cluster_cpu`` and ``_relabel_cpu`` modules, or,
-for device arrays, by the GPU path (``_postprocess_gpu``, ``_segment_gpu``
-and the ``_*_cuda`` kernels). Every input is validated
-(``_validate``) before any kernel runs; inputs are never modified.
+original ``topo`` package. Each function validates its arguments once and calls a
+validated core: ``_cpu.recovery`` or, for device arrays, ``_gpu.recovery`` /
+``_gpu.segment`` (see docs/architecture.md). Inputs are never modified.
 """
 
 from __future__ import annotations
@@ -14,7 +12,9 @@ import numpy as np
 
 from ._core import planar as P
 from ._core import validate as V
-from ._core.dispatch import backend_of
+from ._core.constants import INTERPOLATIONS  # noqa: F401 - the original's name, kept here
+from ._core.dispatch import backend_of, gpu_backend
+from ._core.params import Tracking
 
 __all__ = [
     "track_flows",
@@ -23,17 +23,6 @@ __all__ = [
     "compact_relabel",
     "split_disconnected",
 ]
-
-INTERPOLATIONS = ("nearest", "trilinear")
-
-
-def _check_track_args(n_steps, step_size, interpolation):
-    """Validated (n_steps, step_size) of `track_flows` (both backends)."""
-    n_steps = V.check_int(n_steps, "n_steps", minimum=1)
-    step_size = V.check_real(step_size, "step_size", positive=True)
-    V.check_choice(interpolation, "interpolation", INTERPOLATIONS)
-    return n_steps, step_size
-
 
 def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
                 interpolation: str = "nearest", *, spacing=None):
@@ -118,34 +107,19 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
         return P.drop_points(coords), P.drop_points(ends)
     h = P.check_spacing(spacing)
     if backend_of("track_flows", sem_mask=sem_mask, flow=flow) == "gpu":
-        from ._gpu import recovery as _postprocess_gpu
+        from ._gpu import recovery as gpu
 
-        return _postprocess_gpu.track_flows(sem_mask, flow, n_steps, step_size, interpolation,
-                                            h)
-    from ._cpu.track import foreground_coords, track
+        b = gpu_backend()
+        fg = V.device_foreground(b, sem_mask, "sem_mask")
+        flow = V.device_flow(b, flow, "flow", tuple(fg.shape))
+        tracking = Tracking.check(n_steps, step_size, interpolation)
+        coords, positions = gpu.track(b, fg, flow, tracking, h)
+        return b.wrap(coords, sem_mask), b.wrap(positions, sem_mask)
+    from ._cpu import recovery as cpu
 
     fg = V.as_foreground(sem_mask, "sem_mask")
-    flow = P.scaled_flow(np, V.as_flow(flow, "flow", fg.shape), h)
-    n_steps, step_size = _check_track_args(n_steps, step_size, interpolation)
-
-    coords = foreground_coords(fg)
-    positions = np.empty(coords.shape, np.float64)
-    if coords.shape[0] == 0:
-        return coords, positions
-    track(coords, flow, n_steps, flow.dtype.type(step_size), step_size,
-          interpolation == "trilinear", positions)
-    return coords, positions
-
-
-def _size_filter(labels: np.ndarray, n_labels: int, min_size: int) -> np.ndarray:
-    """Drop labels (1..n_labels) with fewer than `min_size` voxels, compact, keep order."""
-    from ._cpu.relabel import apply_table, keep_table
-
-    counts = np.bincount(labels.ravel(), minlength=n_labels + 1)
-    table = keep_table(counts, min_size)
-    if np.array_equal(table, np.arange(n_labels + 1)):
-        return labels
-    return apply_table(labels, table)
+    flow = V.as_flow(flow, "flow", fg.shape)
+    return cpu.track(fg, flow, Tracking.check(n_steps, step_size, interpolation), h)
 
 
 def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_radius: float,
@@ -214,29 +188,25 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
             (1,) + tuple(volume_shape), convergence_radius, min_size,
             spacing=None if h is None else tuple(h)))
     h = P.check_spacing(spacing)
-    if backend_of("cluster_convergence", fg_coords=fg_coords,
-                  final_positions=final_positions) == "gpu":
-        from ._gpu import recovery as _postprocess_gpu
-
-        return _postprocess_gpu.cluster_convergence(fg_coords, final_positions, volume_shape,
-                                                    convergence_radius, min_size, h)
+    on_gpu = backend_of("cluster_convergence", fg_coords=fg_coords,
+                        final_positions=final_positions) == "gpu"
     shape = V.as_volume_shape(volume_shape, "volume_shape")
-    coords = V.as_coords(fg_coords, "fg_coords", shape)
-    positions = V.as_positions(final_positions, "final_positions", coords.shape[0])
+    if on_gpu:
+        from ._gpu import recovery as gpu
+
+        b = gpu_backend()
+        coords = V.device_coords(b, fg_coords, "fg_coords", shape)
+        positions = V.device_positions(b, final_positions, "final_positions", coords.shape[0])
+    else:
+        coords = V.as_coords(fg_coords, "fg_coords", shape)
+        positions = V.as_positions(final_positions, "final_positions", coords.shape[0])
     radius = V.check_real(convergence_radius, "convergence_radius", positive=True)
     min_size = V.check_int(min_size, "min_size", minimum=0)
-    from ._cpu.cluster import cluster_labels
+    if on_gpu:
+        return b.wrap(gpu.cluster(b, coords, positions, shape, radius, min_size, h), fg_coords)
+    from ._cpu import recovery as cpu
 
-    if coords.shape[0] == 0:
-        return np.zeros(shape, np.int32)
-    far = float(np.abs(positions).max()) * (1.0 if h is None else float(h.max()))
-    if far >= 2.0 ** 62 or far / radius >= 2.0 ** 62:
-        raise ValueError(
-            f"final_positions are too far from the origin for convergence_radius={radius}: "
-            f"max |p| = {far}, |p| / r must stay below 2**62"
-        )
-    labels, n_groups = cluster_labels(coords, positions, shape, radius, h)
-    return _size_filter(labels, n_groups, min_size)
+    return cpu.cluster(coords, positions, shape, radius, min_size, h)
 
 
 def filter_small(instances, min_size: int):
@@ -271,18 +241,19 @@ def filter_small(instances, min_size: int):
     >>> filter_small(labels, 2)
     array([[[0, 1, 1, 0, 2, 2, 2]]], dtype=int32)
     """
-    from ._cpu.labels import compact_labels
-
     if P.is_planar(instances, 3):
         return P.drop_depth(filter_small(P.lift(instances, "instances"), min_size))
     if backend_of("filter_small", instances=instances) == "gpu":
-        from ._gpu import recovery as _postprocess_gpu
+        from ._gpu import recovery as gpu
 
-        return _postprocess_gpu.filter_small(instances, min_size)
+        b = gpu_backend()
+        labels = V.device_labels(b, instances, "instances", 3)
+        min_size = V.check_int(min_size, "min_size", minimum=0)
+        return b.wrap(gpu.filter_small(b, labels, min_size), instances)
+    from ._cpu import recovery as cpu
+
     labels = V.as_labels(instances, "instances", 3)
-    min_size = V.check_int(min_size, "min_size", minimum=0)
-    compact, ids = compact_labels(labels)
-    return _size_filter(compact, ids.size, min_size)
+    return cpu.filter_small(labels, V.check_int(min_size, "min_size", minimum=0))
 
 
 def compact_relabel(instances):
@@ -316,16 +287,17 @@ def compact_relabel(instances):
     >>> compact_relabel(np.array([[[0, 40, 7, 7, 2**40]]]))
     array([[[0, 2, 1, 1, 3]]], dtype=int32)
     """
-    from ._cpu.labels import compact_labels
-
     if P.is_planar(instances, 3):
         return P.drop_depth(compact_relabel(P.lift(instances, "instances")))
     if backend_of("compact_relabel", instances=instances) == "gpu":
-        from ._gpu import recovery as _postprocess_gpu
+        from ._gpu import recovery as gpu
 
-        return _postprocess_gpu.compact_relabel(instances)
-    labels = V.as_labels(instances, "instances", 3)
-    return compact_labels(labels)[0]
+        b = gpu_backend()
+        labels = V.device_labels(b, instances, "instances", 3)
+        return b.wrap(gpu.compact_relabel(b, labels), instances)
+    from ._cpu import recovery as cpu
+
+    return cpu.compact_relabel(V.as_labels(instances, "instances", 3))
 
 
 def split_disconnected(instances, min_fragment_ratio: float = 0.1):
@@ -383,27 +355,23 @@ def split_disconnected(instances, min_fragment_ratio: float = 0.1):
     >>> split_disconnected(labels)[0, 0]
     array([1, 1, 1, 1, 1, 0, 2, 2, 2, 2, 2, 3], dtype=int32)
     """
-    from skimage.measure import label as connected_components
-
-    from ._cpu.labels import compact_labels
-    from ._cpu.relabel import split_components
-
     if P.is_planar(instances, 3):
         return P.drop_depth(split_disconnected(P.lift(instances, "instances"),
                                                min_fragment_ratio))
-    if backend_of("split_disconnected", instances=instances) == "gpu":
-        from ._gpu import segment as _segment_gpu
-
-        return _segment_gpu.split_disconnected(instances, min_fragment_ratio)
-    labels = V.as_labels(instances, "instances", 3)
+    on_gpu = backend_of("split_disconnected", instances=instances) == "gpu"
+    if on_gpu:
+        b = gpu_backend()
+        labels = V.device_labels(b, instances, "instances", 3)
+    else:
+        labels = V.as_labels(instances, "instances", 3)
     ratio = V.check_real(min_fragment_ratio, "min_fragment_ratio")
     if ratio < 0:
         raise ValueError(f"min_fragment_ratio must be >= 0; got {ratio}")
-    compact, ids = compact_labels(labels)
-    if ids.size == 0:
-        return compact
-    comp, n_comp = connected_components(compact, background=0, connectivity=1,
-                                        return_num=True)
-    if n_comp == ids.size:  # every instance is connected
-        return compact
-    return split_components(compact, ids.size, comp, n_comp, ratio)
+    if on_gpu:
+        from ._gpu import segment as gpu
+
+        compact, n = gpu.compact(b, labels)
+        return b.wrap(gpu.split(b, compact, n, ratio), instances)
+    from ._cpu import recovery as cpu
+
+    return cpu.split(labels, ratio)

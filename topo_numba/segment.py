@@ -5,12 +5,12 @@ Same names, arguments, shapes and dtypes as ``topo.postprocess`` of the
 original ``topo`` package (``postprocess_single``, ``run_instance_segmentation``,
 ``remove_bad_flow_masks``); the original's private merge step is public here as
 `merge_agreeing_clusters`. Tracking, clustering and splitting are those of
-`topo_numba.postprocess`; the merge and the flow check run in the compiled
-kernels of ``_merge_cpu``. Every step costs O(voxels) (or O(boundary voxels)):
-nothing loops over instances on the full volume. Device arrays go to the GPU
-path (``_segment_gpu``, ``_merge_cuda``), chosen by the arrays' type as
-everywhere in the package. Every input is validated before any kernel runs;
-inputs are never modified.
+`topo_numba.postprocess`. Every step costs O(voxels) (or O(boundary voxels)):
+nothing loops over instances on the full volume. Each function validates its
+arguments once and calls a validated core: ``_cpu.recovery`` or, for device
+arrays, ``_gpu.segment`` (see docs/architecture.md); the multi-class pipeline
+and its flow check call the cores directly, so nothing is validated twice.
+Inputs are never modified.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 
 from ._core import planar as P
 from ._core import validate as V
-from ._core.dispatch import backend_of
-from .postprocess import INTERPOLATIONS
+from ._core.dispatch import backend_of, gpu_backend
+from ._core.params import FlowCheck, Recovery, check_segment_classes, flow_defaults
 
 __all__ = [
     "postprocess_single",
@@ -30,117 +30,6 @@ __all__ = [
     "remove_bad_flow_masks",
     "run_instance_segmentation",
 ]
-
-GROUPS = (1, 2, 3)
-FLOW_TYPES = ("direct", "diffusion")
-DIFFUSION_MODES = ("coordinates", "source")
-_PP_DEFAULTS = {"n_steps": 100, "step_size": 1.0, "convergence_radius": 4.0, "min_size": 50}
-
-
-# --------------------------------------------------------------------------
-# validated cores (arrays already checked and converted)
-# --------------------------------------------------------------------------
-
-def _merge(labels: np.ndarray, flow: np.ndarray, dot_threshold: float) -> np.ndarray:
-    from ._cpu.labels import compact_labels
-    from ._cpu.merge import merge_table, touching_pairs
-    from ._cpu.relabel import apply_table
-
-    compact, ids = compact_labels(labels)
-    n = ids.size
-    if n <= 1:
-        return compact
-    first, second, mean_dot, _ = touching_pairs(compact, flow, n)
-    agree = mean_dot > dot_threshold
-    if not agree.any():
-        return compact
-    table = merge_table(n, first[agree], second[agree])
-    return apply_table(compact, table)
-
-
-def _recover_orphans(fg: np.ndarray, labels: np.ndarray, h=None) -> np.ndarray:
-    """Unlabelled foreground voxels take the label of the nearest labelled voxel.
-
-    One exact Euclidean distance transform of the unlabelled region (SciPy,
-    feature transform only); `labels` is a fresh array and is filled in place.
-    """
-    from scipy.ndimage import distance_transform_edt
-
-    unlabelled = labels == 0
-    orphans = fg & unlabelled
-    if not orphans.any() or unlabelled.all():
-        return labels
-    nearest = distance_transform_edt(unlabelled, sampling=h, return_distances=False,
-                                     return_indices=True)
-    labels[orphans] = labels[tuple(nearest[:, orphans])]
-    return labels
-
-
-def _postprocess(fg, flow, n_steps, step_size, radius, min_size, group, interpolation,
-                 h=None):
-    """The group pipeline on validated inputs, straight on the kernels.
-
-    Equal to composing the public functions (`track_flows`,
-    `cluster_convergence`, `merge_agreeing_clusters`, `split_disconnected`;
-    tests/test_segment.py checks it), minus their repeated validation and
-    compaction and the full-volume passes those imply: cluster sizes are
-    counted at the N foreground voxels; in group 2 the size filter and the
-    merge are applied to the volume as one relabelling table, and the
-    full-volume connected-components pass of the split runs only when a
-    union-find over the foreground voxels finds an instance in several pieces.
-    `h`: relative voxel size (tracking, clustering and orphan recovery in
-    physical units), None for isotropic voxels.
-    """
-    from skimage.measure import label as connected_components
-
-    from ._cpu.cluster import cluster_labels
-    from ._core.planar import scaled_flow
-    from ._cpu.merge import count_components, merge_table, touching_pairs
-    from ._cpu.relabel import apply_table, keep_table, split_components
-    from ._cpu.track import foreground_coords, track
-
-    coords = foreground_coords(fg)
-    if coords.shape[0] == 0:
-        return np.zeros(fg.shape, np.int32)
-    ends = np.empty(coords.shape, np.float64)
-    track(coords, scaled_flow(np, flow, h), n_steps, flow.dtype.type(step_size), step_size,
-          interpolation == "trilinear", ends)
-    labels, n = cluster_labels(coords, ends, fg.shape, radius, h)
-    sizes = np.bincount(labels[coords[:, 0], coords[:, 1], coords[:, 2]], minlength=n + 1)
-    table = keep_table(sizes, min_size)       # 1..K in label order, 0 for small ones
-    if group == 2:
-        first, second, mean_dot, _ = touching_pairs(labels, flow, n)
-        first, second = table[first].astype(np.int64), table[second].astype(np.int64)
-        agree = (mean_dot > 0.0) & (first > 0) & (second > 0)
-        table = merge_table(int(table.max()), first[agree], second[agree])[table]
-    if not np.array_equal(table, np.arange(n + 1)):
-        labels = apply_table(labels, table)
-    if group == 2:
-        n = int(table.max())
-        if count_components(labels, coords) != n:   # some instance is not 6-connected
-            comp, n_comp = connected_components(labels, background=0, connectivity=1,
-                                                return_num=True)
-            labels = split_components(labels, n, comp, n_comp, 0.1)
-    elif group == 3:
-        labels = _recover_orphans(fg, labels, h)
-    return labels
-
-
-def _check_radius_fits(radius: float, shape, name: str) -> None:
-    """End points lie in the volume; clustering needs ``|p| / r < 2**62``."""
-    far = float(max(shape, default=0))
-    if far / radius >= 2.0 ** 62:
-        raise ValueError(f"{name} = {radius} is too small for a volume of shape {tuple(shape)}: "
-                         f"the largest side / {name} must stay below 2**62")
-
-
-def _check_group(group, name: str = "group") -> int:
-    group = V.check_int(group, name)
-    if group not in GROUPS:
-        raise ValueError(f"{name} must be one of {list(GROUPS)} (1 convex, 2 elongated, "
-                         f"3 thin); got {group}")
-    return group
-
 
 # --------------------------------------------------------------------------
 # public API
@@ -217,31 +106,31 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
     >>> bool((labels == truth).all())
     True
     """
-    def checks(shape):
-        n = V.check_int(n_steps, "n_steps", minimum=1)
-        step = V.check_real(step_size, "step_size", positive=True)
-        radius = V.check_real(convergence_radius, "convergence_radius", positive=True)
-        size = V.check_int(min_size, "min_size", minimum=0)
-        grp = _check_group(group)
-        V.check_choice(interpolation, "interpolation", INTERPOLATIONS)
-        h = P.check_spacing(spacing)
-        _check_radius_fits(radius, shape if h is None else np.multiply(shape, h),
-                           "convergence_radius")
-        return n, step, radius, size, grp, interpolation, h
-
     if P.is_planar(sem_mask, 3):
         h2 = P.check_spacing(spacing, 2)
         return P.drop_depth(postprocess_single(
             P.lift(sem_mask, "sem_mask"), P.lift_flow(flow, "flow", sem_mask, "sem_mask"),
             n_steps, step_size, convergence_radius, min_size, group,
             interpolation=interpolation, spacing=None if h2 is None else tuple(h2)))
-    if backend_of("postprocess_single", sem_mask=sem_mask, flow=flow) == "gpu":
-        from ._gpu import segment as _segment_gpu
+    on_gpu = backend_of("postprocess_single", sem_mask=sem_mask, flow=flow) == "gpu"
+    if on_gpu:
+        b = gpu_backend()
+        fg = V.device_foreground(b, sem_mask, "sem_mask")
+        flow = V.device_flow(b, flow, "flow", tuple(fg.shape))
+    else:
+        fg = V.as_foreground(sem_mask, "sem_mask")
+        flow = V.as_flow(flow, "flow", fg.shape)
+    h = P.check_spacing(spacing)
+    shape = tuple(int(n) for n in fg.shape)
+    p = Recovery.check(n_steps, step_size, convergence_radius, min_size, group, interpolation,
+                       shape if h is None else np.multiply(shape, h))
+    if on_gpu:
+        from ._gpu import segment as gpu
 
-        return _segment_gpu.postprocess_single(sem_mask, flow, checks)
-    fg = V.as_foreground(sem_mask, "sem_mask")
-    flow = V.as_flow(flow, "flow", fg.shape)
-    return _postprocess(fg, flow, *checks(fg.shape))
+        return b.wrap(gpu.postprocess(b, fg, flow, p, h), sem_mask)
+    from ._cpu import recovery as cpu
+
+    return cpu.postprocess(fg, flow, p, h)
 
 
 def merge_agreeing_clusters(instances, flow, dot_threshold: float = 0.0) -> np.ndarray:
@@ -306,13 +195,19 @@ def merge_agreeing_clusters(instances, flow, dot_threshold: float = 0.0) -> np.n
             P.lift(instances, "instances"), P.lift_flow(flow, "flow", instances, "instances"),
             dot_threshold))
     if backend_of("merge_agreeing_clusters", instances=instances, flow=flow) == "gpu":
-        from ._gpu import segment as _segment_gpu
+        from ._gpu import segment as gpu
 
-        return _segment_gpu.merge_agreeing_clusters(instances, flow, dot_threshold)
+        b = gpu_backend()
+        labels = V.device_labels(b, instances, "instances", 3)
+        flow = V.device_flow(b, flow, "flow", tuple(labels.shape))
+        dot_threshold = V.check_real(dot_threshold, "dot_threshold")
+        compact, n = gpu.compact(b, labels)
+        return b.wrap(gpu.merge(b, compact, n, flow, dot_threshold), instances)
+    from ._cpu import recovery as cpu
+
     labels = V.as_labels(instances, "instances", 3)
     flow = V.as_flow(flow, "flow", labels.shape)
-    dot_threshold = V.check_real(dot_threshold, "dot_threshold")
-    return _merge(labels, flow, dot_threshold)
+    return cpu.merge(labels, flow, V.check_real(dot_threshold, "dot_threshold"))
 
 
 def remove_bad_flow_masks(instances, pred_flow, threshold: float = 0.4,
@@ -380,18 +275,6 @@ def remove_bad_flow_masks(instances, pred_flow, threshold: float = 0.4,
     >>> np.unique(remove_bad_flow_masks(labels, pred))
     array([0, 1], dtype=int32)
     """
-    from ._cpu.labels import compact_labels
-    from ._cpu.merge import squared_error_sums
-    from ._cpu.relabel import apply_table, keep_table
-    from .flow import generate_diffusion_flows, generate_direct_flows
-
-    def checks():
-        return (V.check_real(threshold, "threshold"),
-                V.check_choice(flow_type, "flow_type", FLOW_TYPES),
-                V.check_int(diffusion_iters, "diffusion_iters", minimum=1),
-                V.check_choice(diffusion_mode, "diffusion_mode", DIFFUSION_MODES),
-                P.check_spacing(spacing))
-
     if P.is_planar(instances, 3):
         h2 = P.check_spacing(spacing, 2)
         return P.drop_depth(remove_bad_flow_masks(
@@ -399,84 +282,30 @@ def remove_bad_flow_masks(instances, pred_flow, threshold: float = 0.4,
             P.lift_flow(pred_flow, "pred_flow", instances, "instances"), threshold * 2.0 / 3.0,
             flow_type, diffusion_iters=diffusion_iters, diffusion_mode=diffusion_mode,
             spacing=None if h2 is None else tuple(h2)))
-    if backend_of("remove_bad_flow_masks", instances=instances, pred_flow=pred_flow) == "gpu":
-        from ._gpu import segment as _segment_gpu
-
-        return _segment_gpu.remove_bad_flow_masks(instances, pred_flow, checks)
-    labels = V.as_labels(instances, "instances", 3)
-    pred = V.as_flow(pred_flow, "pred_flow", labels.shape)
-    threshold, flow_type, diffusion_iters, diffusion_mode, h = checks()
-
-    compact, ids = compact_labels(labels)
-    n = ids.size
-    if n == 0:
-        return compact
-    spacing3 = None if h is None else tuple(h)
-    if flow_type == "diffusion":
-        own = generate_diffusion_flows(compact, n_iter=diffusion_iters, mode=diffusion_mode,
-                                       spacing=spacing3)
+    on_gpu = backend_of("remove_bad_flow_masks", instances=instances,
+                        pred_flow=pred_flow) == "gpu"
+    if on_gpu:
+        b = gpu_backend()
+        labels = V.device_labels(b, instances, "instances", 3)
+        pred = V.device_flow(b, pred_flow, "pred_flow", tuple(labels.shape))
     else:
-        own = generate_direct_flows(compact, spacing=spacing3)
-    sums = squared_error_sums(compact, own, pred, n)
-    counts = np.bincount(compact.ravel(), minlength=n + 1)
-    counts[0] = 1
-    mse = sums / (3.0 * counts)
-    bad = mse > threshold
-    bad[0] = False
-    if not bad.any():
-        return compact
-    counts[bad] = 0  # keep_table drops labels without voxels
-    return apply_table(compact, keep_table(counts, 1))
+        labels = V.as_labels(instances, "instances", 3)
+        pred = V.as_flow(pred_flow, "pred_flow", labels.shape)
+    check = FlowCheck.check(threshold, flow_type, diffusion_iters, diffusion_mode)
+    h = P.check_spacing(spacing)
+    if on_gpu:
+        from ._gpu import segment as gpu
+
+        compact, n = gpu.compact(b, labels)
+        return b.wrap(gpu.remove_bad(b, compact, n, pred, check, h), instances)
+    from ._cpu import recovery as cpu
+
+    return cpu.remove_bad(labels, pred, check, h)
 
 
 # --------------------------------------------------------------------------
 # multi-class entry point
 # --------------------------------------------------------------------------
-
-def _class_settings(names, class_config, resolution_nm, need_flow_type, shape):
-    """Validate the configuration of every class that will be processed."""
-    from .config import get_instance_class_config
-
-    flow_defaults = {}
-    if need_flow_type:
-        # flow types are the same at every resolution; iterations are not
-        table = get_instance_class_config(resolution_nm if resolution_nm is not None else 16)
-        for name, entry in table.items():
-            iters = entry.get("diffusion_iters", 200) if resolution_nm is not None else 200
-            flow_defaults[name] = (entry["flow_type"], iters,
-                                   entry.get("diffusion_mode", "coordinates"))
-    settings = {}
-    for c, name in enumerate(names):
-        if name not in class_config:
-            continue
-        cfg = class_config[name]
-        where = f"class_config[{name!r}]"
-        if not isinstance(cfg, Mapping):
-            raise TypeError(f"{where} must be a dict; got {type(cfg).__name__}")
-        s = {"index": c, "group": _check_group(cfg.get("group", 1), f"{where}['group']")}
-        s["n_steps"] = V.check_int(cfg.get("n_steps", _PP_DEFAULTS["n_steps"]),
-                                   f"{where}['n_steps']", minimum=1)
-        s["step_size"] = V.check_real(cfg.get("step_size", _PP_DEFAULTS["step_size"]),
-                                      f"{where}['step_size']", positive=True)
-        s["radius"] = V.check_real(cfg.get("convergence_radius",
-                                           _PP_DEFAULTS["convergence_radius"]),
-                                   f"{where}['convergence_radius']", positive=True)
-        _check_radius_fits(s["radius"], shape, f"{where}['convergence_radius']")
-        s["min_size"] = V.check_int(cfg.get("min_size", _PP_DEFAULTS["min_size"]),
-                                    f"{where}['min_size']", minimum=0)
-        s["interpolation"] = V.check_choice(cfg.get("interpolation", "nearest"),
-                                            f"{where}['interpolation']", INTERPOLATIONS)
-        if need_flow_type:
-            flow_type, iters, mode = flow_defaults.get(name, ("direct", 200, "coordinates"))
-            s["flow_type"] = V.check_choice(cfg.get("flow_type", flow_type),
-                                            f"{where}['flow_type']", FLOW_TYPES)
-            s["diffusion_iters"] = V.check_int(cfg.get("diffusion_iters", iters),
-                                               f"{where}['diffusion_iters']", minimum=1)
-            s["diffusion_mode"] = V.check_choice(cfg.get("diffusion_mode", mode),
-                                                 f"{where}['diffusion_mode']", DIFFUSION_MODES)
-        settings[name] = s
-    return settings
-
 
 def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_config=None,
                               flow_error_threshold: float = 0.0, *,
@@ -559,7 +388,11 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
     >>> int(out["ves"].max())
     2
     """
-    from .config import EVALUATED_INSTANCE_CLASSES, get_postprocess_config
+    from .config import (
+        EVALUATED_INSTANCE_CLASSES,
+        get_instance_class_config,
+        get_postprocess_config,
+    )
 
     if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3; got {spatial_dims!r}")
@@ -583,44 +416,36 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
         raise TypeError(f"class_names must be a list of str; got {class_names!r}")
     n = len(class_names)
 
-    def settings_of(shape):
-        threshold = V.check_real(flow_error_threshold, "flow_error_threshold")
-        config = class_config
-        if config is None:
-            if resolution_nm is None:
-                raise ValueError("run_instance_segmentation needs class_config or resolution_nm "
-                                 "(the voxel size in nm, to pick get_postprocess_config's table)")
-            config = get_postprocess_config(resolution_nm)
-        if not isinstance(config, Mapping):
-            raise TypeError(f"class_config must be a dict; got {type(config).__name__}")
-        h = P.check_spacing(spacing)
-        return threshold, _class_settings(class_names, config, resolution_nm, threshold > 0,
-                                          shape if h is None else np.multiply(shape, h)), h
-
     if on_gpu:
-        from ._gpu import segment as _segment_gpu
+        b = gpu_backend()
+        sem = V.device_class_probabilities(b, semantic_pred, "semantic_pred", n)
+        shape = tuple(int(s) for s in sem.shape[1:])
+        flows = V.device_class_flows(b, flow_pred, "flow_pred", n, shape)
+    else:
+        sem = V.as_class_probabilities(semantic_pred, "semantic_pred", n)
+        shape = sem.shape[1:]
+        flows = V.as_class_flows(flow_pred, "flow_pred", n, shape)
+    threshold = V.check_real(flow_error_threshold, "flow_error_threshold")
+    config = class_config
+    if config is None:
+        if resolution_nm is None:
+            raise ValueError("run_instance_segmentation needs class_config or resolution_nm "
+                             "(the voxel size in nm, to pick get_postprocess_config's table)")
+        config = get_postprocess_config(resolution_nm)
+    if not isinstance(config, Mapping):
+        raise TypeError(f"class_config must be a dict; got {type(config).__name__}")
+    h = P.check_spacing(spacing)
+    defaults = {}
+    if threshold > 0:  # flow types are the same at every resolution; iterations are not
+        defaults = flow_defaults(get_instance_class_config(
+            resolution_nm if resolution_nm is not None else 16), resolution_nm is not None)
+    settings = check_segment_classes(class_names, config, threshold,
+                                     shape if h is None else np.multiply(shape, h), defaults)
+    if on_gpu:
+        from ._gpu import segment as gpu
 
-        return _segment_gpu.run_instance_segmentation(semantic_pred, flow_pred, class_names,
-                                                      settings_of)
-    sem = V.as_class_probabilities(semantic_pred, "semantic_pred", n)
-    flows = V.as_class_flows(flow_pred, "flow_pred", n, sem.shape[1:])
-    threshold, settings, h = settings_of(sem.shape[1:])
-    spacing3 = None if h is None else tuple(h)
+        out = gpu.segment_classes(b, sem, flows, settings, h)
+        return {name: b.wrap(labels, semantic_pred) for name, labels in out.items()}
+    from ._cpu import recovery as cpu
 
-    results = {}
-    for name, s in settings.items():
-        c = s["index"]
-        fg = np.ascontiguousarray(sem[c] > 0.5)
-        if not fg.any():
-            results[name] = np.zeros(fg.shape, np.int32)
-            continue
-        flow = flows[3 * c:3 * c + 3]
-        labels = _postprocess(fg, flow, s["n_steps"], s["step_size"], s["radius"],
-                              s["min_size"], s["group"], s["interpolation"], h)
-        if threshold > 0 and labels.any():
-            labels = remove_bad_flow_masks(labels, flow, threshold, s["flow_type"],
-                                           diffusion_iters=s["diffusion_iters"],
-                                           diffusion_mode=s["diffusion_mode"],
-                                           spacing=spacing3)
-        results[name] = labels
-    return results
+    return cpu.segment_classes(sem, flows, settings, h)

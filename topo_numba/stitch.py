@@ -15,7 +15,7 @@ Same names, arguments and return types as ``topo.stitch`` of the original
   original lets the highest weight win and never merges, so every object
   crossing a seam is split).
 
-The blending runs in compiled kernels (``_stitch_cpu``), one parallel pass
+The blending runs in compiled kernels (``_cpu.stitch``), one parallel pass
 per tile, without building 3-D weight volumes. For volumes that do not fit in
 memory use `topo_numba.dask`, which computes flows and labels chunk by chunk.
 """

@@ -132,3 +132,20 @@ def backend_of(func_name: str, **arrays) -> str:
     for name in device:
         _check_interface(func_name, name, arrays[name])
     return "gpu"
+
+
+def gpu_backend():
+    """The GPU backend (`topo_numba._gpu.backend.Backend`), loaded on first use.
+
+    The one place where host-side code reaches into ``_gpu``: the plumbing
+    module it loads imports nothing of topo_numba but ``_core``, and only
+    when a device array was passed.
+
+    Raises
+    ------
+    ImportError, GPUUnavailableError
+        See `topo_numba._gpu.backend.backend`.
+    """
+    from .._gpu.backend import backend
+
+    return backend()

@@ -65,9 +65,9 @@ def _is_device(value) -> bool:
 
 
 def _device(value, name: str):
-    from .._gpu.backend import backend
+    from .dispatch import gpu_backend
 
-    b = backend()
+    b = gpu_backend()
     return b, b.asarray(value, name)
 
 

@@ -353,8 +353,8 @@ def as_class_flows(value, name: str, n_classes: int, shape: tuple[int, ...]) -> 
 # --------------------------------------------------------------------------
 # device arrays (GPU path): the same rules and messages, checked on the device
 # --------------------------------------------------------------------------
-# `b` is the GPU backend (`topo_numba._gpu.Backend`); values are device arrays
-# (already classified by `_dispatch.backend_of`). Conversions stay on the
+# `b` is the GPU backend (`topo_numba._gpu.backend.Backend`); values are device arrays
+# (already classified by `_core.dispatch.backend_of`). Conversions stay on the
 # device; each reduction whose result decides an error is one marked SYNC.
 
 def _device_native(b, arr):

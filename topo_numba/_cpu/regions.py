@@ -4,7 +4,7 @@ Everything here works on NumPy arrays that are one region of a volume: a
 chunk, a chunk with a halo, or an instance's bounding box. Each function
 takes the region's ``origin`` (its first voxel in the volume) so that the
 results are those of the whole volume, and reuses the in-memory kernels
-(``_labels_cpu``, ``_direct_cpu``, ``_diffusion_cpu``) unchanged.
+(``_cpu.labels``, ``_cpu.direct``, ``_cpu.diffusion``) unchanged.
 
 Why a region gives exactly the whole-volume flows of an instance (SPEC 2):
 
@@ -184,9 +184,9 @@ def direct_block(block_labels, origin, ids, centres, sinks, h=None) -> np.ndarra
 
 def iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
     """n_i of SPEC 2.2 from global bounding boxes (same rule as the in-memory path)."""
-    from ..flow import _iteration_counts
+    from .._core.plans import iteration_counts as counts
 
-    return _iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor)
+    return counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor)
 
 
 def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_iters,
@@ -247,12 +247,12 @@ def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_ite
     lab = apply_table(lab, table)
     n = int(kept.sum())
     if source is not None:
-        from ..flow import _source_flows_into
+        from .flows import source_flows_into
 
         annotated = (None if region_annotated is None
                      else np.ascontiguousarray(region_annotated))
         with threads_for(labels.size):
-            _source_flows_into(lab, annotated, *source, out, h)
+            source_flows_into(lab, annotated, *source, out, h)
         return out
     n_iters = np.zeros(n + 1, np.int64)
     n_iters[1:] = keep_iters[pos_in_keep[kept]]

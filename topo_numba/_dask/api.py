@@ -12,6 +12,17 @@ import numpy as np
 
 from .._core import planar as P
 from .._core import validate as V
+from .._core.constants import INTERPOLATIONS
+from .._core.params import (
+    Diffusion,
+    SegmentClass,
+    Targets,
+    check_group,
+    check_radius_fits,
+    check_segment_classes,
+    check_targets,
+    flow_defaults,
+)
 from .common import (
     store,
     DaskSource,
@@ -173,18 +184,16 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
     array([ 1., -1.], dtype=float32)
     """
     from .flows import diffusion_flows
-    from ..flow import _check_diffusion_args, _check_mode
 
     labels = _labels(instance_mask, "instance_mask")
-    n_iter, adaptive_iters, adaptive_factor = _check_diffusion_args(
-        n_iter, adaptive_iters, adaptive_factor)
-    mode = _check_mode(mode)
+    args = Diffusion.check(n_iter, adaptive_iters, adaptive_factor, mode)
     h = P.check_spacing(spacing)
     halo = _flow_halo(halo, labels.chunks)
     labels = labels.rechunk(merge_small_trailing_chunks(labels.chunks, halo))
     annotated = as_annotated(spatial_mask, labels.chunks, labels.shape)
     return diffusion_flows(DaskSource(labels), DaskSource(annotated) if annotated is not None
-                           else None, n_iter, adaptive_iters, adaptive_factor, halo, mode, h)
+                           else None, args.n_iter, args.adaptive_iters, args.adaptive_factor,
+                           halo, args.mode, h)
 
 
 def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
@@ -222,53 +231,57 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     >>> flows.shape, fg.shape
     ((6, 8, 8, 8), (2, 8, 8, 8))
     """
-    from ..flow import _check_targets_args
-
     ids = _labels(instance_ids, "instance_ids", (4, 5))
-    modes: list = []
-    batched, _, settings, adaptive_iters, adaptive_factor = _check_targets_args(
-        ids.shape, class_names, class_config, resolution_nm, diffusion_iters, adaptive_iters,
-        adaptive_factor, modes)
+    targets = _check_targets(ids.shape, class_names, class_config, resolution_nm,
+                             diffusion_iters, adaptive_iters, adaptive_factor)
     h = P.check_spacing(spacing)
-    if batched:
+    if targets.batched:
         mask = spatial_mask
         if mask is not None:
             mask = as_dask(mask, "spatial_mask", 5, "biuf", "float or bool values")
             expected = (ids.shape[0], 1) + ids.shape[2:]
             if mask.shape != expected:
                 raise ValueError(f"spatial_mask must have shape {expected}; got {mask.shape}")
-        out = [_dask_targets(ids[b], None if mask is None else mask[b, 0], settings, modes,
-                             adaptive_iters, adaptive_factor, halo, h)
+        out = [_dask_targets(ids[b], None if mask is None else mask[b, 0], targets, halo, h)
                for b in range(ids.shape[0])]
         return da.stack([f for f, _ in out]), da.stack([c for _, c in out])
-    return _dask_targets(ids, spatial_mask, settings, modes, adaptive_iters, adaptive_factor,
-                         halo, h)
+    return _dask_targets(ids, spatial_mask, targets, halo, h)
 
 
-def _dask_targets(ids, spatial_mask, settings, modes, adaptive_iters, adaptive_factor, halo,
-                  h):
+def _check_targets(shape, class_names, class_config, resolution_nm, diffusion_iters,
+                   adaptive_iters, adaptive_factor) -> Targets:
+    """`_core.params.check_targets` with the in-memory function's defaults."""
+    from ..config import EVALUATED_INSTANCE_CLASSES, get_instance_class_config
+
+    return check_targets(
+        tuple(shape), EVALUATED_INSTANCE_CLASSES if class_names is None else class_names,
+        get_instance_class_config(resolution_nm) if class_config is None else class_config,
+        diffusion_iters, adaptive_iters, adaptive_factor)
+
+
+def _dask_targets(ids, spatial_mask, targets: Targets, halo, h):
     annotated = as_annotated(spatial_mask, ids.chunks[1:], ids.shape[1:])
     ann_src = DaskSource(annotated) if annotated is not None else None
     sources = [DaskSource(ids[c]) for c in range(ids.shape[0])]
-    return _targets(sources, ann_src, settings, modes, adaptive_iters, adaptive_factor, halo,
-                    h)
+    return _targets(sources, ann_src, targets, halo, h)
 
 
-def _targets(sources, ann_src, settings, modes, adaptive_iters, adaptive_factor, halo, h):
+def _targets(sources, ann_src, targets: Targets, halo, h):
     """(flows, class_fg) Dask arrays of all classes from per-class label sources."""
     from .flows import class_fg, diffusion_flows, direct_flows
 
     flows, fgs = [], []
     chunks = sources[0].grid.chunks
-    for src, (flow_type, n_iter, boundary_only, width), mode in zip(sources, settings, modes):
-        if flow_type == "diffusion":
+    for src, cls in zip(sources, targets.classes):
+        if cls.flow_type == "diffusion":
             grow = _flow_halo(halo, chunks)
             s, a = _with_chunks(src, merge_small_trailing_chunks(chunks, grow), ann_src)
-            f = diffusion_flows(s, a, n_iter, adaptive_iters, adaptive_factor, grow, mode, h)
+            f = diffusion_flows(s, a, cls.n_iter, targets.adaptive_iters,
+                                targets.adaptive_factor, grow, cls.mode, h)
         else:
             f = direct_flows(src, ann_src, h)
         flows.append(f.rechunk(((3,),) + chunks))
-        fgs.append(class_fg(src, ann_src, boundary_only, width, h).rechunk(chunks))
+        fgs.append(class_fg(src, ann_src, cls.boundary_only, cls.width, h).rechunk(chunks))
     return da.concatenate(flows, axis=0), da.stack(fgs)
 
 
@@ -365,20 +378,17 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
     >>> bool((labels.compute() == truth).all())
     True
     """
-    from ..postprocess import INTERPOLATIONS
-    from ..segment import _check_group, _check_radius_fits
-
     sem, flow = _segment_inputs(sem_mask, flow, "sem_mask", "flow")
     params = {
         "n_steps": V.check_int(n_steps, "n_steps", minimum=1),
         "step_size": V.check_real(step_size, "step_size", positive=True),
         "radius": V.check_real(convergence_radius, "convergence_radius", positive=True),
         "min_size": V.check_int(min_size, "min_size", minimum=0),
-        "group": _check_group(group),
+        "group": check_group(group),
         "interpolation": V.check_choice(interpolation, "interpolation", INTERPOLATIONS),
         "h": P.check_spacing(spacing),
     }
-    _check_radius_fits(params["radius"], sem.shape if params["h"] is None
+    check_radius_fits(params["radius"], sem.shape if params["h"] is None
                        else np.multiply(sem.shape, params["h"]), "convergence_radius")
     halo = _segment_halo(halo, sem.chunks, params["radius"], params["n_steps"],
                          params["step_size"])
@@ -441,14 +451,12 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
             for c in range(len(names))}
     results = {}
     for name, s in settings.items():
-        labels = _segment_class(fg[s["index"]], flow[s["index"]], s, halo, h)
-        if threshold > 0:
+        labels = _segment_class(fg[s.index], flow[s.index], s, halo, h)
+        if s.flow_check is not None:
             from .check import remove_bad_flow_masks
 
-            c = s["index"]
-            labels = remove_bad_flow_masks(labels, flows[3 * c:3 * c + 3], threshold,
-                                           s["flow_type"], s["diffusion_iters"],
-                                           s["diffusion_mode"], h)
+            c = s.index
+            labels = remove_bad_flow_masks(labels, flows[3 * c:3 * c + 3], s.flow_check, h)
         results[name] = labels
     return results
 
@@ -456,8 +464,11 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
 def _segment_settings(class_names, class_config, resolution_nm, flow_error_threshold,
                       sem_info, flow_info, spacing=None):
     """Validated (class names, threshold, per-class settings) of the segmentation."""
-    from ..config import EVALUATED_INSTANCE_CLASSES, get_postprocess_config
-    from ..segment import _class_settings
+    from ..config import (
+        EVALUATED_INSTANCE_CLASSES,
+        get_instance_class_config,
+        get_postprocess_config,
+    )
 
     if class_names is None:
         class_names = EVALUATED_INSTANCE_CLASSES
@@ -482,16 +493,23 @@ def _segment_settings(class_names, class_config, resolution_nm, flow_error_thres
     if not isinstance(class_config, Mapping):
         raise TypeError(f"class_config must be a dict; got {type(class_config).__name__}")
     h = P.check_spacing(spacing)
-    settings = _class_settings(class_names, class_config, resolution_nm, threshold > 0,
-                               sem_shape[1:] if h is None else np.multiply(sem_shape[1:], h))
+    defaults = {}
+    if threshold > 0:  # flow types are the same at every resolution; iterations are not
+        defaults = flow_defaults(get_instance_class_config(
+            resolution_nm if resolution_nm is not None else 16), resolution_nm is not None)
+    settings = check_segment_classes(
+        class_names, class_config, threshold,
+        sem_shape[1:] if h is None else np.multiply(sem_shape[1:], h), defaults)
     return list(class_names), threshold, settings
 
 
-def _segment_class(fg_src, flow_src, s, halo, h=None):
-    params = {"n_steps": s["n_steps"], "step_size": s["step_size"], "radius": s["radius"],
-              "min_size": s["min_size"], "group": s["group"],
-              "interpolation": s["interpolation"], "h": h}
-    grow = _segment_halo(halo, fg_src.grid.chunks, s["radius"], s["n_steps"], s["step_size"])
+def _segment_class(fg_src, flow_src, s: SegmentClass, halo, h=None):
+    r = s.recovery
+    t = r.tracking
+    params = {"n_steps": t.n_steps, "step_size": t.step_size, "radius": r.radius,
+              "min_size": r.min_size, "group": r.group, "interpolation": t.interpolation,
+              "h": h}
+    grow = _segment_halo(halo, fg_src.grid.chunks, r.radius, t.n_steps, t.step_size)
     return _labels_of_class(fg_src, flow_src, params, grow)
 
 
@@ -599,15 +617,12 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
     reads the labels for the per-instance table, a second computes and
     writes the flows.
     """
-    from ..flow import _check_targets_args
-
     ids = _Input(labels, "labels", (3, 4), "biu", "integer instance ids (0 = background)",
                  chunks)
     shape = ids.shape if ids.ndim == 4 else (1,) + ids.shape
-    modes: list = []
-    _, n, settings, adaptive_iters, adaptive_factor = _check_targets_args(
-        shape, class_names, class_config, resolution_nm, diffusion_iters, adaptive_iters,
-        adaptive_factor, modes)
+    targets = _check_targets(shape, class_names, class_config, resolution_nm, diffusion_iters,
+                             adaptive_iters, adaptive_factor)
+    n = targets.n_classes
     h = P.check_spacing(spacing)
     sources = [ids.source((c,)) for c in range(n)] if ids.ndim == 4 else [ids.source()]
     ann_src = None
@@ -619,8 +634,7 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
                              f"got shape {mask.shape} and dtype {mask.dtype}")
         ann_src = mask.source(transform=_annotated_block, dtype=np.uint8)
     with _progress(progress):
-        flows, class_fg = _targets(sources, ann_src, settings, modes, adaptive_iters,
-                                   adaptive_factor, halo, h)
+        flows, class_fg = _targets(sources, ann_src, targets, halo, h)
         store({"flows": flows, "class_fg": class_fg}, out, overwrite)
 
 
@@ -660,15 +674,15 @@ def segment_to_zarr(semantic_pred, flow_pred, out, class_names=None, class_confi
     with _progress(progress):
         labels = {}
         for name, s in settings.items():
-            c = s["index"]
+            c = s.index
             labels[name] = _segment_class(
                 sem.source((c,), _above_half, bool),
                 flows.source((slice(3 * c, 3 * c + 3),)), s, halo, h)
-        if threshold > 0 and labels:
+        if threshold > 0 and labels:  # every class then has its flow_check
             from .check import SCRATCH, check_stored_labels
 
             # written first, then checked from the store: the blocks are tracked twice, not 4x
             store({f"{SCRATCH}/{name}": lab for name, lab in labels.items()}, out, True)
-            check_stored_labels(out, flows.dask, settings, threshold, overwrite, h)
+            check_stored_labels(out, flows.dask, settings, overwrite, h)
         else:
             store(labels, out, overwrite)

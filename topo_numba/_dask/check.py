@@ -55,19 +55,18 @@ def _relabel(block, ids, new):
     return np.where((lab > 0) & (ids[pos] == lab), new[pos], 0).astype(new.dtype)
 
 
-def remove_bad_flow_masks(labels: da.Array, pred: da.Array, threshold: float, flow_type: str,
-                          diffusion_iters: int, mode: str = "coordinates",
-                          h=None) -> da.Array:
+def remove_bad_flow_masks(labels: da.Array, pred: da.Array, check, h=None) -> da.Array:
     """Labels without the instances whose own flow differs from `pred` by a mean
     squared difference above `threshold`, renumbered 1..K in id order (lazy; the
     own flows' table and the error sums are computed now)."""
     from .common import DaskSource
     from .flows import diffusion_flows, direct_flows
 
-    if flow_type == "diffusion":
+    if check.flow_type == "diffusion":
+        d = check.diffusion()  # the defaults of generate_diffusion_flows
         halo = max(1, min(16, min(min(c) for c in labels.chunks)))
-        own = diffusion_flows(DaskSource(labels), None, diffusion_iters, True, 6.0, halo, mode,
-                              h)
+        own = diffusion_flows(DaskSource(labels), None, d.n_iter, d.adaptive_iters,
+                              d.adaptive_factor, halo, d.mode, h)
     else:
         own = direct_flows(DaskSource(labels), None, h)
     own = own.rechunk(((3,),) + labels.chunks)
@@ -78,13 +77,13 @@ def remove_bad_flow_masks(labels: da.Array, pred: da.Array, threshold: float, fl
              for idx in grid.blocks()]
     (table,) = dask.compute(tree_reduce(parts, _merge))
     mse = table["sums"] / (3.0 * np.maximum(table["counts"], 1))
-    keep = mse <= threshold
+    keep = mse <= check.threshold
     dtype = labels.dtype
     new = np.where(keep, np.cumsum(keep), 0).astype(dtype)
     return labels.map_blocks(_relabel, table["ids"], new, dtype=dtype)
 
 
-def check_stored_labels(out, flows, settings, threshold, overwrite, h=None):
+def check_stored_labels(out, flows, settings, overwrite, h=None):
     """The flow check on labels written to ``out/SCRATCH/<class>``: writes the
     checked labels to ``out/<class>`` and removes the scratch arrays."""
     import zarr
@@ -93,10 +92,8 @@ def check_stored_labels(out, flows, settings, threshold, overwrite, h=None):
 
     root = os.fspath(out)
     for name, s in settings.items():
-        c = s["index"]
+        c = s.index
         labels = da.from_zarr(root, component=f"{SCRATCH}/{name}")
-        checked = remove_bad_flow_masks(labels, flows[3 * c:3 * c + 3], threshold,
-                                        s["flow_type"], s["diffusion_iters"],
-                                        s["diffusion_mode"], h)
+        checked = remove_bad_flow_masks(labels, flows[3 * c:3 * c + 3], s.flow_check, h)
         store({name: checked}, out, overwrite)
     del zarr.open_group(root, mode="a")[SCRATCH]

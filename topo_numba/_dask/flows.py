@@ -1,5 +1,5 @@
 """Out-of-core flow generation (`topo_numba.dask`): task graphs over the chunks
-of a Dask label array, built around the region kernels of ``_regions``.
+of a Dask label array, built around the region kernels of ``_cpu.regions``.
 
 Two passes over the labels:
 
@@ -44,7 +44,7 @@ def _stats_task(ext_labels, ext_annotated, core, origin):
 
 
 def instance_table(src, ann_src) -> dict:
-    """Per-instance table of the whole volume (computed now; see ``_regions.block_stats``).
+    """Per-instance table of the whole volume (computed now; see ``_cpu.regions.block_stats``).
 
     `src` gives the labels' blocks, `ann_src` the uint8 annotation mask's (or None).
     """

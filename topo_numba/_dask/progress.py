@@ -3,6 +3,8 @@
 Private: `topo_numba.dask` uses it for ``progress=True``. One bar per
 computation (the per-instance pass, then the writing pass, ...). A
 ``distributed`` cluster reports progress on its own dashboard instead.
+tqdm is optional (the ``progress`` extra); without it, asking for a bar is
+a one-line ImportError, raised before anything is computed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ class TqdmCallback(Callback):
     """Progress of every Dask computation run inside the ``with`` block."""
 
     def __init__(self, desc: str = "topo_numba", **tqdm_kwargs):
+        try:
+            import tqdm  # noqa: F401
+        except ImportError:
+            raise ImportError("progress=True needs tqdm: "
+                              "pip install 'topo-numba[progress]'") from None
         super().__init__()
         self._desc = desc
         self._kwargs = tqdm_kwargs

@@ -125,10 +125,10 @@ def _cluster_on_global_grid(coords, ends, ext_start, shape, vol_shape, radius, h
     units, ``p * h`` over the extent ``vol_shape * h``, with a relative voxel
     size `h`).
 
-    Mirrors ``_cluster_cpu.cluster_labels`` (same kernels), with the cells
+    Mirrors ``_cpu.cluster.cluster_labels`` (same kernels), with the cells
     clipped to the grid over the volume instead of over the block.
     """
-    from .._cpu.cluster import _merge_and_number, _scatter, _segment_means, physical_points
+    from .._cpu.cluster import merge_and_number, scatter_labels, segment_means, physical_points
 
     g = max(1.0, radius / 2.0)
     positions, (D, H, W) = physical_points(np, ends + np.asarray(ext_start, np.float64),
@@ -145,7 +145,7 @@ def _cluster_on_global_grid(coords, ends, ext_start, shape, vol_shape, radius, h
     n_clusters = starts.size - 1
     centres = np.empty((n_clusters, 3), np.float64)
     cluster_of = np.empty(coords.shape[0], np.int64)
-    _segment_means(positions, order, starts, centres, cluster_of)
+    segment_means(positions, order, starts, centres, cluster_of)
     keys = np.round(centres / radius).astype(np.int64)
     members = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0])).astype(np.int64)
     sorted_keys = keys[members]
@@ -154,9 +154,9 @@ def _cluster_on_global_grid(coords, ends, ext_start, shape, vol_shape, radius, h
     first = np.flatnonzero(new_cell)
     cell_keys = np.ascontiguousarray(sorted_keys[first])
     cell_starts = np.concatenate((first, [n_clusters])).astype(np.int64)
-    group, n_groups = _merge_and_number(centres, members, cell_keys, cell_starts, radius)
+    group, n_groups = merge_and_number(centres, members, cell_keys, cell_starts, radius)
     labels = np.zeros(tuple(shape), np.int32)
-    _scatter(coords, cluster_of, group, labels)
+    scatter_labels(coords, cluster_of, group, labels)
     return labels, int(n_groups)
 
 
@@ -406,9 +406,9 @@ def _final_task(fg_ext, flow_ext, geom: BlockGeometry, p, meta, table):
     else:
         out = table[labels]
     if p["group"] == 3:
-        from ..segment import _recover_orphans
+        from .._cpu.recovery import recover_orphans
 
-        out = _recover_orphans(np.asarray(fg_ext) > 0, out, p.get("h"))
+        out = recover_orphans(np.asarray(fg_ext) > 0, out, p.get("h"))
     return np.ascontiguousarray(out[geom.core])
 
 
@@ -424,7 +424,7 @@ def _forward_neighbours(grid: Grid, idx):
 def segment(fg_src, flow_src, p: dict, halo: int) -> da.Array:
     """Labels (D, H, W) of one class as a Dask array; passes 1-3 run now.
 
-    `fg_src` and `flow_src` (sources of ``_dask_common``, same chunks) give the
+    `fg_src` and `flow_src` (sources of ``_dask.common``, same chunks) give the
     grown blocks of the foreground mask and of the (3, ...) flow.
     """
     grid = fg_src.grid

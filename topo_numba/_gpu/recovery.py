@@ -1,10 +1,10 @@
-"""GPU path of the instance-recovery functions (SPEC section 3).
+"""GPU recovery cores: tracking, clustering, relabelling (SPEC section 3).
 
-`topo_numba.postprocess` sends device arrays here after
-`_dispatch.backend_of` has classified them: validate on the device
-(`_validate.device_*`, the same rules and messages as on the host), run the
-``_*_cuda`` kernels, return arrays of the input's kind. Transfers are marked
-``# SYNC`` where they happen.
+`topo_numba.postprocess` validates device arrays (`_core.validate.device_*`,
+the same rules and messages as on the host) and the other arguments
+(`_core.params`), calls these cores with validated ``xp`` arrays and wraps
+the results as the input's kind. Each mirrors a core of `_cpu.recovery`.
+Transfers are marked ``# SYNC`` where they happen.
 
 Private.
 """
@@ -13,39 +13,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core import validate as V
-from .backend import backend
+from .._core.params import Tracking
+from .backend import Backend
 
 
-def track_flows(sem_mask, flow, n_steps, step_size, interpolation, h=None):
-    """GPU `topo_numba.postprocess.track_flows` (arguments already classified;
-    `h`: relative voxel size or None)."""
+def track(b: Backend, fg, flow, tracking: Tracking, h=None):
+    """`_cpu.recovery.track` of a validated device mask and flow.
+
+    Returns (coords (N, 3) int64, positions (N, 3) float64) device arrays.
+    """
     from .._core.planar import scaled_flow
-    from .track import track
-    from ..postprocess import _check_track_args
+    from .track import track as kernels
 
-    b = backend()
-    fg = V.device_foreground(b, sem_mask, "sem_mask")
-    flow = scaled_flow(b.xp, V.device_flow(b, flow, "flow", tuple(fg.shape)), h)
-    n_steps, step_size = _check_track_args(n_steps, step_size, interpolation)
-    coords, positions = track(b, fg, flow, n_steps, step_size, interpolation == "trilinear")
-    return b.wrap(coords, sem_mask), b.wrap(positions, sem_mask)
+    flow = scaled_flow(b.xp, flow, h)
+    return kernels(b, fg, flow, tracking.n_steps, tracking.step_size, tracking.trilinear)
 
 
-def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_radius, min_size,
-                        h=None):
-    """GPU `topo_numba.postprocess.cluster_convergence` (arguments already classified;
-    `h`: relative voxel size or None)."""
+def cluster(b: Backend, coords, positions, shape, radius: float, min_size: int, h=None):
+    """`_cpu.recovery.cluster` of validated device points: (D, H, W) int32 labels."""
     from .cluster import cluster_labels, size_filter
 
-    b = backend()
-    shape = V.as_volume_shape(volume_shape, "volume_shape")
-    coords = V.device_coords(b, fg_coords, "fg_coords", shape)
-    positions = V.device_positions(b, final_positions, "final_positions", coords.shape[0])
-    radius = V.check_real(convergence_radius, "convergence_radius", positive=True)
-    min_size = V.check_int(min_size, "min_size", minimum=0)
     if coords.shape[0] == 0:
-        return b.wrap(b.xp.zeros(shape, np.int32), fg_coords)
+        return b.xp.zeros(shape, np.int32)
     far = float(b.scalar(b.xp.abs(positions).max()))  # SYNC: one scalar, the range check
     far *= 1.0 if h is None else float(h.max())
     if far >= 2.0 ** 62 or far / radius >= 2.0 ** 62:
@@ -54,26 +43,21 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
             f"max |p| = {far}, |p| / r must stay below 2**62"
         )
     labels, n_groups = cluster_labels(b, coords, positions, shape, radius, h)
-    return b.wrap(size_filter(b, labels, n_groups, min_size), fg_coords)
+    return size_filter(b, labels, n_groups, min_size)
 
 
-def filter_small(instances, min_size):
-    """GPU `topo_numba.postprocess.filter_small` (arguments already classified)."""
+def filter_small(b: Backend, labels, min_size: int):
+    """`_cpu.recovery.filter_small` of validated device labels."""
     from .cluster import size_filter
     from .labels import DeviceInstances
 
-    b = backend()
-    labels = V.device_labels(b, instances, "instances", 3)
-    min_size = V.check_int(min_size, "min_size", minimum=0)
     inst = DeviceInstances(b, labels[None], b.xp.zeros(1, np.int64))
-    return b.wrap(size_filter(b, inst.lab[0], inst.n, min_size), instances)
+    return size_filter(b, inst.lab[0], inst.n, min_size)
 
 
-def compact_relabel(instances):
-    """GPU `topo_numba.postprocess.compact_relabel` (arguments already classified)."""
+def compact_relabel(b: Backend, labels):
+    """`_cpu.recovery.compact_relabel` of validated device labels."""
     from .labels import DeviceInstances
 
-    b = backend()
-    labels = V.device_labels(b, instances, "instances", 3)
     inst = DeviceInstances(b, labels[None], b.xp.zeros(1, np.int64))
-    return b.wrap(inst.lab[0], instances)
+    return inst.lab[0]

@@ -2,12 +2,11 @@
 (SPEC section 3): the group pipelines of `postprocess_single`, the group-2
 merge, orphan recovery, the flow check and `run_instance_segmentation`.
 
-`topo_numba.postprocess` and `topo_numba.segment` send device arrays here
-after `_dispatch.backend_of` has classified them: validate on the device
-(`_validate.device_*`, the same rules and messages as on the host), run the
-``_*_cuda`` kernels and ``xp`` / ``ndimage`` plumbing, return arrays of the
-input's kind. The ``_*`` cores below take validated ``xp`` arrays and mirror
-the validated cores of ``segment.py`` step by step.
+`topo_numba.postprocess` and `topo_numba.segment` validate device arrays
+(`_core.validate.device_*`) and the other arguments (`_core.params`), call
+these cores and wrap the results as the input's kind. The cores take
+validated ``xp`` arrays, run the CUDA kernels and ``xp`` / ``ndimage``
+plumbing, and mirror the cores of `_cpu.recovery` step by step.
 
 Host <-> device traffic (each marked ``# SYNC``), besides the scalars of
 validation and of buffer sizing:
@@ -15,7 +14,7 @@ validation and of buffer sizing:
 * cluster centres and group labels (`cluster_convergence`, K rows);
 * the group-2 merge: the agreeing touching label pairs (at most one per
   touching pair) down, the merge table (K + 1 int32) up; the union-find runs
-  on the host (``_merge_cpu.merge_table``), as pass 2 of the clustering does;
+  on the host (``_cpu.merge.merge_table``), as pass 2 of the clustering does;
 * splitting: one flag per round of the connected-components search; when an
   instance has fragments to absorb, the bounding boxes of those instances
   (6 integers each);
@@ -28,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core import validate as V
-from .backend import Backend, backend
+from .._core.params import FlowCheck, Recovery
+from .backend import Backend
 
 # --------------------------------------------------------------------------
 # validated cores (xp arrays)
@@ -37,14 +36,14 @@ from .backend import Backend, backend
 
 
 def _keep_table(b: Backend, counts, min_size: int):
-    """`_relabel_cpu.keep_table` on the device."""
+    """`_cpu.relabel.keep_table` on the device."""
     xp = b.xp
     keep = (counts >= min_size) & (counts > 0)
     keep[0] = False
     return xp.where(keep, xp.cumsum(keep), 0).astype(np.int32)
 
 
-def _compact(b: Backend, labels):
+def compact(b: Backend, labels):
     """(compact int32 labels 1..K, K) of validated (D, H, W) unsigned ids."""
     from .labels import DeviceInstances
 
@@ -53,7 +52,7 @@ def _compact(b: Backend, labels):
 
 
 def _merge_pairs_table(b: Backend, n_labels: int, first, second):
-    """`_merge_cpu.merge_table` of device pairs: union-find on the host."""
+    """`_cpu.merge.merge_table` of device pairs: union-find on the host."""
     from .._cpu.merge import merge_table
 
     # SYNC: the agreeing touching pairs down (one row per label pair, not per voxel)
@@ -62,8 +61,8 @@ def _merge_pairs_table(b: Backend, n_labels: int, first, second):
     return b.to_device(merge_table(n_labels, first, second))  # SYNC: K + 1 int32 up
 
 
-def _merge(b: Backend, compact, n: int, flow, dot_threshold: float):
-    """`segment._merge` on compact labels."""
+def merge(b: Backend, compact, n: int, flow, dot_threshold: float):
+    """`_cpu.recovery.merge` on compact labels."""
     from .merge import touching_pairs
 
     if n <= 1:
@@ -117,8 +116,8 @@ def _absorb(b: Backend, inst, n_inst: int, comp, out, sites, pending, has_pendin
         out[box] = xp.where(todo, sub[idx[0], idx[1], idx[2]], sub)
 
 
-def _split(b: Backend, inst, n_inst: int, ratio: float):
-    """`split_disconnected` on compact labels 1..n_inst (see `_relabel_cpu.split_components`)."""
+def split(b: Backend, inst, n_inst: int, ratio: float):
+    """`split_disconnected` on compact labels 1..n_inst (see `_cpu.relabel.split_components`)."""
     from .merge import components
 
     xp = b.xp
@@ -164,8 +163,8 @@ def _split(b: Backend, inst, n_inst: int, ratio: float):
     return out
 
 
-def _recover_orphans(b: Backend, fg, labels, h=None):
-    """`segment._recover_orphans` on the device (exact feature transform, ``ndimage``)."""
+def recover_orphans(b: Backend, fg, labels, h=None):
+    """`_cpu.recovery.recover_orphans` on the device (exact feature transform, ``ndimage``)."""
     xp = b.xp
     unlabelled = labels == 0
     orphans = fg & unlabelled
@@ -177,9 +176,8 @@ def _recover_orphans(b: Backend, fg, labels, h=None):
     return xp.where(orphans, labels[idx[0], idx[1], idx[2]], labels)
 
 
-def _postprocess(b: Backend, fg, flow, n_steps, step_size, radius, min_size, group,
-                 interpolation, h=None):
-    """`segment._postprocess` on validated device arrays."""
+def postprocess(b: Backend, fg, flow, p: Recovery, h=None):
+    """`_cpu.recovery.postprocess` on validated device arrays."""
     from .._core.planar import scaled_flow
     from .cluster import cluster_labels
     from .merge import touching_pairs
@@ -187,8 +185,9 @@ def _postprocess(b: Backend, fg, flow, n_steps, step_size, radius, min_size, gro
 
     xp = b.xp
     shape = tuple(int(s) for s in fg.shape)
-    coords, ends = track(b, fg, scaled_flow(xp, flow, h), n_steps, step_size,
-                         interpolation == "trilinear")
+    t = p.tracking
+    coords, ends = track(b, fg, scaled_flow(xp, flow, h), t.n_steps, t.step_size, t.trilinear)
+    radius, min_size, group = p.radius, p.min_size, p.group
     if coords.shape[0] == 0:
         return xp.zeros(shape, np.int32)
     labels, n = cluster_labels(b, coords, ends, shape, radius, h)
@@ -203,34 +202,32 @@ def _postprocess(b: Backend, fg, flow, n_steps, step_size, radius, min_size, gro
     labels = table[labels]
     if group == 2:
         n_final = int(b.scalar(table.max()))  # SYNC: one scalar
-        labels = _split(b, labels, n_final, 0.1)
+        labels = split(b, labels, n_final, 0.1)
     elif group == 3:
-        labels = _recover_orphans(b, fg, labels, h)
+        labels = recover_orphans(b, fg, labels, h)
     return labels
 
 
-def _remove_bad(b: Backend, compact, n: int, pred, threshold, flow_type, diffusion_iters,
-                mode="coordinates", h=None):
-    """`segment.remove_bad_flow_masks` on compact labels 1..n and a validated flow
+def remove_bad(b: Backend, compact, n: int, pred, check: FlowCheck, h=None):
+    """`_cpu.recovery.remove_bad` on compact labels 1..n and a validated flow
     (`h`: relative voxel size or None; the own flows are computed with it)."""
     from .diffusion import diffusion_flows
     from .direct import direct_flows
-    from .flows import _mask_args
+    from .flows import mask_args
     from .source import source_flows
-    from ..flow import _check_diffusion_args
 
     xp = b.xp
     if n == 0:
         return compact
     own = xp.zeros((1, 3) + tuple(compact.shape), np.float32)
-    mask, mask_of = _mask_args(b, None, [0])
+    mask, mask_of = mask_args(b, None, [0])
     sel = xp.zeros(1, np.int64)
-    if flow_type == "diffusion":
-        # the defaults of generate_diffusion_flows (adaptive iterations)
-        n_iter, adaptive, factor = _check_diffusion_args(diffusion_iters, True, 6)
-        run = source_flows if mode == "source" else diffusion_flows
-        run(b, compact[None], sel, sel, mask, mask_of, np.array([n_iter]), adaptive, factor,
-            own, h=h)
+    threshold = check.threshold
+    if check.flow_type == "diffusion":
+        d = check.diffusion()  # the defaults of generate_diffusion_flows (adaptive)
+        run = source_flows if d.mode == "source" else diffusion_flows
+        run(b, compact[None], sel, sel, mask, mask_of, np.array([d.n_iter]), d.adaptive_iters,
+            d.adaptive_factor, own, h=h)
     else:
         direct_flows(b, compact[None], sel, sel, mask, mask_of, own, h)
     err = ((own[0].astype(np.float64) - pred.astype(np.float64)) ** 2).sum(axis=0)
@@ -244,78 +241,24 @@ def _remove_bad(b: Backend, compact, n: int, pred, threshold, flow_type, diffusi
     return _keep_table(b, counts, 1)[compact]
 
 
-# --------------------------------------------------------------------------
-# public entry points (arguments already classified as device arrays)
-# --------------------------------------------------------------------------
+def segment_classes(b: Backend, sem, flows, settings: dict, h=None):
+    """`_cpu.recovery.segment_classes` on validated device arrays.
 
-
-def split_disconnected(instances, min_fragment_ratio):
-    """GPU `topo_numba.postprocess.split_disconnected`."""
-    b = backend()
-    labels = V.device_labels(b, instances, "instances", 3)
-    ratio = V.check_real(min_fragment_ratio, "min_fragment_ratio")
-    if ratio < 0:
-        raise ValueError(f"min_fragment_ratio must be >= 0; got {ratio}")
-    compact, n = _compact(b, labels)
-    return b.wrap(_split(b, compact, n, ratio), instances)
-
-
-def merge_agreeing_clusters(instances, flow, dot_threshold):
-    """GPU `topo_numba.segment.merge_agreeing_clusters`."""
-    b = backend()
-    labels = V.device_labels(b, instances, "instances", 3)
-    flow_x = V.device_flow(b, flow, "flow", tuple(labels.shape))
-    dot_threshold = V.check_real(dot_threshold, "dot_threshold")
-    compact, n = _compact(b, labels)
-    return b.wrap(_merge(b, compact, n, flow_x, dot_threshold), instances)
-
-
-def postprocess_single(sem_mask, flow, checks):
-    """GPU `topo_numba.segment.postprocess_single`; `checks(shape)` validates the
-    scalar arguments (the host function's own checks) and returns them."""
-    b = backend()
-    fg = V.device_foreground(b, sem_mask, "sem_mask")
-    flow_x = V.device_flow(b, flow, "flow", tuple(fg.shape))
-    args = checks(tuple(fg.shape))
-    return b.wrap(_postprocess(b, fg, flow_x, *args), sem_mask)
-
-
-def remove_bad_flow_masks(instances, pred_flow, checks):
-    """GPU `topo_numba.segment.remove_bad_flow_masks`; `checks()` validates the
-    scalar arguments (the host function's own checks) and returns them."""
-    b = backend()
-    labels = V.device_labels(b, instances, "instances", 3)
-    pred = V.device_flow(b, pred_flow, "pred_flow", tuple(labels.shape))
-    threshold, flow_type, diffusion_iters, mode, h = checks()
-    compact, n = _compact(b, labels)
-    return b.wrap(_remove_bad(b, compact, n, pred, threshold, flow_type, diffusion_iters,
-                              mode, h), instances)
-
-
-def run_instance_segmentation(semantic_pred, flow_pred, class_names, settings_of):
-    """GPU `topo_numba.segment.run_instance_segmentation`; `settings_of(shape)`
-    validates the configuration (the host function's own checks) and returns
-    (flow_error_threshold, {class: settings}, relative voxel size or None)."""
-    b = backend()
+    Returns {class name: (D, H, W) int32 device array}.
+    """
     xp = b.xp
-    n = len(class_names)
-    sem = V.device_class_probabilities(b, semantic_pred, "semantic_pred", n)
     shape = tuple(int(s) for s in sem.shape[1:])
-    flows = V.device_class_flows(b, flow_pred, "flow_pred", n, shape)
-    threshold, settings, h = settings_of(shape)
     results = {}
     for name, s in settings.items():
-        c = s["index"]
+        c = s.index
         fg = xp.ascontiguousarray(sem[c] > 0.5)
         if not b.scalar(fg.any()):  # SYNC: one flag per class
-            results[name] = b.wrap(xp.zeros(shape, np.int32), semantic_pred)
+            results[name] = xp.zeros(shape, np.int32)
             continue
         flow = flows[3 * c:3 * c + 3]
-        labels = _postprocess(b, fg, flow, s["n_steps"], s["step_size"], s["radius"],
-                              s["min_size"], s["group"], s["interpolation"], h)
-        if threshold > 0:
+        labels = postprocess(b, fg, flow, s.recovery, h)
+        if s.flow_check is not None:
             n_labels = int(b.scalar(labels.max()))  # SYNC: one scalar per class
-            labels = _remove_bad(b, labels, n_labels, flow, threshold, s["flow_type"],
-                                 s["diffusion_iters"], s["diffusion_mode"], h)
-        results[name] = b.wrap(labels, semantic_pred)
+            labels = remove_bad(b, labels, n_labels, flow, s.flow_check, h)
+        results[name] = labels
     return results

@@ -1,0 +1,260 @@
+"""CPU flow cores: validated arrays in, flows out (SPEC section 2).
+
+The public functions of `topo_numba.flow` validate their arguments and call
+these; so do the flow check (`recovery`), the out-of-core path and the
+command line. Nothing here validates again. Arrays are NumPy, labels any
+unsigned/signed integer volume already checked by `_core.validate`; `h` is
+the relative voxel size of `_core.planar.check_spacing` (None: isotropic).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import distance_transform_edt, maximum_filter
+
+from .._core.params import Diffusion, Targets
+from .._core.plans import iteration_counts, source_iteration_counts
+from .threads import threads_for
+
+
+def direct_flows(labels: np.ndarray, annotated: np.ndarray | None, out=None,
+                  h=None) -> np.ndarray:
+    """Direct flows of validated labels, into `out` (zeros, (3, D, H, W) float32) if
+    given; `h`: relative voxel size (`_core.planar.check_spacing`), None = isotropic."""
+    if out is None:
+        out = np.zeros((3,) + labels.shape, np.float32)
+    if labels.size == 0:
+        return out
+    with threads_for(labels.size):
+        direct_flows_into(labels, annotated, out, h)
+    return out
+
+
+def direct_flows_into(labels, annotated, out, h=None) -> None:
+    from .direct import cut_instance_centre, direct_flow_kernel
+    from .labels import InstanceStats, compact_labels
+
+    lab, ids = compact_labels(labels)
+    if ids.size == 0:
+        return
+    stats = InstanceStats(lab, ids.size, annotated)
+    counts = np.maximum(stats.counts, 1)[:, None]
+    centres = stats.sums / counts
+    for k in np.flatnonzero(stats.cut):  # only instances cut by the unannotated region
+        centres[k] = cut_instance_centre(lab, int(k), stats.lo[k], stats.hi[k], annotated, h)
+    shape = np.asarray(labels.shape)
+    sinks = np.clip(np.rint(centres), 0, shape - 1).astype(np.int64)
+    is_sink = lab[sinks[:, 0], sinks[:, 1], sinks[:, 2]] == np.arange(ids.size + 1)
+    sinks[~is_sink] = -1
+    direct_flow_kernel(lab, centres, sinks, np.ones(3) if h is None else h, out)
+
+
+def diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
+                     out=None, mode="coordinates", h=None) -> np.ndarray:
+    """Diffusion flows of validated labels, into `out` (zeros, (3, D, H, W) float32) if
+    given; `h`: relative voxel size (`_core.planar.check_spacing`), None = isotropic."""
+    if out is None:
+        out = np.zeros((3,) + labels.shape, np.float32)
+    if labels.size == 0:
+        return out
+    into = source_flows_into if mode == "source" else coordinate_flows_into
+    with threads_for(labels.size):
+        into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out, h)
+    return out
+
+
+def slot_layout(labels, annotated):
+    """Slots of every foreground voxel and their neighbour rows (see `_cpu.diffusion`).
+
+    Returns None without foreground, else (stats, starts, nbr, pos): instance
+    k's slots are ``starts[k]:starts[k + 1]``.
+    """
+    from . import diffusion as K
+    from .labels import InstanceStats, compact_labels
+
+    lab, ids = compact_labels(labels)
+    if ids.size == 0:
+        return None
+    stats = InstanceStats(lab, ids.size, None)
+    n_slots = int(stats.counts.sum())
+    if n_slots >= np.iinfo(np.int32).max:
+        raise ValueError(
+            f"instance_mask has {n_slots} foreground voxels; the CPU diffusion kernel "
+            "handles at most 2**31 - 1 per call (use tiled / out-of-core processing)"
+        )
+    starts = np.zeros(ids.size + 2, np.int64)
+    np.cumsum(stats.counts, out=starts[1:])
+    chunk_starts = starts[:-1] + np.cumsum(stats.chunk_counts, axis=0) - stats.chunk_counts
+    slot_of = np.empty(labels.shape, np.int32)
+    pos = np.empty(n_slots, np.int64)
+    K.assign_slots(lab, chunk_starts, slot_of, pos)
+    has_mask = annotated is not None
+    mask = annotated if has_mask else np.ones((1, 1, 1), np.uint8)
+    nbr = K.build_neighbours(lab, mask, has_mask, slot_of, pos)
+    return stats, starts, nbr, pos
+
+
+def coordinate_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out,
+                          h=None) -> None:
+    from . import diffusion as K
+
+    layout = slot_layout(labels, annotated)
+    if layout is None:
+        return
+    stats, starts, nbr, pos = layout
+    u = K.init_fields(pos, np.asarray(labels.shape[1:], np.int64))
+    n_iters = iteration_counts(stats.lo, stats.hi, labels.shape, n_iter,
+                                adaptive_iters, adaptive_factor)
+    n_iters[0] = 0
+    K.diffuse(u, nbr, starts, n_iters, K.laplacian_weights(h))
+    # the fields are coordinates in voxel units: du_d/dx_d is the same number
+    # in physical units (both scale by h_d), so the gradient is unchanged
+    K.gradient_flows(u, nbr, pos, out)
+
+
+class SourceState:
+    """Everything source mode needs before it iterates (see `_cpu.source`).
+
+    Units are the 6-connected pieces of the instances (usually one per
+    instance); each has its own slot range, source, eccentricity and bands.
+
+    Attributes
+    ----------
+    empty : bool
+        No foreground (nothing else is set).
+    nbr (S, 6), pos (S,) : the slot arrays, in unit order.
+    unit_starts : (U + 1,) int64
+    sources, ecc : (U,) int64
+        Source slot and its geodesic eccentricity.
+    bands : `_cpu.source.Bands`
+    """
+
+    def __init__(self, labels, annotated, h=None):
+        from . import source as SC
+
+        self.h = h
+        layout = slot_layout(labels, annotated)
+        self.empty = layout is None
+        if self.empty:
+            return
+        _, starts, nbr, pos = layout
+        has_mask = annotated is not None
+        mask = annotated if has_mask else np.ones((1, 1, 1), np.uint8)
+        n_pieces, source, ecc, size, dist, order = SC.analyse_instances(
+            nbr, pos, starts, mask, has_mask, np.asarray(labels.shape, np.int64),
+            np.ones(3) if h is None else h)
+        # units: piece j of instance k was stored at index starts[k] + j
+        k = np.repeat(np.arange(n_pieces.size), n_pieces)
+        at = starts[k] + np.arange(k.size) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
+        sources, ecc, sizes = source[at], ecc[at], size[at]
+        unit_starts = np.zeros(k.size + 1, np.int64)
+        np.cumsum(sizes, out=unit_starts[1:])
+        # instances in several pieces or with a long piece: slots piece by
+        # piece in breadth-first order
+        counts = np.diff(starts)[:n_pieces.size]
+        reorder = (n_pieces > 1) | (np.bincount(k, weights=ecc >= SC.BAND_SHELLS,
+                                                minlength=n_pieces.size) > 0)
+        if reorder.any():
+            in_reordered = np.repeat(reorder, counts)
+            perm = np.where(in_reordered, order, np.arange(pos.shape[0]))
+            nbr, pos, dist, inv = SC.permute_slots(nbr, pos, dist, perm)
+            sources = inv[sources]
+        self.nbr, self.pos = nbr, pos
+        self.unit_starts = unit_starts
+        self.sources, self.ecc = sources, ecc
+        self.bands = SC.Bands(unit_starts, dist, ecc >= SC.BAND_SHELLS)
+
+    def fields(self, n_iters):
+        """The field (S + 1,) after each unit's n_iters[g] iterations, scaled
+        per band (true value = ``u[s] * 2**bands.E[bands.band_of[s]]``)."""
+        from . import source as SC
+        from .diffusion import laplacian_weights
+
+        u = np.zeros(self.pos.shape[0] + 1, np.float64)
+        SC.diffuse_source(u, self.nbr, self.unit_starts, self.bands, n_iters, self.sources,
+                          laplacian_weights(self.h))
+        return u
+
+    def flows_into(self, u, out):
+        from . import source as SC
+
+        b = self.bands
+        hinv = np.ones(3) if self.h is None else 1.0 / self.h
+        SC.source_gradient_flows(u, self.nbr, self.pos, b.band_of, b.bstart, b.fdown, b.fup,
+                                 hinv, out)
+
+
+def source_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out,
+                       h=None) -> None:
+    state = SourceState(labels, annotated, h)
+    if state.empty:
+        return
+    n_iters = source_iteration_counts(state.ecc, n_iter, adaptive_iters, adaptive_factor)
+    state.flows_into(state.fields(n_iters), out)
+
+
+def boundary_map(labels: np.ndarray, dilation_width: int) -> np.ndarray:
+    """`compute_boundary_map` of validated labels: (D, H, W) float32."""
+    from .boundary import touching_kernel
+
+    touching = np.zeros(labels.shape, np.uint8)
+    if labels.size == 0:
+        return touching.astype(np.float32)
+    with threads_for(labels.size):
+        touching_kernel(labels, touching)
+    if dilation_width > 1:
+        # k dilations by a 3x3x3 cube == one (2k+1)^3 cube, done separably;
+        # beyond the volume's extent more dilation changes nothing
+        k = min(dilation_width - 1, max(labels.shape))
+        touching = maximum_filter(touching, size=2 * k + 1, mode="constant", cval=0)
+    return touching.astype(np.float32)
+
+
+def flows_of(labels, annotated, flow_type: str, diffusion: Diffusion | None, out=None, h=None):
+    """Direct or diffusion flows (by `flow_type`) of validated labels."""
+    if flow_type == "diffusion":
+        return diffusion_flows(labels, annotated, diffusion.n_iter, diffusion.adaptive_iters,
+                               diffusion.adaptive_factor, out=out, mode=diffusion.mode, h=h)
+    return direct_flows(labels, annotated, out=out, h=h)
+
+
+def _targets_one(ids, annotated, targets: Targets, flows, class_fg, h=None):
+    """Fill flows [N*3, D, H, W] and class_fg [N, D, H, W] for one volume."""
+    for c, cls in enumerate(targets.classes):
+        labels = ids[c]
+        fg = labels > 0
+        class_fg[c] = fg
+        if not fg.any():
+            continue
+        # written in place: flows[3c:3c+3] is a C-contiguous block of zeros
+        flows_of(labels, annotated, cls.flow_type, targets.diffusion(c),
+                 out=flows[3 * c:3 * c + 3], h=h)
+        if cls.boundary_only:
+            annotated_bg = ~fg if annotated is None else (annotated.astype(bool) & ~fg)
+            if annotated_bg.any():
+                near = distance_transform_edt(~annotated_bg, sampling=h) <= cls.width
+                class_fg[c] = fg & near
+            else:
+                class_fg[c] = 0.0
+
+
+def flow_targets(ids, annotated, targets: Targets, h=None):
+    """`compute_flow_targets` of validated ids ((N | B, N), D, H, W) and mask.
+
+    Returns
+    -------
+    flows : ((B,) N*3, D, H, W) ndarray of float32
+    class_fg : ((B,) N, D, H, W) ndarray of float32
+    """
+    spatial = ids.shape[-3:]
+    lead = ids.shape[:-4]
+    n_classes = targets.n_classes
+    flows = np.zeros(lead + (3 * n_classes,) + spatial, np.float32)
+    class_fg = np.zeros(lead + (n_classes,) + spatial, np.float32)
+    if targets.batched:
+        for b in range(ids.shape[0]):
+            mask_b = None if annotated is None else annotated[b, 0]
+            _targets_one(ids[b], mask_b, targets, flows[b], class_fg[b], h)
+    else:
+        _targets_one(ids, annotated, targets, flows, class_fg, h)
+    return flows, class_fg
