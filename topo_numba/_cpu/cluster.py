@@ -17,29 +17,23 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._core import voxel
+
+
+_cluster_mean = njit(cache=True, inline="always")(voxel.cluster_mean)
+
 
 @njit(parallel=True, cache=True)
-def _segment_means(pos, order, starts, centres, cluster_of):
-    """Mean position of each cluster, summed in input order (float64).
+def segment_means(pos, order, starts, centres, cluster_of):
+    """Mean position of each cluster, summed in input order (float64;
+    `_core.voxel.cluster_mean`).
 
     ``order`` is a stable sort of the points by cell, so the points of cluster
     k are ``order[starts[k]:starts[k + 1]]`` in their input order, and the
     sums are bit-identical to a sequential loop over the input.
     """
     for k in prange(starts.shape[0] - 1):
-        sz = 0.0
-        sy = 0.0
-        sx = 0.0
-        for j in range(starts[k], starts[k + 1]):
-            i = order[j]
-            sz += float(pos[i, 0])
-            sy += float(pos[i, 1])
-            sx += float(pos[i, 2])
-            cluster_of[i] = k
-        n = float(starts[k + 1] - starts[k])
-        centres[k, 0] = sz / n
-        centres[k, 1] = sy / n
-        centres[k, 2] = sx / n
+        _cluster_mean(pos, order, starts, k, centres, cluster_of)
 
 
 @njit(cache=True, inline="always")
@@ -90,7 +84,7 @@ def _try_merge(parent, centres, ci, cj, radius):
 
 
 @njit(cache=True)
-def _merge_and_number(centres, members, cell_keys, cell_starts, radius):
+def merge_and_number(centres, members, cell_keys, cell_starts, radius):
     """Union-find over neighbouring cells of the second grid, then numbering.
 
     Parameters
@@ -154,7 +148,7 @@ def _merge_and_number(centres, members, cell_keys, cell_starts, radius):
 
 
 @njit(cache=True)
-def _scatter(coords, cluster_of, group, out):
+def scatter_labels(coords, cluster_of, group, out):
     """out[coords[i]] = group[cluster_of[i]], in input order (last write wins)."""
     for i in range(coords.shape[0]):
         out[coords[i, 0], coords[i, 1], coords[i, 2]] = group[cluster_of[i]]
@@ -222,7 +216,7 @@ def merge_centres(centres: np.ndarray, radius: float):
     first = np.flatnonzero(new_cell)
     cell_keys = np.ascontiguousarray(sorted_keys[first])
     cell_starts = np.concatenate((first, [n_clusters])).astype(np.int64)
-    return _merge_and_number(centres, members, cell_keys, cell_starts, radius)
+    return merge_and_number(centres, members, cell_keys, cell_starts, radius)
 
 
 def cluster_labels(coords: np.ndarray, positions: np.ndarray, shape: tuple[int, int, int],
@@ -254,10 +248,10 @@ def cluster_labels(coords: np.ndarray, positions: np.ndarray, shape: tuple[int, 
     n_clusters = starts.size - 1
     centres = np.empty((n_clusters, 3), np.float64)
     cluster_of = np.empty(coords.shape[0], np.int64)
-    _segment_means(points, order, starts, centres, cluster_of)
+    segment_means(points, order, starts, centres, cluster_of)
     del order
     group, n_groups = merge_centres(centres, radius)
 
     labels = np.zeros(shape, np.int32)
-    _scatter(coords, cluster_of, group, labels)
+    scatter_labels(coords, cluster_of, group, labels)
     return labels, int(n_groups)

@@ -31,7 +31,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-RESCALE_EVERY = 32
+from .._core import voxel
+from .._core.constants import RESCALE_EVERY
+
 SIXTH = 1.0 / 6.0
 # Laplacian weights of isotropic voxels: the kernels then take the SPEC 2.2
 # update (an empty array selects it; see `laplacian_weights`)
@@ -69,13 +71,11 @@ def assign_slots(lab, chunk_starts, slot_of, pos):
                 pos[s] = (z * H + y) * W + x
 
 
-@njit(cache=True, inline="always")
-def _zyx(p, H, W):
-    """(z, y, x) of the C-order flat index p in a volume of rows H and columns W."""
-    z = p // (H * W)
-    rem = p - z * (H * W)
-    y = rem // W
-    return z, y, rem - y * W
+# bodies shared with the GPU kernels (`_core.voxel`); also used by `_cpu.source`
+_zyx = njit(cache=True, inline="always")(voxel.zyx)
+plain_mul = njit(cache=True, inline="always")(voxel.plain_mul)
+central_difference = njit(cache=True, inline="always")(voxel.central_difference)
+_write_unit = njit(cache=True, inline="always")(voxel.unit_writer(plain_mul))
 
 
 @njit(cache=True, inline="always")
@@ -286,34 +286,14 @@ def diffuse_big(u, tmp, nbr, starts, n_iters, instances, n_chunks, w):
 def _axis_gradient(u, nbr, s, d, c, size):
     """Central difference of field d at slot s (coordinate c along an axis of
     length size); one-sided where a neighbour is outside the array."""
-    vq = u[nbr[s, 2 * d], d]
-    vp = u[nbr[s, 2 * d + 1], d]
-    if c == 0 and c == size - 1:
-        return 0.0
-    if c == size - 1:
-        return u[s, d] - vq
-    if c == 0:
-        return vp - u[s, d]
-    return (vp - vq) / 2.0
+    return central_difference(u[nbr[s, 2 * d], d], u[nbr[s, 2 * d + 1], d], u, (s, d), c, size)
 
 
 @njit(cache=True, inline="always")
 def write_unit(flat, p, g0, g1, g2):
     """flat[:, p] = g / |g| (dividing by max |g_d| first, so tiny gradients keep
-    their direction), or 0 where g is exactly 0."""
-    m = max(abs(g0), abs(g1), abs(g2))
-    if m > 0.0:
-        g0 = g0 / m
-        g1 = g1 / m
-        g2 = g2 / m
-        norm = np.sqrt(g0 * g0 + g1 * g1 + g2 * g2)
-        flat[0, p] = g0 / norm
-        flat[1, p] = g1 / norm
-        flat[2, p] = g2 / norm
-    else:
-        flat[0, p] = 0.0
-        flat[1, p] = 0.0
-        flat[2, p] = 0.0
+    their direction), or 0 where g is exactly 0 (`_core.voxel.unit_writer`)."""
+    _write_unit(flat, (0, p), (1, p), (2, p), g0, g1, g2, 1.0)
 
 
 @njit(parallel=True, cache=True)

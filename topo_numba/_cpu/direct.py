@@ -9,6 +9,10 @@ import numpy as np
 from numba import njit, prange
 from scipy.ndimage import distance_transform_edt
 
+from .._core import voxel
+
+_direct_vector = njit(inline="always", cache=True)(voxel.direct_vector)
+
 
 def cut_instance_centre(lab: np.ndarray, k: int, lo: np.ndarray, hi: np.ndarray,
                         annotated: np.ndarray, spacing=None) -> np.ndarray:
@@ -68,7 +72,8 @@ def cut_instance_centre(lab: np.ndarray, k: int, lo: np.ndarray, hi: np.ndarray,
 
 @njit(parallel=True, cache=True)
 def direct_flow_kernel(lab, centres, sinks, h, out):
-    """Write unit vectors h (centre - x) / |h (centre - x)| into `out`.
+    """Write unit vectors h (centre - x) / |h (centre - x)| into `out`
+    (`_core.voxel.direct_vector`).
 
     Parameters
     ----------
@@ -88,19 +93,7 @@ def direct_flow_kernel(lab, centres, sinks, h, out):
         z = r // H
         y = r - z * H
         for x in range(W):
-            k = lab[z, y, x]
-            fz = 0.0
-            fy = 0.0
-            fx = 0.0
-            if k != 0 and not (z == sinks[k, 0] and y == sinks[k, 1] and x == sinks[k, 2]):
-                dz = (centres[k, 0] - z) * h[0]
-                dy = (centres[k, 1] - y) * h[1]
-                dx = (centres[k, 2] - x) * h[2]
-                norm = np.sqrt(dz * dz + dy * dy + dx * dx)
-                if norm > 0.0:
-                    fz = dz / norm
-                    fy = dy / norm
-                    fx = dx / norm
+            fz, fy, fx = _direct_vector(centres, sinks, h, lab[z, y, x], z, y, x)
             out[0, z, y, x] = fz
             out[1, z, y, x] = fy
             out[2, z, y, x] = fx

@@ -15,6 +15,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .._core import voxel
 
 # --------------------------------------------------------------------------
 # merge: face-adjacent pairs of different labels and their flow dot products
@@ -22,10 +23,18 @@ from numba import njit, prange
 
 @njit(cache=True, inline="always")
 def _dot(flow, z0, y0, x0, z1, y1, x1):
-    """f(a) . f(b) in float64 (products of float32 values are exact)."""
+    """f(a) . f(b), with Numba's ``float()``: the flow's own precision (float32
+    products and sums for float32 flows; `_gpu.merge._dot` widens to float64
+    first, so the two can differ in the last bits)."""
     return (float(flow[0, z0, y0, x0]) * float(flow[0, z1, y1, x1])
             + float(flow[1, z0, y0, x0]) * float(flow[1, z1, y1, x1])
             + float(flow[2, z0, y0, x0]) * float(flow[2, z1, y1, x1]))
+
+
+# the per-voxel bodies shared with `_gpu.merge` (`_core.voxel`); the dot
+# product is each target's own
+_face_pairs = njit(cache=True, inline="always")(voxel.face_pairs)
+_write_pairs = njit(cache=True, inline="always")(voxel.pair_writer(_dot))
 
 
 @njit(parallel=True, cache=True)
@@ -41,31 +50,9 @@ def _count_pairs(lab):
         n = 0
         for y in range(H):
             for x in range(W):
-                a = lab[z, y, x]
-                if a == 0:
-                    continue
-                if z + 1 < D:
-                    b = lab[z + 1, y, x]
-                    if b != 0 and b != a:
-                        n += 1
-                if y + 1 < H:
-                    b = lab[z, y + 1, x]
-                    if b != 0 and b != a:
-                        n += 1
-                if x + 1 < W:
-                    b = lab[z, y, x + 1]
-                    if b != 0 and b != a:
-                        n += 1
+                n = _face_pairs(lab, z, y, x, D, H, W, n)
         counts[z] = n
     return counts
-
-
-@njit(cache=True, inline="always")
-def _put(keys, dots, j, a, b, n_keys, dot):
-    lo = min(a, b)
-    hi = max(a, b)
-    keys[j] = np.int64(lo) * n_keys + hi
-    dots[j] = dot
 
 
 @njit(parallel=True, cache=True)
@@ -76,24 +63,7 @@ def _fill_pairs(lab, flow, offsets, n_keys, keys, dots):
         j = offsets[z]
         for y in range(H):
             for x in range(W):
-                a = lab[z, y, x]
-                if a == 0:
-                    continue
-                if z + 1 < D:
-                    b = lab[z + 1, y, x]
-                    if b != 0 and b != a:
-                        _put(keys, dots, j, a, b, n_keys, _dot(flow, z, y, x, z + 1, y, x))
-                        j += 1
-                if y + 1 < H:
-                    b = lab[z, y + 1, x]
-                    if b != 0 and b != a:
-                        _put(keys, dots, j, a, b, n_keys, _dot(flow, z, y, x, z, y + 1, x))
-                        j += 1
-                if x + 1 < W:
-                    b = lab[z, y, x + 1]
-                    if b != 0 and b != a:
-                        _put(keys, dots, j, a, b, n_keys, _dot(flow, z, y, x, z, y, x + 1))
-                        j += 1
+                j = _write_pairs(lab, flow, z, y, x, D, H, W, n_keys, keys, dots, j)
 
 
 def touching_pairs(lab: np.ndarray, flow: np.ndarray, n_labels: int):

@@ -1,13 +1,13 @@
 """CPU kernels for heat-source diffusion flows (``mode="source"``).
 
-Built on the slot layout of `_diffusion_cpu` (every foreground voxel a slot,
+Built on the slot layout of `_cpu.diffusion` (every foreground voxel a slot,
 the slots of an instance contiguous and in C order, neighbour rows pointing
 at the zero slot ``S`` for Dirichlet neighbours and at the slot itself for
 Neumann ones). Instead of three coordinate fields, each 6-connected *piece*
 of an instance carries one float64 field that starts at 0; every iteration
 applies the SPEC 2.2 update and then adds 1 at the piece's source slot. The
 flow is the normalised gradient of that field, with the same neighbour
-table and border rule as `_diffusion_cpu.gradient_flows`.
+table and border rule as `_cpu.diffusion.gradient_flows`.
 
 Steps (all O(foreground voxels)):
 
@@ -48,7 +48,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .diffusion import SIXTH, _zyx, split_work, write_unit
+from .._core import voxel
+# BAND_SHELLS: read as this module's global on the host at call time
+# (`Bands`, `_cpu.flows`; tests shrink it); RESCALE_EVERY: frozen into the kernels
+from .._core.constants import BAND_SHELLS, RESCALE_EVERY
+from .diffusion import SIXTH, _zyx, central_difference, plain_mul, split_work, write_unit
 
 # a unit is updated voxel-parallel when it holds at least this many voxels and
 # more than 1 / (2 * threads) of the total work; higher than the coordinates
@@ -57,22 +61,13 @@ from .diffusion import SIXTH, _zyx, split_work, write_unit
 BIG_UNIT_VOXELS = 1 << 15
 
 
-@njit(cache=True, inline="always")
-def _is_cut(nbr, s, z, y, x, D, H, W, annotated):
-    """Whether the instance continues past the annotation at slot s: a
-    Neumann neighbour (``nbr == s``) that is an unannotated voxel inside the
-    array, or outside the array while the voxel itself is unannotated (the
-    continuation rule of the direct flows' distance transform, SPEC 2.1)."""
-    own = annotated[z, y, x] != 0
-    for k in range(6):
-        if nbr[s, k] != s:
-            continue
-        d = k // 2
-        c = (z if d == 0 else (y if d == 1 else x)) + 2 * (k % 2) - 1
-        size = D if d == 0 else (H if d == 1 else W)
-        if (c >= 0 and c < size) or not own:
-            return True
-    return False
+# the bodies shared with `_gpu.source` (`_core.voxel`)
+_is_cut = njit(cache=True, inline="always")(voxel.is_cut)
+_piece_target = njit(cache=True, inline="always")(voxel.piece_target)
+_squared_distance = njit(cache=True, inline="always")(voxel.squared_distance(plain_mul))
+_climb = njit(cache=True, inline="always")(voxel.climb)
+_band_exponent = njit(cache=True, inline="always")(voxel.band_exponent)
+_band_factors = njit(cache=True, inline="always")(voxel.band_factors)
 
 
 @njit(cache=True)
@@ -188,7 +183,7 @@ def analyse_instances(nbr, pos, starts, annotated, has_mask, shape, h):
                 origin[j, 0] = z
                 origin[j, 1] = y
                 origin[j, 2] = x
-            if has_mask and _is_cut(nbr, s, z, y, x, D, H, W, annotated):
+            if has_mask and _is_cut(nbr, s, z, y, x, D, H, W, annotated[z, y, x] != 0):
                 cut[s] = 1
             z -= origin[j, 0]
             y -= origin[j, 1]
@@ -205,40 +200,20 @@ def analyse_instances(nbr, pos, starts, annotated, has_mask, shape, h):
         target = np.empty((p, 3))
         for j in range(p):
             size[s0 + j] = cnt[j]
-            for d in range(3):
-                if ncut[j] > 0:
-                    target[j, d] = csums[j, d] / ncut[j]
-                else:
-                    target[j, d] = sums[j, d] / cnt[j]
+            _piece_target(cnt, ncut, sums, csums, j, target)
         best = np.full(p, np.inf)
         for s in range(s0, s1):
             j = piece[s]
             if ncut[j] > 0 and cut[s] == 0:
                 continue
             z, y, x = _zyx(pos[s], H, W)
-            dz = ((z - origin[j, 0]) - target[j, 0]) * h[0]
-            dy = ((y - origin[j, 1]) - target[j, 1]) * h[1]
-            dx = ((x - origin[j, 2]) - target[j, 2]) * h[2]
-            d2 = dz * dz + dy * dy + dx * dx
+            d2 = _squared_distance(z - origin[j, 0], y - origin[j, 1], x - origin[j, 2],
+                                   target, j, h, 1.0)
             if d2 < best[j]:
                 best[j] = d2
                 source[s0 + j] = s
         for j in range(p):
-            s = source[s0 + j]
-            while True:
-                nxt = -1
-                deepest = depth[s]
-                for i in range(6):
-                    m = nbr[s, i]
-                    if m == s or m == n or (ncut[j] > 0 and cut[m] == 0):
-                        continue
-                    if depth[m] > deepest:
-                        deepest = depth[m]
-                        nxt = m
-                if nxt < 0:
-                    break
-                s = nxt
-            source[s0 + j] = s
+            source[s0 + j] = _climb(nbr, depth, cut, ncut, j, source[s0 + j])
         # 4. distances from the sources, pieces one after the other in `order`
         for s in range(s0, s1):
             dist[s] = -1
@@ -287,16 +262,14 @@ def permute_slots(nbr, pos, dist, perm):
 # maximum lies in [0.5, 1); a band the heat has not reached yet takes the
 # exponent of the band before it. A unit with one band (most) has fdown =
 # fup = 1 and is never rescaled: its maximum stays in [1, n_iters].
-
-BAND_SHELLS = 128
-RESCALE_EVERY = 32
+# (BAND_SHELLS and RESCALE_EVERY: `_core.constants`.)
 
 
 @njit(cache=True, inline="always")
 def _update(a, b, nbr, s, w):
     """One Jacobi update of slot s: (v0 + ... + v5) - 6 u, neighbours summed
-    left to right in the order (z-, z+, y-, y+, x-, x+), as `_diffusion_cpu`;
-    with anisotropic weights `w` (`_diffusion_cpu.laplacian_weights`)
+    left to right in the order (z-, z+, y-, y+, x-, x+), as `_cpu.diffusion`;
+    with anisotropic weights `w` (`_cpu.diffusion.laplacian_weights`)
     u + sum_a w_a (v(a-) + v(a+) - 2 u)."""
     if w.shape[0] != 0:
         u = a[s]
@@ -346,34 +319,39 @@ def _band_exponents(maxima, j0, j1, E, fdown, fup):
     shift (the power of two its values are divided by) and updates the factors."""
     shift = np.zeros(j1 - j0, np.int64)
     for j in range(j0, j1):
-        m = maxima[j - j0]
-        if m > 0.0:
-            e = math.frexp(m)[1]
-            shift[j - j0] = e
-            E[j] += e
-        elif j > j0:
-            E[j] = E[j - 1]  # not reached yet: continue the band before
-    for j in range(j0, j1):
-        fdown[j] = math.ldexp(1.0, E[j - 1] - E[j]) if j > j0 else 1.0
-        fup[j] = math.ldexp(1.0, E[j + 1] - E[j]) if j < j1 - 1 else 1.0
+        shift[j - j0] = _band_exponent(maxima[j - j0], E, j, j0)
+    _band_factors(E, fdown, fup, j0, j1)
     return shift
+
+
+@njit(cache=True, inline="always")
+def _band_max(a, lo, hi):
+    """Largest value of the slots lo..hi-1 (0 when none is positive)."""
+    m = 0.0
+    for s in range(lo, hi):
+        if a[s] > m:
+            m = a[s]
+    return m
+
+
+@njit(cache=True, inline="always")
+def _scale_band(a, lo, hi, e):
+    """Divide the slots lo..hi-1 by 2**e (exact)."""
+    if e != 0:
+        for s in range(lo, hi):
+            a[s] = math.ldexp(a[s], -e)
 
 
 @njit(cache=True)
 def _rescale_bands(a, bstart, j0, j1, E, fdown, fup):
+    """Rescale bands j0..j1-1 of a unit (maximum into [0.5, 1)); returns the
+    source's heat per iteration, 2**-E[j0]."""
     maxima = np.zeros(j1 - j0)
     for j in range(j0, j1):
-        m = 0.0
-        for s in range(bstart[j], bstart[j + 1]):
-            if a[s] > m:
-                m = a[s]
-        maxima[j - j0] = m
+        maxima[j - j0] = _band_max(a, bstart[j], bstart[j + 1])
     shift = _band_exponents(maxima, j0, j1, E, fdown, fup)
     for j in range(j0, j1):
-        e = shift[j - j0]
-        if e != 0:
-            for s in range(bstart[j], bstart[j + 1]):
-                a[s] = math.ldexp(a[s], -e)
+        _scale_band(a, bstart[j], bstart[j + 1], shift[j - j0])
     return math.ldexp(1.0, -E[j0])
 
 
@@ -401,7 +379,7 @@ def diffuse_small(u, tmp, nbr, unit_starts, unit_bands, bstart, inner, E, fdown,
     thread_lists, thread_bounds : int64
         Units of thread t are ``thread_lists[thread_bounds[t]:thread_bounds[t + 1]]``.
     w : float64
-        `_diffusion_cpu.ISOTROPIC` or the (3,) anisotropic Laplacian weights.
+        `_cpu.diffusion.ISOTROPIC` or the (3,) anisotropic Laplacian weights.
     """
     n_threads = thread_bounds.shape[0] - 1
     for t in prange(n_threads):
@@ -455,19 +433,13 @@ def _step_banded_parallel(a, b, nbr, s0, s1, band_of, bstart, fdown, fup, w):
 
 @njit(parallel=True, cache=True)
 def _rescale_bands_parallel(a, bstart, j0, j1, E, fdown, fup):
+    """`_rescale_bands`, band-parallel."""
     maxima = np.zeros(j1 - j0)
     for j in prange(j0, j1):
-        m = 0.0
-        for s in range(bstart[j], bstart[j + 1]):
-            if a[s] > m:
-                m = a[s]
-        maxima[j - j0] = m
+        maxima[j - j0] = _band_max(a, bstart[j], bstart[j + 1])
     shift = _band_exponents(maxima, j0, j1, E, fdown, fup)
     for j in prange(j0, j1):
-        e = shift[j - j0]
-        if e != 0:
-            for s in range(bstart[j], bstart[j + 1]):
-                a[s] = math.ldexp(a[s], -e)
+        _scale_band(a, bstart[j], bstart[j + 1], shift[j - j0])
     return math.ldexp(1.0, -E[j0])
 
 
@@ -540,7 +512,7 @@ class Bands:
 
 def diffuse_source(u, nbr, unit_starts, bands, n_iters, sources, w) -> None:
     """Run every unit's own number of iterations on `u` (S + 1,) in place
-    (`w`: `_diffusion_cpu.ISOTROPIC` or `_diffusion_cpu.laplacian_weights`)."""
+    (`w`: `_cpu.diffusion.ISOTROPIC` or `_cpu.diffusion.laplacian_weights`)."""
     n_threads = numba.get_num_threads()
     counts = np.diff(unit_starts)
     work = counts * n_iters
@@ -567,13 +539,7 @@ def _axis_gradient(a, nbr, s, d, c, size, lo, hi, fd, fu):
     neighbour is outside the array."""
     vq = _read(a, nbr[s, 2 * d], lo, hi, fd, fu)
     vp = _read(a, nbr[s, 2 * d + 1], lo, hi, fd, fu)
-    if c == 0 and c == size - 1:
-        return 0.0
-    if c == size - 1:
-        return a[s] - vq
-    if c == 0:
-        return vp - a[s]
-    return (vp - vq) / 2.0
+    return central_difference(vq, vp, a, s, c, size)
 
 
 @njit(parallel=True, cache=True)

@@ -21,60 +21,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._core import voxel
 
-@njit(cache=True, inline="always")
-def _clip(v, hi):
-    if v < 0.0:
-        return 0.0
-    if v > hi:
-        return hi
-    return v
-
+# the per-particle steps, shared with `_gpu.track` (`_core.voxel`)
+_clip = njit(cache=True, inline="always")(voxel.clip)
+_step_nearest = njit(cache=True, inline="always")(voxel.nearest_step)
+_trilinear = njit(cache=True, inline="always")(voxel.trilinear)
+_step_trilinear = njit(cache=True, inline="always")(voxel.trilinear_step(_trilinear))
+_euler_step = njit(cache=True, inline="always")(
+    voxel.euler_step(_step_trilinear, _step_nearest, _clip))
 
 # particles advanced together by one thread: their memory reads overlap
 GROUP = 8
-
-
-@njit(cache=True, inline="always")
-def _step_nearest(flow, pz, py, px, step):
-    """``step * f`` at the voxel containing p (p inside the array)."""
-    iz = int(pz)  # positions are clipped to [0, n - 1]: truncation is floor
-    iy = int(py)
-    ix = int(px)
-    return (step * flow[0, iz, iy, ix], step * flow[1, iz, iy, ix],
-            step * flow[2, iz, iy, ix])
-
-
-@njit(cache=True, inline="always")
-def _trilinear(flow, c, z0, z1, y0, y1, x0, x1, tz, ty, tx):
-    """Trilinear value of channel `c` (float64; lerp along x, then y, then z)."""
-    ux = 1.0 - tx
-    uy = 1.0 - ty
-    c00 = float(flow[c, z0, y0, x0]) * ux + float(flow[c, z0, y0, x1]) * tx
-    c01 = float(flow[c, z0, y1, x0]) * ux + float(flow[c, z0, y1, x1]) * tx
-    c10 = float(flow[c, z1, y0, x0]) * ux + float(flow[c, z1, y0, x1]) * tx
-    c11 = float(flow[c, z1, y1, x0]) * ux + float(flow[c, z1, y1, x1]) * tx
-    c0 = c00 * uy + c01 * ty
-    c1 = c10 * uy + c11 * ty
-    return c0 * (1.0 - tz) + c1 * tz
-
-
-@njit(cache=True, inline="always")
-def _step_trilinear(flow, pz, py, px, step):
-    """``step * f`` with f interpolated between the 8 lattice points around p."""
-    D, H, W = flow.shape[1], flow.shape[2], flow.shape[3]
-    z0 = int(pz)
-    y0 = int(py)
-    x0 = int(px)
-    z1 = min(z0 + 1, D - 1)
-    y1 = min(y0 + 1, H - 1)
-    x1 = min(x0 + 1, W - 1)
-    tz = pz - z0
-    ty = py - y0
-    tx = px - x0
-    return (step * _trilinear(flow, 0, z0, z1, y0, y1, x0, x1, tz, ty, tx),
-            step * _trilinear(flow, 1, z0, z1, y0, y1, x0, x1, tz, ty, tx),
-            step * _trilinear(flow, 2, z0, z1, y0, y1, x0, x1, tz, ty, tx))
 
 
 @njit(parallel=True, cache=True)
@@ -131,16 +89,8 @@ def _track_grouped(coords, flow, n_steps, step_flow, step_f64, trilinear, out):
                 pz = p[k, 0]
                 py = p[k, 1]
                 px = p[k, 2]
-                if trilinear:
-                    dz, dy, dx = _step_trilinear(flow, pz, py, px, step_f64)
-                    nz = _clip(pz + dz, zmax)
-                    ny = _clip(py + dy, ymax)
-                    nx = _clip(px + dx, xmax)
-                else:
-                    ez, ey, ex = _step_nearest(flow, pz, py, px, step_flow)
-                    nz = _clip(pz + ez, zmax)
-                    ny = _clip(py + ey, ymax)
-                    nx = _clip(px + ex, xmax)
+                nz, ny, nx = _euler_step(flow, pz, py, px, zmax, ymax, xmax, trilinear,
+                                         step_flow, step_f64)
                 left[k] -= 1
                 if nz == pz and ny == py and nx == px:
                     left[k] = 0  # fixed point: every later step stays here
@@ -169,7 +119,8 @@ def _track_grouped(coords, flow, n_steps, step_flow, step_f64, trilinear, out):
 
 @njit(cache=True, inline="always")
 def _advance(flow, z, y, x, zmax, ymax, xmax, step):
-    """One nearest-rule Euler step from (z, y, x), clipped to the array."""
+    """One nearest-rule Euler step from (z, y, x), clipped to the array (the
+    nearest branch of `_euler_step`, each axis's read, step and clip in turn)."""
     iz = int(z)  # positions are clipped to [0, n - 1]: truncation is floor
     iy = int(y)
     ix = int(x)

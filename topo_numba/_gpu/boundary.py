@@ -1,5 +1,5 @@
 """GPU kernels for the inter-instance boundary map (SPEC 2.3), the twin of
-``_boundary_cpu``: the touching voxels, then the dilation by a 3x3x3 cube
+``_cpu.boundary``: the touching voxels, then the dilation by a 3x3x3 cube
 repeated k times, done as one (2k + 1)-wide max filter per axis (zero border).
 
 Private: `topo_numba.flow.compute_boundary_map` validates and calls `boundary_map`.
@@ -10,34 +10,22 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
+from .._core import voxel
+from .labels import zyx
+
+_touching_at = cuda.jit(device=True, inline=True)(voxel.touching)
+
 
 @cuda.jit
 def _touching(lab, out):
-    """out[x] = 1 where a face neighbour of x carries another non-zero id than x."""
+    """out[x] = 1 where a face neighbour of x carries another non-zero id than x
+    (`_core.voxel.touching`)."""
     t = cuda.grid(1)
     D, H, W = lab.shape[0], lab.shape[1], lab.shape[2]
     if t >= D * H * W:
         return
-    z = t // (H * W)
-    rem = t - z * (H * W)
-    y = rem // W
-    x = rem - y * W
-    v = lab[z, y, x]
-    b = 0
-    if v != 0:
-        if z > 0 and lab[z - 1, y, x] != 0 and lab[z - 1, y, x] != v:
-            b = 1
-        elif z < D - 1 and lab[z + 1, y, x] != 0 and lab[z + 1, y, x] != v:
-            b = 1
-        elif y > 0 and lab[z, y - 1, x] != 0 and lab[z, y - 1, x] != v:
-            b = 1
-        elif y < H - 1 and lab[z, y + 1, x] != 0 and lab[z, y + 1, x] != v:
-            b = 1
-        elif x > 0 and lab[z, y, x - 1] != 0 and lab[z, y, x - 1] != v:
-            b = 1
-        elif x < W - 1 and lab[z, y, x + 1] != 0 and lab[z, y, x + 1] != v:
-            b = 1
-    out[z, y, x] = b
+    z, y, x = zyx(t, H, W)
+    out[z, y, x] = _touching_at(lab, z, y, x, D, H, W)
 
 
 @cuda.jit

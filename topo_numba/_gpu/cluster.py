@@ -1,5 +1,5 @@
 """Convergence clustering (SPEC 3, `cluster_convergence`) on the GPU, the
-twin of ``_cluster_cpu``.
+twin of ``_cpu.cluster``.
 
 Voxel-sized work runs on the device: pass 1 (grid cell of every end point,
 a stable sort by cell, one cluster per occupied cell), the cluster means
@@ -17,27 +17,20 @@ Private: `topo_numba.postprocess.cluster_convergence` validates first.
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda, float64
+from numba import cuda
+
+from .._core import voxel
+
+_cluster_mean = cuda.jit(device=True, inline=True)(voxel.cluster_mean)
 
 
 @cuda.jit
-def _segment_means(sorted_pos, order, starts, centres, cluster_of):
-    """Mean of each cluster's points (float64, summed in input order)."""
+def _segment_means(pos, order, starts, centres, cluster_of):
+    """Mean of each cluster's points (float64, summed in input order;
+    `_core.voxel.cluster_mean`)."""
     k = cuda.grid(1)
-    if k >= starts.shape[0] - 1:
-        return
-    sz = 0.0
-    sy = 0.0
-    sx = 0.0
-    for j in range(starts[k], starts[k + 1]):
-        sz += float64(sorted_pos[j, 0])
-        sy += float64(sorted_pos[j, 1])
-        sx += float64(sorted_pos[j, 2])
-        cluster_of[order[j]] = k
-    n = float64(starts[k + 1] - starts[k])
-    centres[k, 0] = sz / n
-    centres[k, 1] = sy / n
-    centres[k, 2] = sx / n
+    if k < starts.shape[0] - 1:
+        _cluster_mean(pos, order, starts, k, centres, cluster_of)
 
 
 @cuda.jit
@@ -60,7 +53,7 @@ def _scatter(coords, cluster_of, group, winner, out):
 
 
 def cluster_labels(b, coords, positions, shape, radius: float, h=None):
-    """Group labels (D, H, W) int32 on the device and their number (see `_cluster_cpu`;
+    """Group labels (D, H, W) int32 on the device and their number (see `_cpu.cluster`;
     `h`: relative voxel size, clustering in physical units)."""
     from .._cpu.cluster import grid_cells, merge_centres, physical_points
 
@@ -70,7 +63,7 @@ def cluster_labels(b, coords, positions, shape, radius: float, h=None):
     n_clusters = int(starts.shape[0]) - 1
     centres = xp.empty((n_clusters, 3), np.float64)
     cluster_of = xp.empty(coords.shape[0], np.int64)
-    b.launch(_segment_means, n_clusters, b.arg(positions[order]), b.arg(order), b.arg(starts),
+    b.launch(_segment_means, n_clusters, b.arg(positions), b.arg(order), b.arg(starts),
              b.arg(centres), b.arg(cluster_of))
     # SYNC: the one documented transfer, K centres down, K group labels up
     group, n_groups = merge_centres(b.to_host(centres), radius)

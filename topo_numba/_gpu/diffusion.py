@@ -1,4 +1,4 @@
-"""GPU kernels for diffusion flows (SPEC 2.2), the twin of ``_diffusion_cpu``.
+"""GPU kernels for diffusion flows (SPEC 2.2), the twin of ``_cpu.diffusion``.
 
 Same slot layout and boundary table as the CPU kernels: every foreground
 voxel of every selected volume (all batch items and classes at once) gets a
@@ -17,7 +17,7 @@ covers just that prefix. The Laplacian is summed in the CPU's order.
 
 Anisotropic voxels (relative size h): the update is the CPU's weighted one,
 ``u + w_z (v(z-) + v(z+) - 2u) + w_y (...) + w_x (...)`` with
-``w_a = h_a**-2 / (2 sum_b h_b**-2)`` (`_diffusion_cpu.laplacian_weights`,
+``w_a = h_a**-2 / (2 sum_b h_b**-2)`` (`_cpu.diffusion.laplacian_weights`,
 rounded to float32), taken in the same order. The fields are coordinates in
 voxel units, so the gradient is unchanged (as on the CPU). Isotropic voxels
 keep the (1/6) update above.
@@ -51,10 +51,11 @@ import math
 import numpy as np
 from numba import cuda, float32, int32
 
+from .._core.constants import RESCALE_EVERY
 from .backend import Backend
-from .labels import DeviceInstances
+from .labels import DeviceInstances, vzyx
+from .merge import _compress, _union
 
-RESCALE_EVERY = 32
 SIXTH = np.float32(1.0 / 6.0)
 SIX = np.float32(6.0)
 TWO = np.float32(2.0)
@@ -81,13 +82,7 @@ def _fill_rows(lab, mask, mask_of, slot_of, pos, nbr, s):
     """Write the neighbour row ``nbr[s]`` (module docstring); returns the slot's (z, y, x)."""
     n = pos.shape[0]
     D, H, W = lab.shape[1], lab.shape[2], lab.shape[3]
-    p = pos[s]
-    v = p // (D * H * W)
-    rem = p - v * (D * H * W)
-    z = rem // (H * W)
-    rem = rem - z * (H * W)
-    y = rem // W
-    x = rem - y * W
+    v, z, y, x = vzyx(pos[s], D, H, W)
     k = lab[v, z, y, x]
     m = mask_of[v]
     nbr[s, 0] = _row_of(lab, mask, m, slot_of, v, k, s, n, z - 1, y, x)
@@ -119,7 +114,7 @@ def _neighbours(lab, mask, mask_of, slot_of, pos, nbr, init):
 
 @cuda.jit
 def neighbour_rows(lab, mask, mask_of, slot_of, pos, nbr):
-    """Neighbour rows of every slot only (shared with `_source_cuda`)."""
+    """Neighbour rows of every slot only (shared with `_gpu.source`)."""
     s = cuda.grid(1)
     if s < pos.shape[0]:
         _fill_rows(lab, mask, mask_of, slot_of, pos, nbr, s)
@@ -128,19 +123,13 @@ def neighbour_rows(lab, mask, mask_of, slot_of, pos, nbr):
 # ----------------------------------------------------------------- connected pieces
 
 
-@cuda.jit(device=True, inline=True)
-def _root(parent, s):
-    while parent[s] != s:
-        s = parent[s]
-    return s
-
-
 @cuda.jit
 def _hook(nbr, parent, changed):
     """Union the roots of every slot and its lower (z-1, y-1, x-1) same-instance neighbours.
 
-    Roots only ever move to smaller slots (atomic min), so every pointer stays
-    inside its piece and the rounds end once no edge joins two roots.
+    Roots only ever move to smaller slots (atomic min, `_gpu.merge._union`),
+    so every pointer stays inside its piece and the rounds end once no edge
+    joins two roots.
     """
     s = cuda.grid(1)
     n = parent.shape[0]
@@ -149,18 +138,7 @@ def _hook(nbr, parent, changed):
     for k in range(0, 6, 2):
         j = nbr[s, k]
         if j != s and j < n:  # not a Neumann self-reference, not the zero slot
-            a = _root(parent, s)
-            b = _root(parent, j)
-            if a != b:
-                cuda.atomic.min(parent, max(a, b), min(a, b))
-                changed[0] = 1
-
-
-@cuda.jit
-def _compress(parent):
-    s = cuda.grid(1)
-    if s < parent.shape[0]:
-        parent[s] = _root(parent, s)
+            _union(parent, s, j, changed)
 
 
 def _pieces(b: Backend, k_nbr, n_slots: int):
@@ -191,7 +169,7 @@ def _jacobi(src, d, s, j0, j1, j2, j3, j4, j5):
 @cuda.jit(device=True, inline=True)
 def _jacobi_weighted(src, d, s, j0, j1, j2, j3, j4, j5, w):
     """u + w_z ((v0 + v1) - 2u) + w_y ((v2 + v3) - 2u) + w_x ((v4 + v5) - 2u),
-    accumulated left to right as `_diffusion_cpu._update_weighted`."""
+    accumulated left to right as `_cpu.diffusion._update_weighted`."""
     u = src[d, s]
     two_u = TWO * u
     t = u + w[0] * ((src[d, j0] + src[d, j1]) - two_u)
@@ -321,13 +299,7 @@ def _gradient(ua, ub, odd, nbr, pos, out_index, out):
     if s >= pos.shape[0]:
         return
     D, H, W = out.shape[2], out.shape[3], out.shape[4]
-    p = pos[s]
-    v = p // (D * H * W)
-    rem = p - v * (D * H * W)
-    z = rem // (H * W)
-    rem = rem - z * (H * W)
-    y = rem // W
-    x = rem - y * W
+    v, z, y, x = vzyx(pos[s], D, H, W)
     u = ub if odd[s] else ua
     g0 = _axis_gradient(u, nbr, s, 0, z, D)
     g1 = _axis_gradient(u, nbr, s, 1, y, H)
@@ -354,7 +326,7 @@ def _gradient(ua, ub, odd, nbr, pos, out_index, out):
 def _plan(b: Backend, inst: DeviceInstances, caps: np.ndarray, adaptive_iters: bool,
           adaptive_factor: float):
     """Iteration count and rank (by decreasing count) of every instance, on the host."""
-    from ..flow import _iteration_counts
+    from .._core.plans import iteration_counts as _iteration_counts
 
     # SYNC: four (K + 1)-entry tables, to plan the launches
     counts = b.to_host(inst.counts)
@@ -379,7 +351,7 @@ def diffusion_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.
     Parameters
     ----------
     labels, sel, out_index, mask, mask_of, out
-        As `topo_numba._direct_cuda.direct_flows` (`out` must be 0 on the
+        As `topo_numba._gpu.direct.direct_flows` (`out` must be 0 on the
         background of the selected volumes: only instance voxels are written).
     caps : (S,) ndarray of int64, host
         ``n_iter`` of each selected volume.
@@ -389,7 +361,7 @@ def diffusion_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.
         Iterations between two rescalings (any value keeps the directions;
         32 as on the CPU).
     h : (3,) ndarray of float64, host, optional
-        Voxel size (z, y, x) relative to the smallest (`_planar.check_spacing`):
+        Voxel size (z, y, x) relative to the smallest (`_core.planar.check_spacing`):
         the weighted update (module docstring); None for isotropic voxels.
     """
     from .._cpu.diffusion import laplacian_weights

@@ -1,12 +1,12 @@
-"""GPU kernels for direct flows (SPEC 2.1), the twin of ``_direct_cpu``.
+"""GPU kernels for direct flows (SPEC 2.1), the twin of ``_cpu.direct``.
 
 All instances of all selected volumes at once: centres from the per-instance
-sums (`_labels_cuda`), the distance-transform peak for instances cut by the
-annotation edge (`_edt_cuda`, all cut instances in one transform), sinks,
+sums (`_gpu.labels`), the distance-transform peak for instances cut by the
+annotation edge (`_gpu.edt`, all cut instances in one transform), sinks,
 then one thread per voxel writes ``h (c - x) / |h (c - x)|`` in float64 and
 stores float32, as the CPU kernel does (h: the relative voxel size, all 1 for
 isotropic voxels, an exact no-op). With anisotropic voxels the peak is that of
-the weighted transform (``sum_a (h_a d_a)^2``, `_edt_cuda`) after the square
+the weighted transform (``sum_a (h_a d_a)^2``, `_gpu.edt`) after the square
 root, as SciPy's ``distance_transform_edt(..., sampling=h)`` on the CPU.
 
 Private: `topo_numba.flow` validates and calls `direct_flows`.
@@ -19,9 +19,12 @@ import math
 import numpy as np
 from numba import cuda, int64
 
-from .edt import squared_edt
+from .._core import voxel
 from .backend import Backend
-from .labels import DeviceInstances
+from .edt import squared_edt
+from .labels import DeviceInstances, vzyx, zyx
+
+_direct_vector = cuda.jit(device=True, inline=True)(voxel.direct_vector)
 
 
 @cuda.jit
@@ -38,12 +41,7 @@ def _padded_labels(lab, vols, mask, mask_of, P):
     if t >= Vc * Dp * Hp * Wp:
         return
     D, H, W = Dp - 2, Hp - 2, Wp - 2
-    i = t // (Dp * Hp * Wp)
-    rem = t - i * (Dp * Hp * Wp)
-    zp = rem // (Hp * Wp)
-    rem = rem - zp * (Hp * Wp)
-    yp = rem // Wp
-    xp_ = rem - yp * Wp
+    i, zp, yp, xp_ = vzyx(t, Dp, Hp, Wp)
     z, y, x = zp - 1, yp - 1, xp_ - 1
     v = vols[i]
     outside = (z < 0 or z >= D) + (y < 0 or y >= H) + (x < 0 or x >= W)
@@ -71,10 +69,7 @@ def _needed_voxel(P, need, t):
         return int64(0), int64(0), int64(0), int64(0), int64(0), int64(0)
     i = t // (D * H * W)
     lin = t - i * (D * H * W)
-    z = lin // (H * W)
-    rem = lin - z * (H * W)
-    y = rem // W
-    x = rem - y * W
+    z, y, x = zyx(lin, H, W)
     k = int64(P[i, z + 1, y + 1, x + 1])   # one type on every return path
     if k <= 0 or need[k] == 0:
         return i, lin, z, y, x, int64(0)
@@ -116,30 +111,14 @@ def _peak_first(P, need, dist2, best, first):
 @cuda.jit
 def _direct_kernel(lab, out_index, centres, sinks, h, out):
     """out[out_index[v], :, z, y, x] = unit vector to the centre in physical
-    space, h (c - x) / |h (c - x)| (0 on background / sinks)."""
+    space, h (c - x) / |h (c - x)| (0 on background / sinks;
+    `_core.voxel.direct_vector`)."""
     t = cuda.grid(1)
     V, D, H, W = lab.shape[0], lab.shape[1], lab.shape[2], lab.shape[3]
     if t >= V * D * H * W:
         return
-    v = t // (D * H * W)
-    rem = t - v * (D * H * W)
-    z = rem // (H * W)
-    rem = rem - z * (H * W)
-    y = rem // W
-    x = rem - y * W
-    k = lab[v, z, y, x]
-    fz = 0.0
-    fy = 0.0
-    fx = 0.0
-    if k != 0 and not (z == sinks[k, 0] and y == sinks[k, 1] and x == sinks[k, 2]):
-        dz = (centres[k, 0] - z) * h[0]
-        dy = (centres[k, 1] - y) * h[1]
-        dx = (centres[k, 2] - x) * h[2]
-        norm = math.sqrt(dz * dz + dy * dy + dx * dx)
-        if norm > 0.0:
-            fz = dz / norm
-            fy = dy / norm
-            fx = dx / norm
+    v, z, y, x = vzyx(t, D, H, W)
+    fz, fy, fx = _direct_vector(centres, sinks, h, lab[v, z, y, x], z, y, x)
     o = out_index[v]
     out[o, 0, z, y, x] = fz
     out[o, 1, z, y, x] = fy
@@ -199,7 +178,7 @@ def direct_flows(b: Backend, labels, sel, out_index, mask, mask_of, out, h=None)
     out : (O, 3, D, H, W) xp array of float32
         Written at ``out[out_index]`` everywhere (0 on background).
     h : (3,) ndarray of float64, host, optional
-        Voxel size (z, y, x) relative to the smallest (`_planar.check_spacing`);
+        Voxel size (z, y, x) relative to the smallest (`_core.planar.check_spacing`);
         None for isotropic voxels.
     """
     xp = b.xp

@@ -44,6 +44,37 @@ from numba import cuda, int64
 from .backend import Backend
 
 
+@cuda.jit(device=True, inline=True)
+def _visit(P, src, L, q, dd, best, first):
+    """Fold voxel q, at squared step dd from the walking voxel (label L),
+    into `best`; returns (best, whether to walk on past q). Another label:
+    a distance dd, the end of the walk. The same label (after the first
+    pass): ``dd + src[q]``."""
+    if P[q] != L:
+        return min(best, dd), False
+    if not first:
+        best = min(best, dd + src[q])
+    return best, True
+
+
+@cuda.jit(device=True, inline=True)
+def _walk(P, src, t, L, c, stride, length, d, dd, best, first, down, up):
+    """Step d of the walk from voxel t (label L, coordinate c along the axis)
+    in both directions, each side until it leaves the array or meets another
+    label; returns (best, down, up)."""
+    if down:
+        if c - d < 0:
+            down = False
+        else:
+            best, down = _visit(P, src, L, t - d * stride, dd, best, first)
+    if up:
+        if c + d >= length:
+            up = False
+        else:
+            best, up = _visit(P, src, L, t + d * stride, dd, best, first)
+    return best, down, up
+
+
 @cuda.jit
 def _edt_pass(P, need, src, dst, stride, length, first, inf):
     """One 1-D pass along the axis with flat `stride` and `length` (see module doc).
@@ -66,26 +97,7 @@ def _edt_pass(P, need, src, dst, stride, length, first, inf):
         dd = int64(d) * d
         if dd >= best:
             break
-        if down:
-            if c - d < 0:
-                down = False
-            else:
-                q = t - d * stride
-                if P[q] != L:
-                    best = dd  # dd < best here
-                    down = False
-                elif not first:
-                    best = min(best, dd + src[q])
-        if up:
-            if c + d >= length:
-                up = False
-            else:
-                q = t + d * stride
-                if P[q] != L:
-                    best = min(best, dd)
-                    up = False
-                elif not first:
-                    best = min(best, dd + src[q])
+        best, down, up = _walk(P, src, t, L, c, stride, length, d, dd, best, first, down, up)
         d += 1
     dst[t] = best
 
@@ -95,7 +107,7 @@ def _edt_pass_weighted(P, need, src, dst, stride, length, first, h, one):
     """`_edt_pass` for anisotropic voxels: float64 distances, steps of length
     `h` along this axis; ``inf`` = no other label. `one` (a kernel argument
     equal to 1.0) keeps NVVM from fusing ``(d * h)**2 + src`` into one FMA
-    (see `_source_cuda._mul`)."""
+    (see `_gpu.source._mul`)."""
     t = cuda.grid(1)
     if t >= P.shape[0]:
         return
@@ -112,26 +124,7 @@ def _edt_pass_weighted(P, need, src, dst, stride, length, first, h, one):
         dd = (hd * hd) * one
         if dd >= best:
             break
-        if down:
-            if c - d < 0:
-                down = False
-            else:
-                q = t - d * stride
-                if P[q] != L:
-                    best = dd  # dd < best here
-                    down = False
-                elif not first:
-                    best = min(best, dd + src[q])
-        if up:
-            if c + d >= length:
-                up = False
-            else:
-                q = t + d * stride
-                if P[q] != L:
-                    best = min(best, dd)
-                    up = False
-                elif not first:
-                    best = min(best, dd + src[q])
+        best, down, up = _walk(P, src, t, L, c, stride, length, d, dd, best, first, down, up)
         d += 1
     dst[t] = best
 
@@ -147,7 +140,7 @@ def squared_edt(b: Backend, P, need, h=None):
     need : (K + 1,) xp array of uint8
         1 for the labels whose voxels get a distance.
     h : (3,) ndarray of float64, optional
-        Voxel size (z, y, x) relative to the smallest (`_planar.check_spacing`);
+        Voxel size (z, y, x) relative to the smallest (`_core.planar.check_spacing`);
         None: isotropic voxels, integer distances.
 
     Returns

@@ -1,5 +1,5 @@
 """GPU kernels that turn the instance ids of many volumes into compact indices
-and collect per-instance statistics (the GPU twin of ``_labels_cpu``).
+and collect per-instance statistics (the GPU twin of ``_cpu.labels``).
 
 Volumes are the leading axis of a ``(V, D, H, W)`` label array; ``sel`` picks
 the volumes to process (e.g. the diffusion classes of every batch item), so
@@ -18,18 +18,25 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, int64
 
+from .._core import voxel
 from .backend import Backend
 
+# ----------------------------------------------------------------- voxel indices
+
+zyx = cuda.jit(device=True, inline=True)(voxel.zyx)
+
+
+@cuda.jit(device=True, inline=True)
+def vzyx(p, D, H, W):
+    """(volume, z, y, x) of the C-order flat index p over (volumes, D, H, W):
+    `_core.voxel.zyx` with a leading volume axis (the GPU kernels work on
+    all selected volumes at once)."""
+    v = p // (D * H * W)
+    z, y, x = zyx(p - v * (D * H * W), H, W)
+    return v, z, y, x
+
+
 # ----------------------------------------------------------------- kernels
-
-
-@cuda.jit(device=True)
-def _row(r, D, H):
-    """(volume, z, y) of the flat row index r over (volumes, D, H)."""
-    v = r // (D * H)
-    rem = r - v * (D * H)
-    z = rem // H
-    return v, z, rem - z * H
 
 
 @cuda.jit
@@ -39,7 +46,7 @@ def _count_runs(labels, sel, counts):
     if r >= counts.shape[0]:
         return
     D, H, W = labels.shape[1], labels.shape[2], labels.shape[3]
-    v, z, y = _row(r, D, H)
+    v, z, y = zyx(r, D, H)  # (volume, z, y) of row r
     src = sel[v]
     c = 0
     for x in range(W):
@@ -56,7 +63,7 @@ def _run_values(labels, sel, offsets, run_val, run_vol):
     if r >= offsets.shape[0] - 1:
         return
     D, H, W = labels.shape[1], labels.shape[2], labels.shape[3]
-    v, z, y = _row(r, D, H)
+    v, z, y = zyx(r, D, H)  # (volume, z, y) of row r
     src = sel[v]
     j = offsets[r]
     for x in range(W):
@@ -74,7 +81,7 @@ def _compact_rows(labels, sel, inst_val, vol_start, out):
     D, H, W = labels.shape[1], labels.shape[2], labels.shape[3]
     if r >= out.shape[0] * D * H:
         return
-    v, z, y = _row(r, D, H)
+    v, z, y = zyx(r, D, H)  # (volume, z, y) of row r
     src = sel[v]
     cur = 0
     for x in range(W):
@@ -114,7 +121,7 @@ def _row_stats(lab, mask, mask_of, counts, sums, lo, hi, cut):
     V, D, H, W = lab.shape[0], lab.shape[1], lab.shape[2], lab.shape[3]
     if r >= V * D * H:
         return
-    v, z, y = _row(r, D, H)
+    v, z, y = zyx(r, D, H)  # (volume, z, y) of row r
     m = mask_of[v]
     x = 0
     while x < W:
@@ -167,7 +174,7 @@ class DeviceInstances:
     ids : (K,) xp array
         The original id of each instance (sorted within each volume).
     counts, sums, lo, hi, cut : xp arrays
-        As `topo_numba._labels_cpu.InstanceStats`, index 0 = background
+        As `topo_numba._cpu.labels.InstanceStats`, index 0 = background
         (``sums`` (K + 1, 3) int64, ``lo``/``hi`` (K + 1, 3) int64 inclusive
         boxes, ``cut`` (K + 1,) uint8); filled by `collect_stats`.
     """

@@ -1,5 +1,5 @@
 """GPU kernels for `topo_numba.segment` and `split_disconnected`, the twins of
-``_merge_cpu`` and ``_relabel_cpu``: the face pairs of touching labels (group-2
+``_cpu.merge`` and ``_cpu.relabel``: the face pairs of touching labels (group-2
 merge) and the 6-connected components of equal labels (splitting).
 
 * Touching pairs: one thread per (z, y) row writes the (label pair, flow dot
@@ -11,25 +11,35 @@ merge) and the 6-connected components of equal labels (splitting).
   jumping), one flag per round read on the host. Roots only move to smaller
   flat indices, so each component's root is its first voxel in C order.
 
-Private: the callers in ``_segment_gpu`` pass compact int32 labels and
+Private: the callers in ``_gpu.segment`` pass compact int32 labels and
 validated C-contiguous flows.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda, float64, int64
+from numba import cuda, float64
 
+from .._core import voxel
 from .backend import Backend
+from .labels import zyx
 
 # ----------------------------------------------------------------- touching pairs
 
 
 @cuda.jit(device=True, inline=True)
 def _dot(flow, z0, y0, x0, z1, y1, x1):
+    """f(a) . f(b) in float64 (products of float32 values are exact; see
+    `_cpu.merge._dot`)."""
     return (float64(flow[0, z0, y0, x0]) * float64(flow[0, z1, y1, x1])
             + float64(flow[1, z0, y0, x0]) * float64(flow[1, z1, y1, x1])
             + float64(flow[2, z0, y0, x0]) * float64(flow[2, z1, y1, x1]))
+
+
+# the per-voxel bodies shared with `_cpu.merge` (`_core.voxel`); the dot
+# product is each target's own
+_face_pairs = cuda.jit(device=True, inline=True)(voxel.face_pairs)
+_write_pairs = cuda.jit(device=True, inline=True)(voxel.pair_writer(_dot))
 
 
 @cuda.jit
@@ -43,21 +53,7 @@ def _count_pairs(lab, counts):
     y = r - z * H
     n = 0
     for x in range(W):
-        a = lab[z, y, x]
-        if a == 0:
-            continue
-        if z + 1 < D:
-            b = lab[z + 1, y, x]
-            if b != 0 and b != a:
-                n += 1
-        if y + 1 < H:
-            b = lab[z, y + 1, x]
-            if b != 0 and b != a:
-                n += 1
-        if x + 1 < W:
-            b = lab[z, y, x + 1]
-            if b != 0 and b != a:
-                n += 1
+        n = _face_pairs(lab, z, y, x, D, H, W, n)
     counts[r] = n
 
 
@@ -72,20 +68,7 @@ def _fill_pairs(lab, flow, offsets, n_keys, keys, dots):
     y = r - z * H
     j = offsets[r]
     for x in range(W):
-        a = lab[z, y, x]
-        if a == 0:
-            continue
-        for axis in range(3):
-            nz = z + (axis == 0)
-            ny = y + (axis == 1)
-            nx = x + (axis == 2)
-            if nz >= D or ny >= H or nx >= W:
-                continue
-            b = lab[nz, ny, nx]
-            if b != 0 and b != a:
-                keys[j] = int64(min(a, b)) * n_keys + max(a, b)
-                dots[j] = _dot(flow, z, y, x, nz, ny, nx)
-                j += 1
+        j = _write_pairs(lab, flow, z, y, x, D, H, W, n_keys, keys, dots, j)
 
 
 @cuda.jit
@@ -101,7 +84,7 @@ def _segment_sums(values, starts, out):
 
 
 def touching_pairs(b: Backend, lab, flow, n_labels: int):
-    """`_merge_cpu.touching_pairs` on the device.
+    """`_cpu.merge.touching_pairs` on the device.
 
     Returns
     -------
@@ -155,6 +138,9 @@ def _root(parent, s):
 
 @cuda.jit(device=True, inline=True)
 def _union(parent, s, j, changed):
+    """Hook the roots of s and j together, the larger under the smaller
+    (atomic min), and raise the `changed` flag when they differed (also
+    the connected pieces of `_gpu.diffusion`)."""
     a = _root(parent, s)
     c = _root(parent, j)
     if a != c:
@@ -169,10 +155,7 @@ def _hook(lab, parent, changed):
     D, H, W = lab.shape
     if t >= D * H * W:
         return
-    z = t // (H * W)
-    rem = t - z * (H * W)
-    y = rem // W
-    x = rem - y * W
+    z, y, x = zyx(t, H, W)
     L = lab[z, y, x]
     if L == 0:
         return
@@ -186,6 +169,7 @@ def _hook(lab, parent, changed):
 
 @cuda.jit
 def _compress(parent):
+    """Point every entry straight at its root (pointer jumping)."""
     t = cuda.grid(1)
     if t < parent.shape[0]:
         parent[t] = _root(parent, t)

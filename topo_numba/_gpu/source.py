@@ -1,19 +1,19 @@
 """GPU kernels for heat-source diffusion flows (``mode="source"``), the twin of
-``_source_cpu``.
+``_cpu.source``.
 
 The same algorithm, the same float64 operations in the same order, so the
 flows agree with the CPU's bit for bit (checked under Numba's CUDA
 simulator; on a device see "Rounding" below). Anisotropic voxels (relative
-size h, `_planar.check_spacing`) as on the CPU: the source is the candidate
+size h, `_core.planar.check_spacing`) as on the CPU: the source is the candidate
 nearest to the mean in physical space (differences times h), the update is
 ``u + sum_a w_a ((v(a-) + v(a+)) - 2u)`` (weights of
-`_diffusion_cpu.laplacian_weights`, summed z, y, x) and every axis of the
+`_cpu.diffusion.laplacian_weights`, summed z, y, x) and every axis of the
 gradient is multiplied by 1/h_a before normalisation; isotropic voxels pass
 h = 1 (exact no-ops) and keep the (1/6) update.
 
-1. slots and neighbour rows as in `_diffusion_cuda` (every foreground voxel
+1. slots and neighbour rows as in `_gpu.diffusion` (every foreground voxel
    of every selected volume, here in plain C order over (volume, z, y, x));
-2. `_analyse` - the 6-connected pieces (`_diffusion_cuda._pieces`: the root
+2. `_analyse` - the 6-connected pieces (`_gpu.diffusion._pieces`: the root
    of a piece is its smallest slot, i.e. its first voxel in C order, the
    origin the CPU takes positions from); cut slots; per piece the mean
    position of its cut slots (all slots when it has none); the depth of
@@ -24,10 +24,10 @@ h = 1 (exact no-ops) and keep the (1/6) update.
    slot among the candidates at that distance: the first slot on ties), then
    the climb to the deepest neighbouring candidate (one thread per piece);
 3. the pieces (*units*) are ordered by decreasing iteration count
-   (`flow._source_iteration_counts`) and the slots renumbered unit by unit,
+   (`_core.plans.source_iteration_counts`) and the slots renumbered unit by unit,
    so that the units still iterating form a prefix of the slots: one launch
    per iteration updates every active slot of every unit of every volume;
-4. bands (comment above `BAND_SHELLS` in `_source_cpu`): a unit whose
+4. bands (comment above `BAND_SHELLS` in `_cpu.source`): a unit whose
    eccentricity reaches `BAND_SHELLS` keeps one power-of-two exponent per
    band of distance shells (band = distance // `BAND_SHELLS`); a neighbour
    in another band is read times the exact power of two; every
@@ -36,7 +36,7 @@ h = 1 (exact no-ops) and keep the (1/6) update.
    `_band_exponents` rule) and rescale the bands. The slots of a band need
    not be contiguous: a slot knows its band (``band_of``);
 5. `_gradient` - the normalised gradient (the rule of
-   `_source_cpu.source_gradient_flows` and `_diffusion_cpu.write_unit`),
+   `_cpu.source.source_gradient_flows` and `_cpu.diffusion.write_unit`),
    stored as float32 into the output flows.
 
 Rounding: NVVM fuses a multiply that feeds an add into one FMA by default,
@@ -52,7 +52,7 @@ foreground voxels and of pieces, one flag per few breadth-first levels, and
 each piece's eccentricity, size and volume, from which the host plans the
 launches.
 
-Private: `topo_numba._flow_gpu` validates and calls `source_flows`.
+Private: `topo_numba._gpu.flows` validates and calls `source_flows`.
 """
 
 from __future__ import annotations
@@ -63,13 +63,14 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda, int64
 
-from .diffusion import _pieces, neighbour_rows
+from .._core import voxel
+# BAND_SHELLS: read as this module's global on the host at call time, as
+# `_cpu.source.BAND_SHELLS` (tests shrink both)
+from .._core.constants import BAND_SHELLS, RESCALE_EVERY
 from .backend import Backend
-from .labels import DeviceInstances
+from .diffusion import _pieces, neighbour_rows
+from .labels import DeviceInstances, vzyx
 
-# read on the host at call time, as `_source_cpu.BAND_SHELLS` (tests shrink both)
-BAND_SHELLS = 128
-RESCALE_EVERY = 32
 BFS_LEVELS_PER_CHECK = 8
 SIXTH = 1.0 / 6.0
 
@@ -84,15 +85,15 @@ def _mul(x, y, one):
     return (x * y) * one
 
 
-@cuda.jit(device=True, inline=True)
-def _vzyx(p, D, H, W):
-    """(volume, z, y, x) of the flat index p over (volumes, D, H, W)."""
-    v = p // (D * H * W)
-    rem = p - v * (D * H * W)
-    z = rem // (H * W)
-    rem = rem - z * (H * W)
-    y = rem // W
-    return v, z, y, rem - y * W
+# the bodies shared with `_cpu.source` (`_core.voxel`), products through `_mul`
+_is_cut = cuda.jit(device=True, inline=True)(voxel.is_cut)
+_piece_target = cuda.jit(device=True, inline=True)(voxel.piece_target)
+_squared_distance = cuda.jit(device=True, inline=True)(voxel.squared_distance(_mul))
+_climb_from = cuda.jit(device=True, inline=True)(voxel.climb)
+_band_exponent = cuda.jit(device=True, inline=True)(voxel.band_exponent)
+_band_factors = cuda.jit(device=True, inline=True)(voxel.band_factors)
+_central_difference = cuda.jit(device=True, inline=True)(voxel.central_difference)
+_write_unit = cuda.jit(device=True, inline=True)(voxel.unit_writer(_mul))
 
 
 # ----------------------------------------------------------------- analysis kernels
@@ -101,24 +102,16 @@ def _vzyx(p, D, H, W):
 @cuda.jit
 def _cut_flags(nbr, pos, mask, mask_of, D, H, W, cut):
     """cut[s] = 1 where the instance continues past the annotation at slot s
-    (`_source_cpu._is_cut`): a Neumann neighbour inside the array, or one
+    (`_core.voxel.is_cut`): a Neumann neighbour inside the array, or one
     outside the array while the voxel itself is unannotated."""
     s = cuda.grid(1)
     if s >= pos.shape[0]:
         return
-    v, z, y, x = _vzyx(pos[s], D, H, W)
+    v, z, y, x = vzyx(pos[s], D, H, W)
     m = mask_of[v]
     c = 0
-    if m >= 0:
-        own = mask[m, z, y, x] != 0
-        for k in range(6):
-            if nbr[s, k] != s:
-                continue
-            d = k // 2
-            cc = (z if d == 0 else (y if d == 1 else x)) + 2 * (k % 2) - 1
-            size = D if d == 0 else (H if d == 1 else W)
-            if (cc >= 0 and cc < size) or not own:
-                c = 1
+    if m >= 0 and _is_cut(nbr, s, z, y, x, D, H, W, mask[m, z, y, x] != 0):
+        c = 1
     cut[s] = c
 
 
@@ -130,8 +123,8 @@ def _piece_sums(pos, piece, proot, cut, D, H, W, cnt, ncut, sums, csums):
     if s >= pos.shape[0]:
         return
     j = piece[s]
-    _, z, y, x = _vzyx(pos[s], D, H, W)
-    _, oz, oy, ox = _vzyx(pos[proot[j]], D, H, W)
+    _, z, y, x = vzyx(pos[s], D, H, W)
+    _, oz, oy, ox = vzyx(pos[proot[j]], D, H, W)
     z -= oz
     y -= oy
     x -= ox
@@ -148,15 +141,11 @@ def _piece_sums(pos, piece, proot, cut, D, H, W, cnt, ncut, sums, csums):
 
 @cuda.jit
 def _targets(cnt, ncut, sums, csums, target):
-    """Mean position of each piece's candidates (relative to its first voxel)."""
+    """Mean position of each piece's candidates (relative to its first voxel;
+    `_core.voxel.piece_target`)."""
     j = cuda.grid(1)
-    if j >= cnt.shape[0]:
-        return
-    for d in range(3):
-        if ncut[j] > 0:
-            target[j, d] = csums[j, d] / ncut[j]
-        else:
-            target[j, d] = sums[j, d] / cnt[j]
+    if j < cnt.shape[0]:
+        _piece_target(cnt, ncut, sums, csums, j, target)
 
 
 @cuda.jit(device=True, inline=True)
@@ -166,12 +155,9 @@ def _candidate_d2(pos, s, j, proot, cut, ncut, target, D, H, W, h, one):
     ((dz * dz + dy * dy) + dx * dx)."""
     if ncut[j] > 0 and cut[s] == 0:
         return -1.0
-    _, z, y, x = _vzyx(pos[s], D, H, W)
-    _, oz, oy, ox = _vzyx(pos[proot[j]], D, H, W)
-    dz = _mul((z - oz) - target[j, 0], h[0], one)
-    dy = _mul((y - oy) - target[j, 1], h[1], one)
-    dx = _mul((x - ox) - target[j, 2], h[2], one)
-    return _mul(dz, dz, one) + _mul(dy, dy, one) + _mul(dx, dx, one)
+    _, z, y, x = vzyx(pos[s], D, H, W)
+    _, oz, oy, ox = vzyx(pos[proot[j]], D, H, W)
+    return _squared_distance(z - oz, y - oy, x - ox, target, j, h, one)
 
 
 @cuda.jit
@@ -238,24 +224,8 @@ def _climb(nbr, depth, cut, ncut, source):
     """Move each source to its deepest neighbouring candidate while there is a
     deeper one (the first in the order z-, z+, y-, y+, x-, x+ on ties)."""
     j = cuda.grid(1)
-    if j >= source.shape[0]:
-        return
-    n = nbr.shape[0]
-    s = source[j]
-    while True:
-        nxt = -1
-        deepest = depth[s]
-        for i in range(6):
-            m = nbr[s, i]
-            if m == s or m == n or (ncut[j] > 0 and cut[m] == 0):
-                continue
-            if depth[m] > deepest:
-                deepest = depth[m]
-                nxt = m
-        if nxt < 0:
-            break
-        s = nxt
-    source[j] = s
+    if j < source.shape[0]:
+        source[j] = _climb_from(nbr, depth, cut, ncut, j, source[j])
 
 
 @cuda.jit
@@ -296,7 +266,7 @@ def _read(a, band_of, m, j, n, fd, fu, one):
 
 @cuda.jit(device=True, inline=True)
 def _weighted(src, band_of, s, j, n, fd, fu, j0, j1, j2, j3, j4, j5, w, one):
-    """Anisotropic update of slot s, as `_source_cpu._update` /
+    """Anisotropic update of slot s, as `_cpu.source._update` /
     `_update_banded`: ``t = u``, then ``t += w_a ((v(a-) + v(a+)) - 2u)``
     for a = z, y, x."""
     u = src[s]
@@ -362,7 +332,8 @@ def _band_max(a, band_of, banded, bmax, n_active):
 @cuda.jit
 def _band_exponents(unit_bands, bmax, E, fdown, fup, shift, n_units):
     """New band exponents of each banded unit from its band maxima
-    (`_source_cpu._band_exponents`); the maxima are reset to 0."""
+    (`_core.voxel.band_exponent`, `band_factors`, as `_cpu.source._band_exponents`);
+    the maxima are reset to 0."""
     g = cuda.grid(1)
     if g >= n_units:
         return
@@ -371,18 +342,9 @@ def _band_exponents(unit_bands, bmax, E, fdown, fup, shift, n_units):
     if j1 - j0 < 2:
         return
     for j in range(j0, j1):
-        m = bmax[j]
-        e = 0
-        if m > 0.0:
-            e = math.frexp(m)[1]
-            E[j] += e
-        elif j > j0:
-            E[j] = E[j - 1]  # not reached yet: continue the band before
-        shift[j] = e
+        shift[j] = _band_exponent(bmax[j], E, j, j0)
         bmax[j] = 0.0
-    for j in range(j0, j1):
-        fdown[j] = math.ldexp(1.0, int(E[j - 1] - E[j])) if j > j0 else 1.0
-        fup[j] = math.ldexp(1.0, int(E[j + 1] - E[j])) if j < j1 - 1 else 1.0
+    _band_factors(E, fdown, fup, j0, j1)
 
 
 @cuda.jit
@@ -404,13 +366,7 @@ def _axis_gradient(a, band_of, nbr, s, d, c, size, j, n, fd, fu, one):
     the array border)."""
     vq = _read(a, band_of, nbr[s, 2 * d], j, n, fd, fu, one)
     vp = _read(a, band_of, nbr[s, 2 * d + 1], j, n, fd, fu, one)
-    if c == 0 and c == size - 1:
-        return 0.0
-    if c == size - 1:
-        return a[s] - vq
-    if c == 0:
-        return vp - a[s]
-    return (vp - vq) / 2.0
+    return _central_difference(vq, vp, a, s, c, size)
 
 
 @cuda.jit
@@ -423,7 +379,7 @@ def _gradient(ua, ub, odd, band_of, fdown, fup, nbr, pos, out_index, hinv, one, 
     if s >= n:
         return
     D, H, W = out.shape[2], out.shape[3], out.shape[4]
-    v, z, y, x = _vzyx(pos[s], D, H, W)
+    v, z, y, x = vzyx(pos[s], D, H, W)
     j = band_of[s]
     fd = fdown[j]
     fu = fup[j]
@@ -431,20 +387,8 @@ def _gradient(ua, ub, odd, band_of, fdown, fup, nbr, pos, out_index, hinv, one, 
     g0 = _mul(_axis_gradient(a, band_of, nbr, s, 0, z, D, j, n, fd, fu, one), hinv[0], one)
     g1 = _mul(_axis_gradient(a, band_of, nbr, s, 1, y, H, j, n, fd, fu, one), hinv[1], one)
     g2 = _mul(_axis_gradient(a, band_of, nbr, s, 2, x, W, j, n, fd, fu, one), hinv[2], one)
-    m = max(abs(g0), max(abs(g1), abs(g2)))
     o = out_index[v]
-    if m > 0.0:
-        g0 = g0 / m
-        g1 = g1 / m
-        g2 = g2 / m
-        norm = math.sqrt(_mul(g0, g0, one) + _mul(g1, g1, one) + _mul(g2, g2, one))
-        out[o, 0, z, y, x] = g0 / norm
-        out[o, 1, z, y, x] = g1 / norm
-        out[o, 2, z, y, x] = g2 / norm
-    else:
-        out[o, 0, z, y, x] = 0.0
-        out[o, 1, z, y, x] = 0.0
-        out[o, 2, z, y, x] = 0.0
+    _write_unit(out, (o, 0, z, y, x), (o, 1, z, y, x), (o, 2, z, y, x), g0, g1, g2, one)
 
 
 # ----------------------------------------------------------------- orchestration
@@ -537,22 +481,22 @@ def source_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.nda
     Parameters
     ----------
     labels, sel, out_index, mask, mask_of, out
-        As `topo_numba._diffusion_cuda.diffusion_flows` (`out` must be 0 on
+        As `topo_numba._gpu.diffusion.diffusion_flows` (`out` must be 0 on
         the background of the selected volumes: only instance voxels are
         written).
     caps : (S,) ndarray of int64, host
         ``n_iter`` of each selected volume (used when not `adaptive_iters`).
     adaptive_iters, adaptive_factor
-        The source-mode iteration rule (`flow._source_iteration_counts`).
+        The source-mode iteration rule (`_core.plans.source_iteration_counts`).
     rescale_every : int
         Iterations between two band rescalings (32 as on the CPU; another
         value keeps the directions but not every bit).
     h : (3,) ndarray of float64, host, optional
-        Voxel size (z, y, x) relative to the smallest (`_planar.check_spacing`);
+        Voxel size (z, y, x) relative to the smallest (`_core.planar.check_spacing`);
         None for isotropic voxels.
     """
     from .._cpu.diffusion import laplacian_weights
-    from ..flow import _source_iteration_counts
+    from .._core.plans import source_iteration_counts as _source_iteration_counts
 
     xp = b.xp
     band_shells = int(BAND_SHELLS)

@@ -1,4 +1,4 @@
-"""GPU kernel for flow tracking (SPEC 3), the twin of ``_track_cpu``.
+"""GPU kernel for flow tracking (SPEC 3), the twin of ``_cpu.track``.
 
 One thread per particle, all particles at once. The arithmetic is that of the
 CPU kernel: nearest reads compute ``step * f`` in the flow's precision and add
@@ -18,33 +18,20 @@ from __future__ import annotations
 
 from numba import cuda, float64
 
+from .._core import voxel
 
-@cuda.jit(device=True, inline=True)
-def _clip(v, hi):
-    if v < 0.0:
-        return 0.0
-    if v > hi:
-        return hi
-    return v
-
-
-@cuda.jit(device=True, inline=True)
-def _trilinear(flow, c, z0, z1, y0, y1, x0, x1, tz, ty, tx):
-    """Trilinear value of channel `c` (float64; lerp along x, then y, then z)."""
-    ux = 1.0 - tx
-    uy = 1.0 - ty
-    c00 = float64(flow[c, z0, y0, x0]) * ux + float64(flow[c, z0, y0, x1]) * tx
-    c01 = float64(flow[c, z0, y1, x0]) * ux + float64(flow[c, z0, y1, x1]) * tx
-    c10 = float64(flow[c, z1, y0, x0]) * ux + float64(flow[c, z1, y0, x1]) * tx
-    c11 = float64(flow[c, z1, y1, x0]) * ux + float64(flow[c, z1, y1, x1]) * tx
-    c0 = c00 * uy + c01 * ty
-    c1 = c10 * uy + c11 * ty
-    return c0 * (1.0 - tz) + c1 * tz
+# the per-particle steps, shared with `_cpu.track` (`_core.voxel`)
+_clip = cuda.jit(device=True, inline=True)(voxel.clip)
+_step_nearest = cuda.jit(device=True, inline=True)(voxel.nearest_step)
+_trilinear = cuda.jit(device=True, inline=True)(voxel.trilinear)
+_step_trilinear = cuda.jit(device=True, inline=True)(voxel.trilinear_step(_trilinear))
+_euler_step = cuda.jit(device=True, inline=True)(
+    voxel.euler_step(_step_trilinear, _step_nearest, _clip))
 
 
 @cuda.jit
 def track_kernel(coords, flow, n_steps, step_flow, step_f64, trilinear, out):
-    """Euler steps ``p <- clip(p + step * f(p), 0, n - 1)``; see ``_track_cpu.track``."""
+    """Euler steps ``p <- clip(p + step * f(p), 0, n - 1)``; see `_cpu.track.track`."""
     i = cuda.grid(1)
     if i >= coords.shape[0]:
         return
@@ -60,27 +47,8 @@ def track_kernel(coords, flow, n_steps, step_flow, step_f64, trilinear, out):
     qx = -1.0
     left = n_steps
     while left > 0:
-        iz = int(pz)  # positions are clipped to [0, n - 1]: truncation is floor
-        iy = int(py)
-        ix = int(px)
-        if trilinear:
-            z1 = min(iz + 1, D - 1)
-            y1 = min(iy + 1, H - 1)
-            x1 = min(ix + 1, W - 1)
-            tz = pz - iz
-            ty = py - iy
-            tx = px - ix
-            nz = _clip(pz + step_f64 * _trilinear(flow, 0, iz, z1, iy, y1, ix, x1, tz, ty, tx),
-                       zmax)
-            ny = _clip(py + step_f64 * _trilinear(flow, 1, iz, z1, iy, y1, ix, x1, tz, ty, tx),
-                       ymax)
-            nx = _clip(px + step_f64 * _trilinear(flow, 2, iz, z1, iy, y1, ix, x1, tz, ty, tx),
-                       xmax)
-        else:
-            # the product in the flow's precision, widened before the float64 sum
-            nz = _clip(pz + float64(step_flow * flow[0, iz, iy, ix]), zmax)
-            ny = _clip(py + float64(step_flow * flow[1, iz, iy, ix]), ymax)
-            nx = _clip(px + float64(step_flow * flow[2, iz, iy, ix]), xmax)
+        nz, ny, nx = _euler_step(flow, pz, py, px, zmax, ymax, xmax, trilinear, step_flow,
+                                 step_f64)
         left -= 1
         if nz == pz and ny == py and nx == px:
             left = 0  # fixed point: every later step stays here
