@@ -419,7 +419,8 @@ def sweep_table(rows):
 
 def dynamic_range():
     """Range of the source field on long thin objects (default iterations)."""
-    from topo_numba.flow import _SourceState, _source_iteration_counts
+    from topo_numba._core.plans import source_iteration_counts as _source_iteration_counts
+    from topo_numba._cpu.flows import SourceState as _SourceState
 
     long_rod = np.zeros((3, 3, 1002), np.uint32)
     long_rod[1, 1, 1:1001] = 1

@@ -1,57 +1,40 @@
-"""Shared pytest configuration."""
+"""Shared pytest configuration: the backends a test body runs on.
+
+A test of a public function that takes arrays asks for the ``backend``
+fixture and runs once per backend: ``cpu`` (NumPy inputs, the njit kernels)
+and one GPU backend (Numba device arrays, the CUDA kernels), which is
+
+* ``cudasim``: Numba's CUDA simulator, on any machine (the default), or
+* ``cuda``: a real device, with ``TOPO_NUMBA_TEST_GPU=device`` (CuPy needed).
+
+The body converts its inputs with ``backend.put`` and the results back with
+``backend.get`` and compares them with the reference or with the CPU result.
+Tests of GPU-only concerns (dispatch by array type, block sizes, kernels
+called directly, bit-identity of GPU and CPU) ask for the ``gpu`` fixture and
+live in ``tests/test_gpu_*.py``. Every test that runs on a GPU backend carries
+the ``gpu`` marker: ``TOPO_NUMBA_TEST_GPU=device python -m pytest -m gpu``
+runs exactly those on a device.
+"""
 
 from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
 # ---------------------------------------------------------------------------
-# GPU backend (tests/test_gpu_*.py)
+# GPU backend
 # ---------------------------------------------------------------------------
-# The GPU tests call the public functions with Numba device arrays. Without a
-# GPU (CI, developer machines) they run under Numba's CUDA simulator, which
-# Numba reads from the environment when it is first imported, so it is chosen
-# here, before any test module imports numba. The simulator changes only
-# numba.cuda; the CPU kernels are unaffected. On a machine with a GPU,
-# TOPO_NUMBA_TEST_GPU=device runs the same tests on the device (CuPy needed).
-GPU_TEST_MODE = os.environ.get("TOPO_NUMBA_TEST_GPU", "simulator")
-if GPU_TEST_MODE != "device":
+# Without a GPU (CI, developer machines) the GPU tests run under Numba's CUDA
+# simulator, which Numba reads from the environment when it is first
+# imported, so it is chosen here, before any test module imports numba. The
+# simulator changes only numba.cuda; the CPU kernels are unaffected. On a
+# machine with a GPU, TOPO_NUMBA_TEST_GPU=device runs the same tests on the
+# device (one process cannot use both: the choice is made at import).
+if os.environ.get("TOPO_NUMBA_TEST_GPU", "simulator") != "device":
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
-# Under the simulator every CUDA thread is a Python thread: tiny inputs and a
-# tiny block size, so that even they span several blocks.
-GPU_THREADS_PER_BLOCK = 4 if GPU_TEST_MODE != "device" else 64
-
-
-class Backend:
-    """Puts test inputs on one backend and brings results back as NumPy arrays."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def put(self, arr):
-        if arr is None or self.name == "cpu":
-            return arr
-        from numba import cuda
-
-        return cuda.to_device(np.ascontiguousarray(arr))
-
-    def get(self, result):
-        if isinstance(result, tuple):
-            return tuple(self.get(r) for r in result)
-        if isinstance(result, dict):
-            return {k: self.get(v) for k, v in result.items()}
-        if self.name == "cpu":
-            assert isinstance(result, np.ndarray), type(result)
-            return result
-        from topo_numba._core.dispatch import is_device_array
-
-        assert is_device_array(result), type(result)
-        if hasattr(result, "copy_to_host"):
-            return result.copy_to_host()
-        return result.get()  # CuPy
+from backends import BACKENDS, CPU, GPU_BACKEND, GPU_THREADS_PER_BLOCK, Backend  # noqa: E402
 
 
 @pytest.fixture
@@ -61,13 +44,29 @@ def gpu():
     from topo_numba._gpu import backend as _gpu
 
     with _gpu.threads_per_block(GPU_THREADS_PER_BLOCK):
-        yield Backend("gpu")
+        yield Backend(GPU_BACKEND)
 
 
-@pytest.fixture(params=["cpu", "gpu"])
+@pytest.fixture(params=BACKENDS)
 def backend(request):
-    """Run a test body once with NumPy inputs and once with device arrays."""
+    """Run a test body once per backend: NumPy inputs, then device arrays."""
     if request.param == "cpu":
-        yield Backend("cpu")
+        yield CPU
     else:
         yield request.getfixturevalue("gpu")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "gpu: runs on a GPU backend (the CUDA simulator, or a device with "
+                   "TOPO_NUMBA_TEST_GPU=device); set by tests/conftest.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_gpu = (item.path.name.startswith("test_gpu_")
+                  or "gpu" in getattr(item, "fixturenames", ())
+                  or (callspec is not None and callspec.params.get("backend", "cpu") != "cpu"))
+        if on_gpu:
+            item.add_marker(pytest.mark.gpu)

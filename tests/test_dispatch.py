@@ -2,8 +2,9 @@
 anything else happens and go to the GPU backend; objects that only pretend to
 be device arrays, and calls mixing host and device arrays, are refused with a
 TypeError naming the argument (never a silent copy); host inputs (arrays,
-lists, array-likes) run on the CPU. The GPU path itself is tested in
-tests/test_gpu_*.py."""
+lists, array-likes) run on the CPU. The GPU path itself is tested by the
+``backend`` tests of every module (tests/conftest.py) and, for GPU-only
+concerns, in tests/test_gpu_*.py."""
 
 from __future__ import annotations
 

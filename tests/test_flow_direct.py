@@ -1,14 +1,19 @@
-"""Direct flows (SPEC 2.1): topo.generate_direct_flows against tests/reference.py."""
+"""Direct flows (SPEC 2.1): topo.generate_direct_flows against tests/reference.py.
+
+Tests taking the ``backend`` fixture run once with NumPy inputs and once with
+device arrays (tests/conftest.py); the generated volumes of every kind are
+too large for the CUDA simulator and run on the CPU."""
 
 import numpy as np
 import pytest
 
 import topo_numba as topo
 from reference import instance_centre, ref_direct_flows
-from volumes import (INT_DTYPES, KINDS, assert_flows_match, balls, build_spatial_mask,
-                     make_volume)
+from volumes import (HUGE_IDS, INT_DTYPES, KINDS, assert_flows_match, balls,
+                     build_spatial_mask, make_volume, tiny_direct_cases)
 
 SEEDS = range(3)
+TINY_CASES = tiny_direct_cases()
 
 
 # ------------------------------------------------- the reference itself
@@ -94,10 +99,10 @@ def test_direct_one_instance_per_id_even_when_ids_collide_in_low_bits():
     assert_flows_match(got, ref_direct_flows(labels), labels)
 
 
-@pytest.mark.parametrize("shape", [(0, 4, 4), (4, 4, 4), (1, 1, 1)])
-def test_direct_no_foreground_is_zero(shape):
+@pytest.mark.parametrize("shape", [(0, 4, 4), (4, 4, 4), (1, 1, 1), (0, 3, 3), (3, 3, 3)])
+def test_direct_no_foreground_is_zero(backend, shape):
     labels = np.zeros(shape, np.int32)
-    got = topo.generate_direct_flows(labels)
+    got = backend.get(topo.generate_direct_flows(backend.put(labels)))
     assert got.shape == (3,) + shape and got.dtype == np.float32
     assert not np.any(got)
 
@@ -113,3 +118,44 @@ def test_direct_every_integer_dtype(variant):
     v = make_volume("dtypes", variant)
     assert v.labels.dtype == INT_DTYPES[variant]
     assert_flows_match(topo.generate_direct_flows(v.labels), ref_direct_flows(v.labels), v.labels)
+
+
+# ------------------------------------------- every backend: tiny volumes
+
+@pytest.mark.parametrize("case", list(TINY_CASES))
+def test_direct_tiny_cases_match_reference(backend, case):
+    labels, mask = TINY_CASES[case]
+    before = labels.copy()
+    got = backend.get(topo.generate_direct_flows(backend.put(labels),
+                                                 spatial_mask=backend.put(mask)))
+    assert_flows_match(got, ref_direct_flows(labels, mask), labels)
+    np.testing.assert_array_equal(labels, before)
+
+
+def test_direct_sink_is_rounded_centre_half_to_even(backend):
+    labels = np.zeros((5, 5, 4), np.int32)
+    labels[2:4, 1:4, 2:3] = 5  # centre (2.5, 2.0, 2.0): sink (2, 2, 2)
+    got = backend.get(topo.generate_direct_flows(backend.put(labels)))
+    zeros = np.argwhere(np.all(got == 0, axis=0) & (labels > 0))
+    assert zeros.tolist() == [[2, 2, 2]]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int32, np.int64, np.uint64])
+def test_direct_integer_dtypes_and_huge_ids(backend, dtype):
+    labels = np.zeros((5, 6, 4), dtype)
+    labels[0:2, 0:3, :] = 1
+    labels[3:5, 2:6, 1:3] = 7
+    labels[2, 0, 0] = 100
+    if dtype == np.uint64:
+        labels[labels == 1] = HUGE_IDS[3]   # 2**63 + 5
+        labels[labels == 7] = HUGE_IDS[4]   # 2**64 - 1
+        labels[labels == 100] = 5           # shares its low bits with 2**63 + 5
+    got = backend.get(topo.generate_direct_flows(backend.put(labels)))
+    assert_flows_match(got, ref_direct_flows(labels), labels)
+
+
+def test_direct_bool_labels(backend):
+    labels = np.zeros((4, 4, 4), bool)
+    labels[1:3, 1:4, 0:2] = True
+    got = backend.get(topo.generate_direct_flows(backend.put(labels)))
+    assert_flows_match(got, ref_direct_flows(labels.astype(np.uint8)), labels)

@@ -1,7 +1,12 @@
 """Heat-source diffusion flows (``mode="source"``, issue 7): the kernels
 against the NumPy reference (tests/reference.py), and the properties the
 mode exists for: one sink per object after a plain round trip, translation
-invariance, no voxel left without a direction, crop-aware sources."""
+invariance, no voxel left without a direction, crop-aware sources.
+
+Tests taking the ``backend`` fixture run once with NumPy inputs and once with
+device arrays (tests/conftest.py) on tiny volumes: the GPU does the CPU's
+float64 operations in the CPU's order, so its flows equal the CPU's bit for
+bit (and therefore have the same zero vectors)."""
 
 import numpy as np
 import pytest
@@ -12,7 +17,8 @@ from topo_numba.metrics import matching
 from topo_numba.postprocess import track_flows
 from topo_numba.segment import postprocess_single
 from topo_numba.synthetic import make_helix, make_ring, make_u_tube
-from volumes import KINDS, assert_flows_match, build_spatial_mask, make_volume, tube
+from volumes import (KINDS, assert_flows_match, balls, build_spatial_mask, make_volume,
+                     tube)
 
 
 def source(labels, **kw):
@@ -295,3 +301,149 @@ class _DeviceLike:
 def test_unknown_mode_with_gpu_arrays_is_refused_before_the_gpu_path():
     with pytest.raises(ValueError, match=r"mode must be one of"):
         topo.generate_diffusion_flows(_DeviceLike(), mode="nope")
+
+
+# ---------------------------------------------- every backend: tiny volumes
+
+def _assert_same(got, want, labels):
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert_flows_match(got, want, labels, cos_min=0.9999)
+    np.testing.assert_array_equal(got, want)  # bit for bit, zero vectors included
+
+
+def _tiny_blobs():
+    rng = np.random.default_rng(3)
+    return balls((8, 9, 10), rng.uniform(0, [7, 8, 9], (3, 3)), rng.uniform(1.5, 3.5, 3))
+
+
+def _tiny_tube():
+    t = np.linspace(0, 1, 200)[:, None]
+    path = np.array([2.0, 1.5, 1.5]) + t * np.array([1.0, 6.0, 7.0])
+    path[:, 1] += 2.5 * np.sin(np.pi * t[:, 0])  # a bend
+    return tube((6, 11, 11), path, 1.3) * 4
+
+
+def _two_pieces():
+    labels = np.zeros((5, 6, 12), np.int32)
+    labels[1:4, 1:4, 0:4] = 7       # one id on two separate boxes
+    labels[1:3, 1:5, 7:11] = 7
+    labels[0, 0:6, 5] = 2            # a wall between them, touching the y faces
+    return labels
+
+
+def _slab():
+    # a U whose right arm lies in an unannotated slab: cut inside the array
+    labels = np.zeros((4, 7, 7), np.int32)
+    labels[1:3, 1:6, 1:3] = 2
+    labels[1:3, 1:6, 4:6] = 2
+    labels[1:3, 5:7, 1:6] = 2
+    labels[0, 0, :] = 9
+    mask = np.full(labels.shape, 0.75, np.float32)
+    mask[:, :, 5:] = 0.5
+    return labels, mask
+
+
+def _tiny_cases():
+    blobs = _tiny_blobs()
+    slab, slab_mask = _slab()
+    return {
+        "blobs": (blobs, None, {}),
+        "blobs_cut_faces": (blobs, build_spatial_mask(blobs.shape), {}),
+        "tube": (_tiny_tube(), None, {"adaptive_factor": 4}),
+        "two_pieces": (_two_pieces(), None, {}),
+        "slab_fixed_iters": (slab, slab_mask, {"adaptive_iters": False, "n_iter": 9}),
+    }
+
+
+TINY_CASES = _tiny_cases()
+
+
+@pytest.mark.parametrize("case", list(TINY_CASES))
+def test_source_tiny_cases_match_cpu(backend, case):
+    labels, mask, kw = TINY_CASES[case]
+    d_labels, d_mask = backend.put(labels), backend.put(mask)
+    got = backend.get(source(d_labels, spatial_mask=d_mask, **kw))
+    _assert_same(got, source(labels, spatial_mask=mask, **kw), labels)
+    # inputs are not modified
+    np.testing.assert_array_equal(backend.get(d_labels), labels)
+    if mask is not None:
+        np.testing.assert_array_equal(backend.get(d_mask), mask)
+
+
+def test_tiny_cases_exercise_what_they_name():
+    """The cases above can fail: the mask moves the sources of cut
+    instances, one id lies in two pieces (one source each), and the fixed
+    iteration count changes the flows."""
+    blobs, mask, _ = TINY_CASES["blobs_cut_faces"]
+    assert not np.array_equal(source(blobs, spatial_mask=mask), source(blobs))
+    labels = TINY_CASES["two_pieces"][0]
+    assert sum(i == 7 for i, *_ in R.ref_source_pieces(labels)) == 2
+    slab, slab_mask, kw = TINY_CASES["slab_fixed_iters"]
+    assert not np.array_equal(source(slab, spatial_mask=slab_mask, **kw),
+                              source(slab, spatial_mask=slab_mask))
+
+
+def test_far_end_below_float64_range(backend):
+    """A one-voxel path of 480 voxels with its source at the cut end: the far
+    end lies below float64's range (a plain float64 field leaves about a dozen
+    voxels without a direction); with bands every voxel keeps one."""
+    if backend.name == "cudasim":
+        pytest.skip("about 80 s under the CUDA simulator (run with TOPO_NUMBA_TEST_GPU=device)")
+    labels = np.zeros((1, 1, 480), np.int32)
+    labels[0, 0, :] = 1
+    mask = np.ones(labels.shape, np.float32)
+    mask[0, 0, 0] = 0
+    kw = {"adaptive_factor": 2.05}
+    got = backend.get(source(backend.put(labels), spatial_mask=backend.put(mask), **kw))
+    _assert_same(got, source(labels, spatial_mask=mask, **kw), labels)
+    assert np.all(got[2, 0, 0] != 0)
+
+
+SOURCE_NAMES = ["nuc", "mito", "cell", "ves"]
+SOURCE_CONFIG = {
+    "nuc": {"flow_type": "direct"},
+    "mito": {"flow_type": "diffusion", "diffusion_mode": "source", "diffusion_iters": 14},
+    "cell": {"flow_type": "diffusion", "diffusion_mode": "source", "diffusion_iters": 23},
+    "ves": {"flow_type": "diffusion", "diffusion_iters": 12},   # coordinates
+}
+
+
+def test_targets_mix_direct_coordinates_and_source(backend):
+    """A batch of two with direct, coordinates and two source classes: each
+    family in one call; every volume keeps its own class's iteration count
+    (adaptive_iters=False: max(diffusion_iters, ecc + 1))."""
+    rng = np.random.default_rng(11)
+    shape = (5, 6, 7)
+    ids = np.zeros((2, len(SOURCE_NAMES)) + shape, np.uint16)
+    for b in range(2):
+        for c in range(len(SOURCE_NAMES)):
+            ids[b, c] = balls(shape, rng.uniform(0, np.array(shape) - 1, (2, 3)),
+                              rng.uniform(1.5, 2.8, 2), np.uint16) * (3 + c)
+    mask = np.stack([build_spatial_mask(shape), np.ones(shape, np.float32)])[:, None]
+    kw = {"adaptive_iters": False, "spatial_mask": mask}
+    want = topo.compute_flow_targets(ids, SOURCE_NAMES, SOURCE_CONFIG, **kw)
+    got = backend.get(topo.compute_flow_targets(backend.put(ids), SOURCE_NAMES, SOURCE_CONFIG,
+                                                adaptive_iters=False,
+                                                spatial_mask=backend.put(mask)))
+    np.testing.assert_array_equal(got[1], want[1])
+    for b in range(2):
+        for c, name in enumerate(SOURCE_NAMES):
+            sl = (b, slice(3 * c, 3 * c + 3))
+            if SOURCE_CONFIG[name].get("diffusion_mode") == "source":
+                _assert_same(got[0][sl], want[0][sl], ids[b, c])
+            else:
+                assert_flows_match(got[0][sl], want[0][sl], ids[b, c], cos_min=0.9999)
+    # the per-class caps matter: swapping them changes the CPU's source flows
+    swapped = {**SOURCE_CONFIG, "mito": {**SOURCE_CONFIG["mito"], "diffusion_iters": 23}}
+    other = topo.compute_flow_targets(ids, SOURCE_NAMES, swapped, **kw)
+    assert not np.array_equal(other[0][:, 3:6], want[0][:, 3:6])
+
+
+def test_source_empty_and_no_foreground(backend):
+    for shape in ((0, 3, 3), (2, 3, 4)):
+        got = backend.get(source(backend.put(np.zeros(shape, np.uint8))))
+        assert got.shape == (3,) + shape and got.dtype == np.float32 and not got.any()
+    ids = np.zeros((2, 2, 3, 4), np.int32)   # (N, D, H, W), no foreground
+    flows, fg = backend.get(topo.compute_flow_targets(backend.put(ids), ["mito", "nuc"],
+                                                      SOURCE_CONFIG))
+    assert flows.shape == (6, 2, 3, 4) and not flows.any() and not fg.any()

@@ -1,4 +1,7 @@
-"""Multi-class targets (SPEC 2.3): topo.compute_flow_targets against tests/reference.py."""
+"""Multi-class targets (SPEC 2.3): topo.compute_flow_targets against tests/reference.py.
+
+Tests taking the ``backend`` fixture run once with NumPy inputs and once with
+device arrays (tests/conftest.py; one batched pass on the GPU)."""
 
 import numpy as np
 import pytest
@@ -82,20 +85,26 @@ def test_targets_boundary_only_default_width_and_meaning():
     _assert_targets_match((flows, fg), ref_flow_targets(ids, ["cell"], cfg, 5), ids)
 
 
-def test_targets_boundary_only_without_annotated_background_is_zero():
+def test_targets_boundary_only_without_annotated_background_is_zero(backend):
     ids = np.zeros((1, 10, 10, 10), np.int32)
     ids[0, 2:8, 2:8, 2:8] = 4
     sm = np.zeros((10, 10, 10), np.float32)
     sm[2:8, 2:8, 2:8] = 1  # all background is unannotated
     cfg = {"cell": {"flow_type": "direct", "boundary_only": True}}
-    flows, fg = topo.compute_flow_targets(ids, ["cell"], cfg, spatial_mask=sm)
+    flows, fg = backend.get(topo.compute_flow_targets(backend.put(ids), ["cell"], cfg,
+                                                      spatial_mask=backend.put(sm)))
     assert not fg.any()
     assert flows.any()  # flows are still computed
     _assert_targets_match((flows, fg), ref_flow_targets(ids, ["cell"], cfg, spatial_mask=sm), ids)
     # with one annotated background voxel the mask comes back
     sm[0, 0, 0] = 1
-    _, fg = topo.compute_flow_targets(ids, ["cell"], cfg, spatial_mask=sm)
+    _, fg = backend.get(topo.compute_flow_targets(backend.put(ids), ["cell"], cfg,
+                                                  spatial_mask=backend.put(sm)))
     assert fg.any()
+    # a (diffusion) cell filling the whole crop: no background at all
+    ids = np.ones((1, 1, 3, 4, 5), np.int32)
+    got = backend.get(topo.compute_flow_targets(backend.put(ids), ["cell"], TINY_CONFIG))
+    assert not got[1].any()
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -147,3 +156,57 @@ def test_targets_unknown_flow_type_raises(flow_type):
         topo.compute_flow_targets(ids, ["ves"], cfg)
     with pytest.raises(ValueError, match="flow_type"):
         ref_flow_targets(ids, ["ves"], cfg)
+
+
+# ------------------------------------------- every backend: tiny batches
+
+TINY_CONFIG = {
+    "nuc": {"flow_type": "direct"},
+    "mito": {"flow_type": "diffusion", "diffusion_iters": 12},
+    "cell": {"flow_type": "diffusion", "diffusion_iters": 20, "boundary_only": True,
+             "boundary_width": 1.5},
+}
+TINY_NAMES = ["nuc", "mito", "cell", "other"]  # "other" is not configured: direct
+
+
+def _tiny_batch(n_batch=2, shape=(4, 5, 6)):
+    rng = np.random.default_rng(21)
+    ids = np.zeros((n_batch, len(TINY_NAMES)) + shape, np.uint16)
+    for b in range(n_batch):
+        for c in range(len(TINY_NAMES)):
+            ids[b, c] = balls(shape, rng.uniform(0, np.array(shape) - 1, (3, 3)),
+                              rng.uniform(1.2, 2.8, 3), np.uint16) * (7 + c)
+    ids[-1, 3] = 0  # an empty class
+    ids[0, 2] = np.where(ids[0, 2] > 0, 5, 0)  # one cell filling most of the crop
+    mask = np.stack([build_spatial_mask(shape), np.ones(shape, np.float32)])[:n_batch, None]
+    return ids, mask
+
+
+def _check_tiny(got, want, ids):
+    """Exact foreground; flows to cosine 0.9999 (float32 GPU diffusion fields)."""
+    flows, fg = got
+    assert flows.dtype == fg.dtype == np.float32
+    np.testing.assert_array_equal(fg, want[1])
+    lead = ids.shape[:-4]
+    for index in np.ndindex(*lead, ids.shape[-4]):
+        c = index[-1]
+        sl = index[:-1] + (slice(3 * c, 3 * c + 3),)
+        assert_flows_match(flows[sl], want[0][sl], ids[index], cos_min=0.9999)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_targets_tiny_batch_matches_reference(backend, masked):
+    ids, mask = _tiny_batch()
+    mask = mask if masked else None
+    got = backend.get(topo.compute_flow_targets(backend.put(ids), TINY_NAMES, TINY_CONFIG,
+                                                spatial_mask=backend.put(mask)))
+    assert got[0].shape == (2, 12) + ids.shape[-3:] and got[1].shape == ids.shape
+    _check_tiny(got, ref_flow_targets(ids, TINY_NAMES, TINY_CONFIG, spatial_mask=mask), ids)
+
+
+def test_targets_tiny_unbatched_and_gpu_name(backend):
+    ids, mask = _tiny_batch(1)
+    got = backend.get(topo.compute_flow_targets_gpu(backend.put(ids[0]), TINY_NAMES, TINY_CONFIG,
+                                                    spatial_mask=backend.put(mask[0, 0])))
+    _check_tiny(got, ref_flow_targets(ids[0], TINY_NAMES, TINY_CONFIG, spatial_mask=mask[0, 0]),
+                ids[0])

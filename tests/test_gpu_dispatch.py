@@ -1,6 +1,9 @@
 """GPU dispatch: device arrays reach the GPU kernels through the public
-functions, are validated there with the CPU's rules and messages, mixed
-host/device calls are refused, and a machine without CUDA gets a clear error."""
+functions and come back as device arrays of the input's kind, mixed
+host/device calls are refused (and leave the inputs alone), foreign device
+objects are refused under the simulator, and a machine without CUDA gets a
+clear error. (The GPU path validates with the CPU's rules and messages:
+tests/test_input_contract.py, run on every backend.)"""
 
 from __future__ import annotations
 
@@ -13,6 +16,14 @@ import numpy as np
 import pytest
 
 import topo_numba as T
+from segment_cases import three_balls
+from topo_numba.postprocess import split_disconnected
+from topo_numba.segment import (
+    merge_agreeing_clusters,
+    postprocess_single,
+    remove_bad_flow_masks,
+    run_instance_segmentation,
+)
 
 LAB = np.zeros((3, 4, 5), np.int32)
 LAB[1, 1:3, 1:4] = 2
@@ -43,49 +54,53 @@ def test_mixed_host_and_device_arrays_are_refused(gpu, name, call):
             call(a, b)
 
 
-@pytest.mark.parametrize("make_bad, error, pattern", [
-    (lambda: np.zeros((3, 4, 5, 6), np.int32), ValueError, r"instance_mask must be 3-D"),
-    (lambda: np.full((2, 2, 2), -1, np.int16), ValueError, r"non-negative instance ids"),
-    (lambda: np.zeros((2, 2, 2), np.float32), TypeError, r"integer instance ids"),
-])
-def test_labels_validated_like_the_cpu(backend, make_bad, error, pattern):
-    with pytest.raises(error, match=pattern):
-        T.generate_direct_flows(backend.put(make_bad()))
-    with pytest.raises(error, match=pattern):
-        T.generate_diffusion_flows(backend.put(make_bad()))
+SEG_LAB = three_balls()
+SEG_FLOW = T.generate_direct_flows(SEG_LAB)
+SEGMENT_CALLS = [
+    ("split_disconnected", lambda a, b: split_disconnected(a), SEG_LAB, None),
+    ("merge_agreeing_clusters", merge_agreeing_clusters, SEG_LAB, SEG_FLOW),
+    ("postprocess_single", lambda a, b: postprocess_single(a, b, n_steps=5), SEG_LAB > 0,
+     SEG_FLOW),
+    ("remove_bad_flow_masks", remove_bad_flow_masks, SEG_LAB, SEG_FLOW),
+    ("run_instance_segmentation",
+     lambda a, b: run_instance_segmentation(a, b, ["a"], {"a": {"n_steps": 5}}),
+     (SEG_LAB > 0)[None] * 1.0, SEG_FLOW),
+]
 
 
-def test_masks_flows_and_scalars_validated_like_the_cpu(backend):
-    put = backend.put
-    with pytest.raises(ValueError, match=r"spatial_mask must have the shape of the labels"):
-        T.generate_direct_flows(put(LAB), spatial_mask=put(np.ones((3, 4, 4))))
-    with pytest.raises(ValueError, match=r"n_iter must be >= 1"):
-        T.generate_diffusion_flows(put(LAB), n_iter=0)
-    bad_flow = FLOW.copy()
-    bad_flow[2, 1, 1, 1] = np.nan
-    with pytest.raises(ValueError, match=r"flow must be finite"):
-        T.track_flows(put(LAB > 0), put(bad_flow), 3)
-    with pytest.raises(ValueError, match=r"flow must have shape \(3, D, H, W\)"):
-        T.track_flows(put(LAB > 0), put(FLOW[:, :2]), 3)
-    with pytest.raises(ValueError, match=r"interpolation"):
-        T.track_flows(put(LAB > 0), put(FLOW), 3, interpolation="cubic")
-    with pytest.raises(ValueError, match=r"fg_coords must lie inside the volume"):
-        T.cluster_convergence(put(COORDS + 3), put(COORDS * 1.0), (3, 4, 5), 2.0, 1)
-    with pytest.raises(ValueError, match=r"final_positions must have shape \(N, 3\)"):
-        T.cluster_convergence(put(COORDS), put(np.zeros((2, 3))), (3, 4, 5), 2.0, 1)
-    with pytest.raises(ValueError, match=r"class_names has 2 names"):
-        T.compute_flow_targets(put(LAB[None]), ["a", "b"], {})
-    with pytest.raises(ValueError, match=r"dilation_width must be >= 1"):
-        T.compute_boundary_map(put(LAB), 0)
+@pytest.mark.parametrize("name, call, first, second", SEGMENT_CALLS,
+                         ids=[c[0] for c in SEGMENT_CALLS])
+def test_segment_mixed_arrays_refused_and_inputs_not_modified(gpu, name, call, first, second):
+    if second is not None:
+        for a, b in ((gpu.put(first), second), (first, gpu.put(second))):
+            with pytest.raises(TypeError, match=rf"{name}: .*GPU array.*on the host"):
+                call(a, b)
+    a, b = gpu.put(first), gpu.put(second)
+    out = call(a, b)
+    assert all(gpu.get(o) is not None for o in (out.values() if isinstance(out, dict) else [out]))
+    np.testing.assert_array_equal(gpu.get(a), first)
+    if second is not None:
+        np.testing.assert_array_equal(gpu.get(b), second)
 
 
-def test_inputs_are_not_modified(gpu):
-    lab = gpu.put(LAB)
-    mask = gpu.put(np.ones(LAB.shape, np.float32))
-    T.generate_direct_flows(lab, spatial_mask=mask)
-    T.generate_diffusion_flows(lab, n_iter=5, spatial_mask=mask)
-    np.testing.assert_array_equal(gpu.get(lab), LAB)
-    np.testing.assert_array_equal(gpu.get(mask), 1.0)
+def test_device_masks_with_host_flows_refused(gpu):
+    fg = np.zeros((3, 4, 5), bool)
+    flow = np.zeros((3, 3, 4, 5), np.float32)
+    with pytest.raises(TypeError, match="on the host"):
+        postprocess_single(gpu.put(fg), flow)
+    sem = np.zeros((1, 3, 4, 5), np.float32)
+    with pytest.raises(TypeError, match="on the host"):
+        run_instance_segmentation(gpu.put(sem), flow, ["a"], {"a": {}})
+
+
+def test_output_is_a_device_array_of_the_input_kind(gpu):
+    from numba import cuda
+
+    labels = np.zeros((3, 3, 3), np.int32)
+    labels[1, 1, :] = 2
+    out = T.generate_direct_flows(cuda.to_device(labels))
+    assert type(out).__cuda_ndarray__ is True  # a Numba device array (or the simulator's)
+    assert out.shape == (3, 3, 3, 3) and out.dtype == np.float32
 
 
 def test_foreign_device_objects_under_the_simulator(gpu):

@@ -3,7 +3,11 @@ TypeError / ValueError naming the argument; odd but valid input (empty,
 no foreground, one voxel, touching every face, huge ids, any integer dtype,
 Fortran / strided / big-endian / read-only arrays, any spatial-mask dtype)
 works and gives exactly the result of the plain C-contiguous native input;
-inputs are never modified."""
+inputs are never modified.
+
+Tests taking the ``backend`` fixture run once with NumPy inputs and once with
+device arrays (tests/conftest.py): the GPU path validates with the CPU's rules
+and messages."""
 
 from __future__ import annotations
 
@@ -13,11 +17,13 @@ import numpy as np
 import pytest
 
 from topo_numba import (
+    cluster_convergence,
     compute_boundary_map,
     compute_flow_targets,
     compute_flow_targets_gpu,
     generate_diffusion_flows,
     generate_direct_flows,
+    track_flows,
 )
 
 # four classes: every code path of compute_flow_targets
@@ -732,3 +738,57 @@ def test_errors_leave_inputs_unchanged():
         generate_direct_flows(lab, spatial_mask=mask)
     np.testing.assert_array_equal(lab, before_lab)
     np.testing.assert_array_equal(mask, before_mask)
+
+
+# ------------------------------------------------------------------ every backend
+
+SMALL_LAB = np.zeros((3, 4, 5), np.int32)
+SMALL_LAB[1, 1:3, 1:4] = 2
+SMALL_FLOW = np.zeros((3, 3, 4, 5), np.float32)
+SMALL_COORDS = np.argwhere(SMALL_LAB > 0)
+
+
+@pytest.mark.parametrize("make_bad, error, pattern", [
+    (lambda: np.zeros((3, 4, 5, 6), np.int32), ValueError, r"instance_mask must be 3-D"),
+    (lambda: np.full((2, 2, 2), -1, np.int16), ValueError, r"non-negative instance ids"),
+    (lambda: np.zeros((2, 2, 2), np.float32), TypeError, r"integer instance ids"),
+])
+def test_labels_validated_on_every_backend(backend, make_bad, error, pattern):
+    with pytest.raises(error, match=pattern):
+        generate_direct_flows(backend.put(make_bad()))
+    with pytest.raises(error, match=pattern):
+        generate_diffusion_flows(backend.put(make_bad()))
+
+
+def test_masks_flows_and_scalars_validated_on_every_backend(backend):
+    put = backend.put
+    lab, flow, coords = SMALL_LAB, SMALL_FLOW, SMALL_COORDS
+    with pytest.raises(ValueError, match=r"spatial_mask must have the shape of the labels"):
+        generate_direct_flows(put(lab), spatial_mask=put(np.ones((3, 4, 4))))
+    with pytest.raises(ValueError, match=r"n_iter must be >= 1"):
+        generate_diffusion_flows(put(lab), n_iter=0)
+    bad_flow = flow.copy()
+    bad_flow[2, 1, 1, 1] = np.nan
+    with pytest.raises(ValueError, match=r"flow must be finite"):
+        track_flows(put(lab > 0), put(bad_flow), 3)
+    with pytest.raises(ValueError, match=r"flow must have shape \(3, D, H, W\)"):
+        track_flows(put(lab > 0), put(flow[:, :2]), 3)
+    with pytest.raises(ValueError, match=r"interpolation"):
+        track_flows(put(lab > 0), put(flow), 3, interpolation="cubic")
+    with pytest.raises(ValueError, match=r"fg_coords must lie inside the volume"):
+        cluster_convergence(put(coords + 3), put(coords * 1.0), (3, 4, 5), 2.0, 1)
+    with pytest.raises(ValueError, match=r"final_positions must have shape \(N, 3\)"):
+        cluster_convergence(put(coords), put(np.zeros((2, 3))), (3, 4, 5), 2.0, 1)
+    with pytest.raises(ValueError, match=r"class_names has 2 names"):
+        compute_flow_targets(put(lab[None]), ["a", "b"], {})
+    with pytest.raises(ValueError, match=r"dilation_width must be >= 1"):
+        compute_boundary_map(put(lab), 0)
+
+
+def test_flow_inputs_are_not_modified_on_every_backend(backend):
+    lab = backend.put(SMALL_LAB.copy())
+    mask = backend.put(np.ones(SMALL_LAB.shape, np.float32))
+    generate_direct_flows(lab, spatial_mask=mask)
+    generate_diffusion_flows(lab, n_iter=5, spatial_mask=mask)
+    np.testing.assert_array_equal(backend.get(lab), SMALL_LAB)
+    np.testing.assert_array_equal(backend.get(mask), 1.0)

@@ -225,6 +225,29 @@ def make_volume(kind, seed):
     return KINDS[kind](np.random.default_rng([seed, list(KINDS).index(kind)]), seed)
 
 
+# ------------------------------------------------------ tiny cases
+
+def tiny_direct_cases():
+    """{name: (labels, spatial_mask)}: direct-flow cases small enough for
+    Numba's CUDA simulator (the backend tests and the GPU parity test)."""
+    rng = np.random.default_rng(5)
+    lab = balls((7, 8, 9), rng.uniform(0, [6, 7, 8], (4, 3)), rng.uniform(1.5, 3.5, 4))
+    cut = balls((6, 9, 9), [(0, 4, 4), (5, 1, 7)], [3.5, 2.5])  # on the z faces
+    slab = np.zeros((6, 6, 7), np.int32)
+    slab[1:5, 2:5, 0:4] = 4
+    slab[0:3, 0:2, 3:7] = 2
+    slab_mask = np.full(slab.shape, 0.75, np.float32)
+    slab_mask[:, :, 5] = 0.5  # exactly 0.5 is unannotated
+    return {
+        "balls": (lab, None),
+        "balls_masked": (lab, build_spatial_mask(lab.shape)),
+        "cut_faces": (cut, build_spatial_mask(cut.shape)),
+        "slab_bool_mask": (slab, slab_mask > 0.5),
+        "slab_float_mask": (slab, slab_mask),
+        "whole_volume": (np.full((3, 4, 5), 3, np.int16), build_spatial_mask((3, 4, 5))),
+    }
+
+
 # ----------------------------------------------------------- comparison
 
 def assert_flows_match(actual, expected, labels, cos_min=0.99999, unit_tol=1e-5):

@@ -1,4 +1,7 @@
-"""filter_small, compact_relabel and split_disconnected against the references."""
+"""filter_small, compact_relabel and split_disconnected against the references.
+
+Tests taking the ``backend`` fixture run once with NumPy inputs and once with
+device arrays (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference_recovery as ref
+from segment_cases import assert_same_up_to_ties, cpu_and_backend, random_boxes
 from topo_numba.postprocess import compact_relabel, filter_small, split_disconnected
+from volumes import HUGE_IDS, balls
 
 
 def random_labels(rng, shape, n_ids=5, density=0.5, dtype=np.int32):
@@ -75,6 +80,20 @@ def test_compact_relabel_keeps_order_without_background():
 def test_compact_relabel_empty(shape):
     got = compact_relabel(np.zeros(shape, np.uint16))
     assert got.dtype == np.int32 and got.shape == shape and not got.any()
+
+
+def test_filter_small_and_compact_relabel_huge_ids(backend):
+    labels = np.zeros((3, 4, 5), np.uint64)
+    labels[0, :2] = HUGE_IDS[3]
+    labels[1, 1:3, 1:4] = 7
+    labels[2, 3, 4] = HUGE_IDS[4]
+    labels[2, 0, 0:2] = 1000
+    put = backend.put(labels)
+    np.testing.assert_array_equal(backend.get(compact_relabel(put)),
+                                  ref.compact_relabel(labels))
+    for min_size in (0, 2, 7):
+        np.testing.assert_array_equal(backend.get(filter_small(put, min_size)),
+                                      ref.filter_small(ref.compact_relabel(labels), min_size))
 
 
 # ------------------------------------------------------------------ split_disconnected
@@ -155,10 +174,38 @@ def test_split_is_face_connectivity_and_separates_ids():
     assert len({got[0, 0, 0], got[1, 1, 1], got[0, 1, 0]}) == 3
 
 
-@pytest.mark.parametrize("shape", [(0, 2, 2), (3, 3, 3)])
-def test_split_empty(shape):
-    got = split_disconnected(np.zeros(shape, np.int32))
+@pytest.mark.parametrize("shape", [(0, 2, 2), (3, 3, 3), (2, 3, 4)])
+def test_split_empty(backend, shape):
+    got = backend.get(split_disconnected(backend.put(np.zeros(shape, np.int32))))
     assert got.dtype == np.int32 and got.shape == shape and not got.any()
+
+
+def test_split_absorbs_fragments_into_nearest_part(backend):
+    lab = np.zeros((3, 4, 13), np.uint64)
+    lab[:, 1:, 0:4] = HUGE_IDS[3]                # part A
+    lab[:, 1:, 8:13] = HUGE_IDS[3]               # part B
+    lab[0, 0, 5] = HUGE_IDS[3]                   # fragment nearer to A
+    lab[2, 0, 7] = HUGE_IDS[3]                   # fragment nearer to B
+    lab[1, 0, 0:3] = 5                           # another instance in one piece
+    cpu, got = cpu_and_backend(backend, split_disconnected, lab, min_fragment_ratio=0.2)
+    np.testing.assert_array_equal(got, cpu)
+    assert got[0, 0, 5] == got[1, 1, 0] and got[2, 0, 7] == got[1, 1, 12]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_split_random_boxes_match_cpu(backend, seed):
+    """Equal to the CPU's labels up to ties between equally near parts."""
+    rng = np.random.default_rng(seed)
+    lab = random_boxes(rng, (5, 6, 7), n_ids=6, dtype=np.int64)
+    for ratio in (0.0, 0.1, 0.4):
+        cpu, got = cpu_and_backend(backend, split_disconnected, lab, min_fragment_ratio=ratio)
+        assert_same_up_to_ties(got, cpu, lab, cpu)
+
+
+def test_split_connected_instances(backend):
+    lab = balls((4, 5, 6), [(1, 1, 1), (2, 3, 4)], [1.5, 1.8]) * 9
+    cpu, got = cpu_and_backend(backend, split_disconnected, lab)
+    np.testing.assert_array_equal(got, cpu)
 
 
 def test_split_huge_ids_and_layouts_untouched():

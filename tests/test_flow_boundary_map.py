@@ -1,11 +1,14 @@
-"""Boundary map (SPEC 2.3): topo.compute_boundary_map against tests/reference.py."""
+"""Boundary map (SPEC 2.3): topo.compute_boundary_map against tests/reference.py.
+
+Tests taking the ``backend`` fixture run once with NumPy inputs and once with
+device arrays (tests/conftest.py)."""
 
 import numpy as np
 import pytest
 
 import topo_numba as topo
 from reference import ref_boundary_map
-from volumes import KINDS, make_volume
+from volumes import KINDS, balls, make_volume
 
 
 def test_reference_two_touching_boxes():
@@ -51,3 +54,11 @@ def test_boundary_map_all_kinds_have_a_case_with_boundaries():
     # guards the parametrised test against comparing empty maps only
     assert sum(ref_boundary_map(make_volume(k, s).labels, 1).any()
                for k in KINDS for s in (0, 1)) >= 8
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 9])
+def test_boundary_map_tiny_volume_matches_reference(backend, width):
+    rng = np.random.default_rng(4)
+    labels = balls((6, 7, 8), rng.uniform(0, 6, (5, 3)), rng.uniform(1.5, 3.5, 5))
+    got = backend.get(topo.compute_boundary_map(backend.put(labels), width))
+    np.testing.assert_array_equal(got, ref_boundary_map(labels, width))

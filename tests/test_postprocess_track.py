@@ -1,4 +1,7 @@
-"""track_flows against the plain-Python reference (tests/reference_recovery.py)."""
+"""track_flows against the plain-Python reference (tests/reference_recovery.py).
+
+Tests taking the ``backend`` fixture run once with NumPy inputs and once with
+device arrays (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference_recovery as ref
+from backends import CPU
 from topo_numba.flow import generate_direct_flows
 from topo_numba.postprocess import track_flows
 
@@ -18,15 +22,28 @@ def random_case(rng, shape, fg=0.5, scale=1.5, dtype=np.float32):
     return mask, flow
 
 
-def assert_same_track(mask, flow, n_steps, step_size=1.0, interpolation="nearest"):
-    coords, ends = track_flows(mask, flow, n_steps, step_size, interpolation=interpolation)
+def _track(backend, mask, flow, n_steps, step_size=1.0, interpolation="nearest"):
+    """track_flows on `backend`; the results as NumPy, types and shapes checked."""
+    coords, ends = backend.get(track_flows(backend.put(mask), backend.put(flow), n_steps,
+                                           step_size, interpolation=interpolation))
+    assert coords.dtype == np.int64 and ends.dtype == np.float64
+    assert coords.shape == ends.shape == (np.count_nonzero(np.asarray(mask) > 0), 3)
+    return coords, ends
+
+
+def assert_same_track(mask, flow, n_steps, step_size=1.0, interpolation="nearest",
+                      backend=CPU):
+    """track_flows on `backend` equals the reference: the voxels exactly; the end
+    points exactly for nearest on the CPU (and for float32 flows on the GPU,
+    whose products leave nothing to fuse), else to 1e-12 (CPU) or 1e-9 (GPU)."""
+    coords, ends = _track(backend, mask, flow, n_steps, step_size, interpolation)
     reference = ref.track_nearest if interpolation == "nearest" else ref.track_trilinear
     rc, re = reference(np.asarray(mask), np.asarray(flow), n_steps, step_size)
     np.testing.assert_array_equal(coords, rc)
-    if interpolation == "nearest":
+    if interpolation == "nearest" and (not backend.on_gpu or np.asarray(flow).dtype != np.float64):
         np.testing.assert_array_equal(ends, re)
     else:
-        np.testing.assert_allclose(ends, re, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(ends, re, rtol=0, atol=1e-9 if backend.on_gpu else 1e-12)
     return coords, ends
 
 
@@ -47,38 +64,64 @@ def test_trilinear_matches_reference(seed):
     assert_same_track(mask, flow, n_steps=25, step_size=0.7, interpolation="trilinear")
 
 
-def test_flows_pointing_out_of_the_volume_stay_clipped():
+@pytest.mark.parametrize("interpolation", ["nearest", "trilinear"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_random_flows_match_reference(backend, dtype, interpolation):
+    rng = np.random.default_rng(11)
     shape = (4, 5, 6)
+    mask = rng.random(shape) < 0.5
+    flow = (rng.normal(size=(3,) + shape) * 1.5).astype(dtype)
+    assert_same_track(mask, flow, 17, 0.8, interpolation, backend=backend)
+
+
+@pytest.mark.parametrize("shape, n_steps", [((4, 5, 6), 5), ((3, 4, 5), 4)])
+def test_flows_pointing_out_of_the_volume_stay_clipped(backend, shape, n_steps):
     mask = np.ones(shape, bool)
     flow = np.empty((3,) + shape, np.float32)
     flow[0], flow[1], flow[2] = -3.0, 2.5, 7.0  # out through z = 0, y = H-1, x = W-1
+    corner = [0.0, shape[1] - 1.0, shape[2] - 1.0]
     for interpolation in ("nearest", "trilinear"):
-        _, ends = assert_same_track(mask, flow, 5, interpolation=interpolation)
-        np.testing.assert_array_equal(ends, np.tile([0.0, 4.0, 5.0], (mask.sum(), 1)))
+        _, ends = assert_same_track(mask, flow, n_steps, interpolation=interpolation,
+                                    backend=backend)
+        np.testing.assert_array_equal(ends, np.tile(corner, (mask.sum(), 1)))
 
 
-def test_direct_flows_converge_to_centres():
+def _two_boxes_small():
+    labels = np.zeros((8, 8, 8), np.int32)
+    labels[1:4, 1:4, 1:4] = 1
+    labels[4:8, 4:7, 2:7] = 2
+    return labels
+
+
+def _two_boxes_large():
     labels = np.zeros((12, 12, 12), np.int32)
     labels[1:6, 1:6, 1:6] = 1
     labels[6:11, 5:11, 2:9] = 2
+    return labels
+
+
+@pytest.mark.parametrize("make, n_steps", [(_two_boxes_small, 12), (_two_boxes_large, 40)],
+                         ids=["small", "large"])
+def test_direct_flows_converge_to_centres(backend, make, n_steps):
+    labels = make()
     flow = generate_direct_flows(labels)
-    coords, ends = assert_same_track(labels > 0, flow, 40)
+    coords, ends = assert_same_track(labels > 0, flow, n_steps, backend=backend)
     for k in (1, 2):
         own = labels[tuple(coords.T)] == k
         centre = np.argwhere(labels == k).mean(axis=0)
         assert np.abs(ends[own] - centre).max() < 1.5
-    assert_same_track(labels > 0, flow, 40, interpolation="trilinear")
+    assert_same_track(labels > 0, flow, n_steps, interpolation="trilinear", backend=backend)
 
 
 @pytest.mark.parametrize("n_steps", [1, 2, 3, 10, 11])
-def test_oscillation_and_rest_shortcuts(n_steps):
+def test_oscillation_and_rest_shortcuts(backend, n_steps):
     # x = 2 -> 3 -> 2 -> ... (period 2), x = 6 rests on a sink, x = 0 rests on a wall
     mask = np.zeros((1, 1, 8), bool)
     mask[0, 0, [0, 2, 6]] = True
     flow = np.zeros((3, 1, 1, 8), np.float32)
     flow[2, 0, 0, 0] = -1.0
     flow[2, 0, 0, 2], flow[2, 0, 0, 3] = 1.0, -1.0
-    _, ends = assert_same_track(mask, flow, n_steps)
+    _, ends = assert_same_track(mask, flow, n_steps, backend=backend)
     assert ends[1, 2] == (3.0 if n_steps % 2 else 2.0)
     assert ends[0, 2] == 0.0 and ends[2, 2] == 6.0
 
@@ -104,19 +147,26 @@ def test_output_types_and_order():
 
 
 @pytest.mark.parametrize("shape", [(0, 4, 4), (3, 0, 2), (2, 3, 4)])
-def test_no_foreground(shape):
-    coords, ends = track_flows(np.zeros(shape, bool), np.zeros((3,) + shape, np.float32), 5)
+def test_no_foreground(backend, shape):
+    coords, ends = _track(backend, np.zeros(shape, bool), np.zeros((3,) + shape, np.float32), 5)
     assert coords.shape == (0, 3) and ends.shape == (0, 3)
     assert coords.dtype == np.int64 and ends.dtype == np.float64
 
 
-def test_foreground_is_positive_values():
+def test_foreground_is_positive_values_and_flow_dtypes(backend):
     mask = np.array([[[0.0, 0.3, -1.0, 2.0, -0.0]]])
     flow = np.zeros((3, 1, 1, 5))
-    coords, _ = track_flows(mask, flow, 1)
+    coords, _ = _track(backend, mask, flow, 1)
     np.testing.assert_array_equal(coords[:, 2], [1, 3])
-    coords, _ = track_flows(np.array([[[0, -3, 5]]], np.int8), np.zeros((3, 1, 1, 3)), 1)
-    np.testing.assert_array_equal(coords[:, 2], [2])
+    for flow_dtype in (np.float64, np.int8):
+        coords, _ = _track(backend, np.array([[[0, -3, 5]]], np.int8),
+                           np.zeros((3, 1, 1, 3), flow_dtype), 1)
+        np.testing.assert_array_equal(coords[:, 2], [2])
+    rng = np.random.default_rng(3)
+    m = rng.random((3, 4, 5)) < 0.5
+    f16 = rng.normal(size=(3, 3, 4, 5)).astype(np.float16)
+    _, ends = _track(backend, m.astype(np.uint8), f16, 6, 0.9)
+    np.testing.assert_array_equal(ends, ref.track_nearest(m, f16.astype(np.float32), 6, 0.9)[1])
 
 
 def test_layouts_and_inputs_untouched():

@@ -1,4 +1,7 @@
-"""cluster_convergence against the plain-Python reference of the SPEC rule."""
+"""cluster_convergence against the plain-Python reference of the SPEC rule.
+
+Tests taking the ``backend`` fixture run once with NumPy inputs and once with
+device arrays (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference_recovery as ref
+import topo_numba as topo
+from backends import CPU
 from topo_numba.flow import generate_direct_flows
 from topo_numba.postprocess import cluster_convergence, track_flows
+from volumes import balls, build_spatial_mask
 
 
 def voxels(rng, shape, n):
@@ -71,8 +77,9 @@ def make_points(kind, rng, shape, n, r):
     return coords, pos
 
 
-def assert_same_labels(coords, pos, shape, r, min_size):
-    got = cluster_convergence(coords, pos, shape, r, min_size)
+def assert_same_labels(coords, pos, shape, r, min_size, backend=CPU):
+    got = backend.get(cluster_convergence(backend.put(coords), backend.put(pos), shape, r,
+                                          min_size))
     expected = ref.cluster(np.asarray(coords), np.asarray(pos), shape, r, min_size)
     assert got.dtype == np.int32 and got.shape == tuple(shape)
     np.testing.assert_array_equal(got, expected)
@@ -108,46 +115,95 @@ def test_float32_positions_round_in_float32():
         cluster_convergence(coords, pos.astype(">f4"), shape, 3.0, 1), got)
 
 
-def test_empty_and_single_point():
+def test_empty_and_single_point(backend):
     shape = (3, 4, 5)
-    out = assert_same_labels(np.zeros((0, 3), int), np.zeros((0, 3)), shape, 2.0, 0)
+    out = assert_same_labels(np.zeros((0, 3), int), np.zeros((0, 3)), shape, 2.0, 0, backend)
     assert not out.any()
-    out = assert_same_labels(np.array([[2, 3, 4]]), np.array([[2.0, 3.0, 4.0]]), shape, 2.0, 1)
+    out = assert_same_labels(np.array([[2, 3, 4]]), np.array([[2.0, 3.0, 4.0]]), shape, 2.0, 1,
+                             backend)
     assert out[2, 3, 4] == 1 and out.sum() == 1
-    out = assert_same_labels(np.array([[2, 3, 4]]), np.array([[0.0, 0.0, 0.0]]), shape, 2.0, 2)
+    out = assert_same_labels(np.array([[2, 3, 4]]), np.array([[0.0, 0.0, 0.0]]), shape, 2.0, 2,
+                             backend)
     assert not out.any()
+    empty = np.zeros((0, 3), np.int64)
+    out = assert_same_labels(empty, empty * 1.0, (2, 2, 2), 1.0, 1, backend)
+    assert out.shape == (2, 2, 2) and not out.any()
 
 
-def test_labels_numbered_by_cell_order():
+def test_labels_numbered_by_cell_order(backend):
     # end points at x = 9 (cell 9) then x = 1 (cell 1): the x = 1 group is label 1
     coords = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2]])
     pos = np.array([[0, 0, 9.0], [0, 0, 1.0], [0, 0, 9.2]])
-    got = assert_same_labels(coords, pos, (1, 1, 10), 1.0, 0)
+    got = assert_same_labels(coords, pos, (1, 1, 10), 1.0, 0, backend)
     np.testing.assert_array_equal(got[0, 0, :3], [2, 1, 2])
 
 
-def test_chain_merges_transitively_and_radius_is_strict():
+def test_chain_merges_transitively_and_radius_is_strict(backend):
     # centres 1.5 apart in a row merge into one group for r = 2, none for r = 1.5
     coords = np.array([[0, 0, x] for x in range(6)])
     pos = np.array([[0, 0, 1.5 * i] for i in range(6)])
-    got = assert_same_labels(coords, pos, (1, 1, 10), 2.0, 0)
+    got = assert_same_labels(coords, pos, (1, 1, 10), 2.0, 0, backend)
     assert set(np.unique(got[0, 0, :6])) == {1}
-    got = assert_same_labels(coords, pos, (1, 1, 10), 1.5, 0)
+    got = assert_same_labels(coords, pos, (1, 1, 10), 1.5, 0, backend)
     assert len(np.unique(got[0, 0, :6])) == 6
 
 
-def test_min_size_removes_and_compacts():
+def test_min_size_removes_and_compacts(backend):
     coords = np.array([[0, 0, x] for x in range(7)])
     pos = np.array([[0, 0, v] for v in (0.0, 0.0, 5.0, 9.0, 9.0, 9.0, 5.0)])
-    got = assert_same_labels(coords, pos, (1, 1, 10), 1.0, 3)
+    got = assert_same_labels(coords, pos, (1, 1, 10), 1.0, 3, backend)
     np.testing.assert_array_equal(got[0, 0, :7], [0, 0, 0, 1, 1, 1, 0])
 
 
-def test_duplicate_coordinates_last_wins():
+def test_duplicate_coordinates_last_wins(backend):
     coords = np.array([[0, 0, 1], [0, 0, 1], [0, 0, 2]])
     pos = np.array([[0, 0, 0.0], [0, 0, 8.0], [0, 0, 0.0]])
-    got = assert_same_labels(coords, pos, (1, 1, 10), 1.0, 0)
+    got = assert_same_labels(coords, pos, (1, 1, 10), 1.0, 0, backend)
     np.testing.assert_array_equal(got[0, 0, :3], [0, 2, 1])
+    coords = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0]])
+    pos = np.array([[0, 0, 0.2], [0, 0, 5.0], [0, 0, 5.1]])
+    got = assert_same_labels(coords, pos, (1, 1, 6), 1.0, 1, backend)
+    np.testing.assert_array_equal(got[0, 0], [1, 1, 0, 0, 0, 0])
+
+
+def _tiny_points(rng, shape, n, kind):
+    flat = np.sort(rng.choice(int(np.prod(shape)), n, replace=False))
+    coords = np.stack(np.unravel_index(flat, shape), axis=1)
+    hi = np.asarray(shape, float) - 1
+    if kind == "tight":
+        centres = rng.uniform(0, hi, (3, 3))
+        pos = np.clip(centres[rng.integers(0, 3, n)] + rng.normal(0, 0.4, (n, 3)), 0, hi)
+    elif kind == "lattice":  # many exactly equal distances
+        pos = rng.integers(0, 2 * np.asarray(shape) - 1, (n, 3)) / 2.0
+    else:
+        pos = rng.uniform(0, hi, (n, 3))
+    return coords, pos
+
+
+@pytest.mark.parametrize("kind", ["tight", "lattice", "spread"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_small_point_clouds_match_reference(backend, kind, dtype):
+    rng = np.random.default_rng(len(kind))
+    shape = (5, 6, 7)
+    coords, pos = _tiny_points(rng, shape, 70, kind)
+    pos = pos.astype(dtype)
+    for r, min_size in ((1.0, 1), (2.5, 3), (6.0, 2)):
+        assert_same_labels(coords, pos, shape, r, min_size, backend)
+
+
+@pytest.mark.parametrize("flow_type", ["direct", "diffusion"])
+def test_recovery_gives_identical_labels(backend, flow_type):
+    """flows -> track -> cluster end to end on the backend's arrays: the CPU's labels."""
+    labels = balls((6, 7, 7), [(2, 2, 2), (4, 5, 4), (1, 6, 0)], [2.0, 2.2, 1.5])
+    mask = build_spatial_mask(labels.shape)
+    make = topo.generate_direct_flows if flow_type == "direct" else topo.generate_diffusion_flows
+    results = {}
+    for name, be in (("cpu", CPU), ("backend", backend)):
+        flow = make(be.put(labels), spatial_mask=be.put(mask))
+        coords, ends = topo.track_flows(be.put(labels > 0), flow, 12)
+        results[name] = be.get(topo.cluster_convergence(coords, ends, labels.shape, 2.0, 2))
+    np.testing.assert_array_equal(results["backend"], results["cpu"])
+    assert results["cpu"].max() >= 3
 
 
 def test_track_then_cluster_recovers_instances():
