@@ -242,7 +242,7 @@ def test_demo_refuses_foreign_files(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# in process: usage errors, bench without the scripts
+# in process: usage errors, optional packages missing
 # --------------------------------------------------------------------------
 
 def test_usage_errors(capsys):
@@ -253,11 +253,97 @@ def test_usage_errors(capsys):
     assert "must be a finite number > 0" in capsys.readouterr().err
 
 
-def test_bench_without_scripts(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages/topo_numba/cli.py"))
-    assert cli.main(["bench", "--quick"]) == 1
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and "are not installed with the package" in err[0]
+def test_no_bench_command(capsys):
+    """Benchmarks run from a clone (python benchmarks/bench_*.py), not from the command."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench"])
+    assert e.value.code == 2
+    assert "invalid choice: 'bench'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def main_in_process():
+    """`cli.main`, with the logger levels and SIGTERM handler it sets restored afterwards."""
+    import logging
+    import signal
+
+    names = ("topo_numba", "numba", "zarr", "asyncio", "PIL", "tifffile", "h5py", "numcodecs")
+    levels = {n: logging.getLogger(n).level for n in names}
+    handler = signal.getsignal(signal.SIGTERM)
+    yield cli.main
+    signal.signal(signal.SIGTERM, handler)
+    for n, level in levels.items():
+        logging.getLogger(n).setLevel(level)
+
+
+def _without(monkeypatch, *modules):
+    """Simulate optional packages that are not installed (importing them fails)."""
+    for name in list(sys.modules):
+        if name.split(".")[0] in modules:
+            monkeypatch.delitem(sys.modules, name)
+    for name in modules:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def _one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("topo-numba: error: "), captured.err
+    return lines[0]
+
+
+def test_view_without_pillow_one_line_names_cli_extra(monkeypatch, capsys, tmp_path,
+                                                      main_in_process):
+    np.save(tmp_path / "ids.npy", np.arange(4 * 5 * 6, dtype=np.int32).reshape(4, 5, 6))
+    _without(monkeypatch, "PIL")
+    args = ["view", str(tmp_path / "ids.npy"), "-o", str(tmp_path / "v.png")]
+    assert main_in_process(args) == 1
+    line = _one_line_error(capsys)
+    assert "Pillow" in line and "pip install 'topo-numba[cli]'" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.npy"]
+
+
+def test_demo_without_pillow_one_line_names_cli_extra(monkeypatch, capsys, tmp_path,
+                                                      main_in_process):
+    _without(monkeypatch, "PIL")
+    assert main_in_process(["demo", "--out", str(tmp_path / "demo"), "--size", "16"]) == 1
+    line = _one_line_error(capsys)
+    assert "Pillow" in line and "pip install 'topo-numba[cli]'" in line, line
+    assert list(tmp_path.iterdir()) == []  # refused before doing any work
+
+
+def test_flows_without_tqdm_runs_without_bar(monkeypatch, capsys, data, tmp_path,
+                                            main_in_process):
+    """Progress bars are optional: without tqdm a terminal run just has none."""
+    from topo_numba.cli.main import _Console
+
+    _without(monkeypatch, "tqdm")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    con = _Console()
+    assert not con.bars
+    assert list(con.progress(range(3), "flows")) == [0, 1, 2]
+    out = tmp_path / "t.npz"
+    assert main_in_process(["flows", str(data["dir"] / "ids.npy"), str(out), "--classes",
+                            *CLASSES, "--class-config", str(data["dir"] / "classes.json")]) == 0
+    assert capsys.readouterr().err == ""
+    np.testing.assert_array_equal(tn.io.open_array(f"{out}/flows").read(), data["flows"])
+
+
+def test_help_and_version_without_any_extra():
+    """`topo-numba --help` needs the core install only (no cli extra)."""
+    code = ("import sys\n"
+            "for m in ('PIL', 'tqdm', 'tifffile', 'zarr', 'h5py', 'dask', 'cupy'):\n"
+            "    sys.modules[m] = None\n"
+            "from topo_numba.cli import main\n"
+            "try:\n"
+            "    main(sys.argv[1:])\n"
+            "except SystemExit as e:\n"
+            "    sys.exit(e.code)\n")
+    for args, expect in ((["--help"], "usage: topo-numba"), (["--version"], tn.__version__)):
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0 and expect in r.stdout, (r.stdout, r.stderr)
+        assert r.stderr == ""
 
 
 def test_parse_bytes():

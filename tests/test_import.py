@@ -39,7 +39,7 @@ def test_import_does_not_load_numba():
                           "seconds": dt}))
     """ % (HEAVY,))
     assert res["loaded"] == [], res["loaded"]
-    kernels = [m for m in res["topo"] if m.rsplit(".", 1)[-1].endswith(("_cpu", "_cuda"))]
+    kernels = [m for m in res["topo"] if m.startswith(("topo_numba._cpu", "topo_numba._gpu"))]
     assert kernels == [], kernels
     # numpy + numba + scipy take ~1 s to import; the package alone is far below that
     assert res["seconds"] < 0.5, res["seconds"]
@@ -123,7 +123,88 @@ def test_unknown_attribute():
 
 
 def test_version():
-    assert isinstance(topo_numba.__version__, str) and topo_numba.__version__
+    """One version, written in topo_numba/_version.py (pyproject.toml reads it there)."""
+    import re
+    from pathlib import Path
+
+    from topo_numba._version import __version__
+
+    assert topo_numba.__version__ == __version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+([.-]?(a|b|rc|dev|post)\d+)*", __version__), __version__
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if pyproject.exists():  # a source tree: no second copy of the version there
+        text = pyproject.read_text()
+        assert 'dynamic = ["version"]' in text and "topo_numba._version.__version__" in text
+        assert not re.search(r"(?m)^version\s*=\s*[\"']", text)
+
+
+# --------------------------------------------------------------------------
+# optional packages: a one-line ImportError naming the extra that installs them
+# --------------------------------------------------------------------------
+
+def _without(monkeypatch, *modules):
+    """Simulate optional packages that are not installed (importing them fails)."""
+    for name in list(sys.modules):
+        if name.split(".")[0] in modules:
+            monkeypatch.delitem(sys.modules, name)
+    for name in modules:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    assert "\n" not in text and exc.__suppress_context__, repr(exc)
+    return text
+
+
+def test_viz_figure_without_pillow(monkeypatch):
+    from topo_numba import viz
+
+    _without(monkeypatch, "PIL")
+    panel = viz.labels_to_rgb(np.array([[0, 1], [2, 3]]))  # NumPy only: still works
+    assert panel.shape == (2, 2, 3)
+    with pytest.raises(ImportError) as e:
+        viz.figure([[("a", panel)]])
+    assert "pip install 'topo-numba[viz]'" in _one_line(e.value)
+
+
+def test_write_png_without_pillow(monkeypatch, tmp_path):
+    from topo_numba.io import write_png
+
+    _without(monkeypatch, "PIL")
+    with pytest.raises(ImportError) as e:
+        write_png(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
+    assert "pip install 'topo-numba[viz]'" in _one_line(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dask_progress_without_tqdm(monkeypatch, tmp_path):
+    pytest.importorskip("dask", reason="the dask extra is needed")
+    pytest.importorskip("zarr", reason="the io extra (zarr) is needed")
+    import topo_numba.dask as tnd
+
+    _without(monkeypatch, "tqdm")
+    labels = np.zeros((8, 8, 8), np.int32)
+    labels[2:5, 2:5, 2:5] = 1
+    with pytest.raises(ImportError) as e:
+        tnd.flow_targets_to_zarr(labels, tmp_path / "t.zarr", ["ves"],
+                                 {"ves": {"flow_type": "direct"}}, progress=True)
+    assert "pip install 'topo-numba[progress]'" in _one_line(e.value)
+    assert list(tmp_path.iterdir()) == []  # raised before anything was computed or written
+
+
+def test_core_import_needs_no_extra():
+    """The core install: importing the package, its array modules and the command
+    line needs none of the optional packages."""
+    res = _run("""
+        import json, sys
+        for m in ("PIL", "tqdm", "tifffile", "zarr", "h5py", "dask", "cupy"):
+            sys.modules[m] = None
+        import topo_numba, topo_numba.io, topo_numba.viz, topo_numba.cli
+        import topo_numba.flow, topo_numba.segment, topo_numba.stitch, topo_numba.metrics
+        print(json.dumps({"version": topo_numba.__version__}))
+    """)
+    assert res["version"] == topo_numba.__version__
 
 
 def test_no_module_prints(capfd):

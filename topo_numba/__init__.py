@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401  (the one place it is written)
 
 # public name -> module that defines it
 _EXPORTS = {

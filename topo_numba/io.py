@@ -616,8 +616,13 @@ def open_output(path, overwrite: bool = False) -> Output:
 
 
 def write_png(path, rgb: np.ndarray, overwrite: bool = False) -> None:
-    """Write an (H, W, 3) uint8 picture to `path` as PNG, atomically."""
-    from PIL import Image
+    """Write an (H, W, 3) uint8 picture to `path` as PNG, atomically (needs
+    Pillow: the ``viz`` extra)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("topo_numba.io.write_png needs Pillow: "
+                          "pip install 'topo-numba[viz]'") from None
 
     p = Path(path)
     if p.suffix.lower() != ".png":

@@ -7,9 +7,9 @@ the plane are fully bright and vectors pointing out of the plane (along the
 slicing axis) are dark; background is black. Labels get a colour per id
 (the same id always gets the same colour), background black.
 
-Figures are composed with Pillow (a dependency of scikit-image, so always
-present): no plotting library is needed. Functions return ``(H, W, 3)``
-uint8 RGB arrays; `figure` lays out titled panels.
+Functions return ``(H, W, 3)`` uint8 RGB arrays; `figure` lays out titled
+panels with Pillow, no plotting library (the ``viz`` extra: ``pip install
+'topo-numba[viz]'``; the colouring functions need NumPy only).
 """
 
 from __future__ import annotations
@@ -128,9 +128,17 @@ def colour_wheel(size: int = 48) -> np.ndarray:
     return rgb
 
 
-def _font(size: int):
-    from PIL import ImageFont
+def _pil():
+    """The ``PIL`` modules `figure` uses; a one-line ImportError without Pillow."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:
+        raise ImportError("topo_numba.viz.figure needs Pillow: "
+                          "pip install 'topo-numba[viz]'") from None
+    return Image, ImageDraw, ImageFont
 
+
+def _font(ImageFont, size: int):
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: fixed-size bitmap font
@@ -165,10 +173,9 @@ def figure(rows, title: str | None = None, caption: str | None = None, scale: in
     -------
     page : (H, W, 3) ndarray of uint8
     """
-    from PIL import Image, ImageDraw
-
+    Image, ImageDraw, ImageFont = _pil()
     pad, head = 12, 22
-    font, big = _font(14), _font(17)
+    font, big = _font(ImageFont, 14), _font(ImageFont, 17)
     panels = [[(t, np.repeat(np.repeat(p, scale, 0), scale, 1)) for t, p in row] for row in rows]
     ncol = max(len(r) for r in panels)
     cell_w = max(p.shape[1] for r in panels for _, p in r)

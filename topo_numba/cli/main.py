@@ -6,13 +6,17 @@ Subcommands::
     topo-numba flows    LABELS [LABELS ...] OUT [...]       labels -> flow targets
     topo-numba segment  PROBS FLOWS OUT [...]               predictions -> instance labels
     topo-numba view     INPUT [INPUT ...] --out PNG [...]   slices as a picture
-    topo-numba bench    [--quick]                           the benchmark suite
 
 Errors are reported as one line on stderr with exit status 1 (2 for a wrong
 command line, 130 when interrupted); ``-vv`` adds the traceback. Progress
-bars appear only on a terminal and never with ``--quiet``. Outputs are
-written atomically and never replace an existing path without
-``--overwrite``. Paths and formats: see `topo_numba.io`.
+bars appear only on a terminal, never with ``--quiet``, and only where tqdm
+is installed. Outputs are written atomically and never replace an existing
+path without ``--overwrite``. Paths and formats: see `topo_numba.io`.
+
+``topo-numba --help`` and the commands run on the core install; pictures
+(``demo``, ``view``), TIFF / Zarr files and progress bars need the ``cli``
+extra (``pip install 'topo-numba[cli]'``), and a command that lacks one of
+them stops with a one-line error that says so.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import json
 import logging
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -41,6 +44,32 @@ log = logging.getLogger("topo_numba.cli")
 # small helpers: output, memory, files
 # --------------------------------------------------------------------------
 
+CLI_EXTRA = "pip install 'topo-numba[cli]'"
+
+
+def require(module: str, package: str, command: str) -> None:
+    """Import `module` (an optional dependency of `command`) or stop with a
+    one-line error naming the ``cli`` extra."""
+    try:
+        __import__(module)
+    except ImportError:
+        raise CLIError(f"topo-numba {command} needs {package}, which is not installed: "
+                       f"{CLI_EXTRA}") from None
+
+
+class _NoBar:
+    """`items` as they are, where no progress bar is shown."""
+
+    def __init__(self, items):
+        self._items = items
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+
 class _Console:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
@@ -49,12 +78,27 @@ class _Console:
         if not self.quiet:
             print(text, flush=True)
 
+    @property
+    def bars(self) -> bool:
+        """Whether to show progress bars: on a terminal (stderr), without
+        --quiet, and where tqdm (the ``progress`` extra, part of ``cli``) is
+        installed; bars are optional, so their absence is only logged."""
+        if self.quiet or not sys.stderr.isatty():
+            return False
+        try:
+            import tqdm  # noqa: F401
+        except ImportError:
+            log.info("no progress bar: tqdm is not installed (%s)", CLI_EXTRA)
+            return False
+        return True
+
     def progress(self, items, desc: str):
-        """`items` with a progress bar on a terminal (stderr), plain otherwise."""
+        """`items` with a progress bar where `bars`, plain otherwise."""
+        if not self.bars:
+            return _NoBar(items)
         from tqdm import tqdm
 
-        return tqdm(items, desc=desc, unit="class", leave=False,
-                    disable=self.quiet or not sys.stderr.isatty())
+        return tqdm(items, desc=desc, unit="class", leave=False)
 
 
 def _gib(n: float) -> str:
@@ -364,7 +408,7 @@ def _flows_out_of_core(args, con: _Console, ref, names, config, resolution, mask
     _library("out-of-core flows", tnd.flow_targets_to_zarr, ref.path, args.out, names,
              {nm: config[nm] for nm in names}, resolution,
              diffusion_iters=args.n_iter or 200, spatial_mask=mask, chunks=chunks,
-             progress=not con.quiet and sys.stderr.isatty(), overwrite=args.overwrite,
+             progress=con.bars, overwrite=args.overwrite,
              spacing=spacing)
     attrs = _common_attrs("flows", resolution, spacing)
     attrs.update(class_names=names, flow_channel_order=["dz", "dy", "dx"],
@@ -492,7 +536,7 @@ def _segment_out_of_core(args, con: _Console, probs_ref, flows_ref, names, confi
     _library("out-of-core segmentation", tnd.segment_to_zarr, probs_ref.path, flows_ref.path,
              args.out, names, {nm: config[nm] for nm in names}, resolution_nm=resolution,
              flow_error_threshold=args.flow_error_threshold, chunks=chunks,
-             progress=not con.quiet and sys.stderr.isatty(), overwrite=args.overwrite,
+             progress=con.bars, overwrite=args.overwrite,
              spacing=spacing)
     attrs = _common_attrs("segment", resolution, spacing)
     attrs.update(class_names=names, inputs=[args.probs, args.flows],
@@ -557,6 +601,7 @@ def cmd_view(args, con: _Console) -> int:
     from .. import viz
 
     _check_png(args.out, args.overwrite)
+    require("PIL", "Pillow (pictures)", "view")
     rows, kinds = [], set()
     for path in args.inputs:
         panels, kind = _panels_of(open_array(path), args.axis, args.index, args.as_kind)
@@ -575,39 +620,13 @@ def cmd_view(args, con: _Console) -> int:
 
 
 # --------------------------------------------------------------------------
-# topo-numba bench
-# --------------------------------------------------------------------------
-
-def cmd_bench(args, con: _Console) -> int:
-    root = Path(__file__).resolve().parent.parent / "benchmarks"
-    scripts = [root / "bench_flows.py", root / "bench_postprocess.py"]
-    if args.only:
-        scripts = [root / f"bench_{args.only}.py"]
-    missing = [s.name for s in scripts if not s.exists()]
-    if missing:
-        raise CLIError(f"the benchmark scripts ({', '.join(missing)}) are not installed with "
-                       f"the package (looked in {root}); run topo-numba bench from a source "
-                       "checkout installed with pip install -e .")
-    status = 0
-    for script in scripts:
-        cmd = [sys.executable, str(script)] + (["--quick"] if args.quick else [])
-        con.say(f"$ python benchmarks/{script.name}{' --quick' if args.quick else ''}")
-        rc = subprocess.call(cmd, cwd=root.parent)
-        if rc:
-            status = 1
-            print(f"topo-numba: error: {script.name} failed with exit status {rc}",
-                  file=sys.stderr)
-        con.say()
-    return status
-
-
-# --------------------------------------------------------------------------
 # topo-numba demo
 # --------------------------------------------------------------------------
 
 def cmd_demo(args, con: _Console) -> int:
     from .demo import run_demo
 
+    require("PIL", "Pillow (for its figure)", "demo")  # before any work
     return run_demo(args, con)
 
 
@@ -655,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "predicted flows -> instance labels (compiled with Numba).",
         epilog="Arrays: file.tif, file.npy, file.npz/KEY, dir.zarr/PATH, dir.n5/PATH, "
                "file.h5/PATH; axes (z, y, x), channels first. Run 'topo-numba demo' to see it "
-               "work on synthetic data.")
+               f"work on synthetic data. Pictures, TIFF, Zarr and progress bars: {CLI_EXTRA}.")
     parser.add_argument("--version", action="version", version=f"topo-numba {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -752,11 +771,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=_positive_int, default=3, help="enlargement (default 3)")
     p.set_defaults(func=cmd_view)
 
-    p = sub.add_parser("bench", parents=[common],
-                       help="run the benchmark suite (source checkout) and print its tables")
-    p.add_argument("--quick", action="store_true", help="small smoke-run sizes")
-    p.add_argument("--only", choices=("flows", "postprocess"), help="run one benchmark")
-    p.set_defaults(func=cmd_bench)
     return parser
 
 
