@@ -81,7 +81,7 @@ ARCHITECTURE_RULES: dict[str, dict] = {
         "modules": ["topo_numba", "topo_numba.flow", "topo_numba.postprocess",
                     "topo_numba.segment", "topo_numba.stitch", "topo_numba.config",
                     "topo_numba.metrics", "topo_numba.synthetic", "topo_numba.io",
-                    "topo_numba.viz"],
+                    "topo_numba.viz", "topo_numba.flow_gpu", "topo_numba.postprocess_gpu"],
         "description": "the public library modules (and the package __init__); they may "
                        "import each other, never the Dask layer or the command line",
         "may_import": ["_core", "_cpu", "_gpu", "public"],

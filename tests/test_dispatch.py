@@ -237,5 +237,13 @@ def test_host_inputs_flow_targets(kind):
         np.testing.assert_array_equal(g, w)
 
 
-def test_gpu_name_is_the_same_function():
-    assert T.compute_flow_targets_gpu is T.compute_flow_targets
+def test_gpu_name_runs_the_same_function():
+    """compute_flow_targets_gpu keeps the GPU port's argument order (spatial_mask
+    4th) and runs compute_flow_targets (tests/test_topo_api.py checks the rest)."""
+    ids = np.stack([_labels(), _labels()[::-1]])
+    cfg = {"a": {"flow_type": "direct"}, "b": {"flow_type": "diffusion", "diffusion_iters": 9}}
+    mask = np.ones(ids.shape[1:], np.float32)
+    want = T.compute_flow_targets(ids, ["a", "b"], cfg, spatial_mask=mask)
+    got = T.compute_flow_targets_gpu(ids, ["a", "b"], cfg, mask)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)

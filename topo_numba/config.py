@@ -3,6 +3,12 @@
 The tables are those of the original ``topo`` package (SPEC section 2.4),
 measured on CellMap ground truth at 8, 16, 32 and 64 nm. Every call returns a
 fresh copy, so a caller may edit what it gets without changing later calls.
+
+`RESOLUTION` is the original's module-level default resolution, honoured the
+way the original honours it: it is read (at call time) only when
+``resolution_nm`` is None, that is only by a call that would otherwise have
+no resolution at all and raise ``ValueError``. An explicit ``resolution_nm``
+(or an explicit ``class_config`` in the functions that take one) always wins.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import numbers
 from typing import TypedDict
 
 __all__ = [
+    "RESOLUTION",
     "EVALUATED_INSTANCE_CLASSES",
     "ClassConfig",
     "get_instance_class_config",
@@ -34,6 +41,22 @@ class ClassConfig(TypedDict, total=False):
     boundary_only: bool
     boundary_width: int
 
+
+RESOLUTION: float | None = None
+"""Default voxel size in nm, as in the original (``topo.config.RESOLUTION``).
+
+None (the default): every call must name its resolution. Set it once
+(``topo_numba.config.RESOLUTION = 16``) and `get_instance_class_config` and
+`get_postprocess_config` called without ``resolution_nm`` use it, and so
+do the functions that fall back to them: `compute_flow_targets` /
+`compute_flow_targets_gpu` without ``class_config`` and ``resolution_nm``,
+`run_instance_segmentation` / `run_instance_segmentation_gpu` (and
+``topo_numba.dask.run_instance_segmentation``) without ``class_config`` and
+``resolution_nm``. It is read at call time and checked like
+``resolution_nm``. Like any module global it is per process: worker
+processes started by spawn or forkserver see the value their own import
+set (None), not the parent's.
+"""
 
 EVALUATED_INSTANCE_CLASSES: list[str] = [
     "nuc", "ves", "endo", "lyso", "ld", "perox", "mito", "mt", "cell",
@@ -65,10 +88,13 @@ _POSTPROCESS_TABLE = {
 
 def _nearest_resolution(resolution_nm, name: str = "resolution_nm") -> int:
     if resolution_nm is None:
+        # the original's fallback: the module global, read at call time
+        resolution_nm, name = RESOLUTION, "topo_numba.config.RESOLUTION"
+    if resolution_nm is None:
         raise ValueError(
-            f"{name} is required: pass the voxel size in nm "
+            "resolution_nm is required: pass the voxel size in nm "
             f"(tables exist for {', '.join(map(str, _RESOLUTIONS))} nm; "
-            "other values use the nearest one)."
+            "other values use the nearest one), or set topo_numba.config.RESOLUTION."
         )
     if isinstance(resolution_nm, bool) or not isinstance(resolution_nm, numbers.Real):
         raise TypeError(f"{name} must be a number of nm, got {type(resolution_nm).__name__}")
@@ -82,9 +108,10 @@ def get_instance_class_config(resolution_nm: float | None = None) -> dict[str, C
 
     Parameters
     ----------
-    resolution_nm : float
+    resolution_nm : float, optional
         Voxel size in nm. Tables exist for 8, 16, 32 and 64 nm; other values
-        use the nearest one (ties go to the finer resolution).
+        use the nearest one (ties go to the finer resolution). Default:
+        `RESOLUTION` (the original's module global), which must then be set.
 
     Returns
     -------
@@ -95,7 +122,8 @@ def get_instance_class_config(resolution_nm: float | None = None) -> dict[str, C
     Raises
     ------
     ValueError
-        If `resolution_nm` is None or not positive.
+        If `resolution_nm` and `RESOLUTION` are both None, or the
+        resolution used is not positive.
 
     Examples
     --------
@@ -120,8 +148,9 @@ def get_postprocess_config(resolution_nm: float | None = None) -> dict[str, dict
 
     Parameters
     ----------
-    resolution_nm : float
-        Voxel size in nm (nearest of 8, 16, 32, 64 is used).
+    resolution_nm : float, optional
+        Voxel size in nm (nearest of 8, 16, 32, 64 is used). Default:
+        `RESOLUTION` (the original's module global), which must then be set.
 
     Returns
     -------
@@ -132,7 +161,8 @@ def get_postprocess_config(resolution_nm: float | None = None) -> dict[str, dict
     Raises
     ------
     ValueError
-        If `resolution_nm` is None or not positive.
+        If `resolution_nm` and `RESOLUTION` are both None, or the
+        resolution used is not positive.
 
     Examples
     --------

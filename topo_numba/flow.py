@@ -6,6 +6,11 @@ Same names, arguments, shapes and dtypes as ``topo.flow`` of the original
 from the array types (``_core.dispatch``) and calls a validated core: the CPU
 cores of ``_cpu.flows`` or, for device arrays, the GPU cores of ``_gpu.flows``
 (see docs/architecture.md).
+
+torch tensors are accepted wherever arrays are (``_core.torch_interop``): CPU
+tensors run on the CPU kernels and the results come back as CPU tensors
+(zero-copy, the dtypes of the NumPy results), CUDA tensors on the GPU
+kernels on torch's current stream, returning CUDA tensors.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from ._core import planar as P
 from ._core import validate as V
 from ._core.dispatch import backend_of, gpu_backend
 from ._core.params import Diffusion, check_mode, check_targets
+from ._core.torch_interop import host_tensors
 from .config import EVALUATED_INSTANCE_CLASSES, get_instance_class_config
 
 __all__ = [
@@ -32,6 +38,7 @@ __all__ = [
 # public API: validate once, then the validated cores of _cpu.flows / _gpu.flows
 # --------------------------------------------------------------------------
 
+@host_tensors("instance_mask", "spatial_mask")
 def generate_direct_flows(instance_mask, spatial_mask=None, *, spacing=None) -> np.ndarray:
     """Unit vectors from every voxel to the centre of its instance.
 
@@ -107,6 +114,7 @@ def generate_direct_flows(instance_mask, spatial_mask=None, *, spacing=None) -> 
     return cpu.direct_flows(labels, annotated, h=h)
 
 
+@host_tensors("instance_mask", "spatial_mask")
 def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: bool = True,
                              adaptive_factor: float = 6, spatial_mask=None,
                              mode: str = "coordinates", *, spacing=None) -> np.ndarray:
@@ -227,6 +235,7 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
                                args.adaptive_factor, mode=args.mode, h=h)
 
 
+@host_tensors("instance_mask")
 def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
     """Map of the faces where two different instances touch.
 
@@ -268,6 +277,7 @@ def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
     return boundary_map(labels, dilation_width)
 
 
+@host_tensors("instance_ids", "spatial_mask")
 def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
                          class_config: Mapping | None = None, resolution_nm: float | None = None,
                          diffusion_iters: int = 200, adaptive_iters: bool = True,
@@ -384,5 +394,65 @@ def _flow_targets_2d(instance_ids, class_names, class_config, resolution_nm, dif
     return flows, P.drop_depth(class_fg, axis=len(lead) + 1)
 
 
-compute_flow_targets_gpu = compute_flow_targets
-"""The original GPU port's name for `compute_flow_targets` (same function)."""
+def compute_flow_targets_gpu(instance_ids, class_names: Sequence[str] | None = None,
+                             class_config: Mapping | None = None, spatial_mask=None,
+                             diffusion_iters: int = 200, adaptive_iters: bool = True,
+                             adaptive_factor: float = 6, *, resolution_nm: float | None = None,
+                             spacing=None, spatial_dims: int = 3):
+    """`compute_flow_targets` under the original GPU port's name and argument order.
+
+    The original's ``topo.flow_gpu.compute_flow_targets_gpu`` takes
+    `spatial_mask` as its 4th positional argument, where
+    `compute_flow_targets` takes `resolution_nm`; this function keeps the
+    GPU port's order, so a positional call binds the mask to `spatial_mask`.
+    It runs `compute_flow_targets` (one implementation): NumPy arrays and
+    CPU torch tensors on the CPU kernels, CuPy arrays, Numba device arrays
+    and CUDA torch tensors on the GPU kernels; tensors in give tensors out
+    on the same device, as the original (NumPy in: NumPy out; CuPy in: CuPy
+    out). Also ``topo_numba.flow_gpu.compute_flow_targets_gpu``.
+
+    Parameters
+    ----------
+    instance_ids : (N, D, H, W) or (B, N, D, H, W) array_like of int
+        Instance ids of each class (the original GPU port takes only the
+        batched form).
+    class_names, class_config
+        As in `compute_flow_targets`. Without `class_config` the table of
+        `resolution_nm` (or of ``topo_numba.config.RESOLUTION``, as the
+        original) is used.
+    spatial_mask : (D, H, W) or (B, 1, D, H, W) array_like of float or bool, optional
+        1 where annotated.
+    diffusion_iters : int, default 200
+        Iterations for diffusion classes without their own ``diffusion_iters``.
+        The original GPU port's default is 50; here it is 200, the default
+        of `compute_flow_targets` (CPU and GPU share their defaults, see
+        docs/compatibility.md). Every class of the default tables sets its
+        own ``diffusion_iters``, so this matters only for a `class_config`
+        of your own.
+    adaptive_iters, adaptive_factor
+        As in `compute_flow_targets`.
+    resolution_nm : float, optional, keyword-only
+        Selects the default `class_config` (an addition: the original GPU
+        port reads only ``topo.config.RESOLUTION``).
+    spacing, spatial_dims : keyword-only
+        As in `compute_flow_targets`.
+
+    Returns
+    -------
+    flows : (N*3, D, H, W) or (B, N*3, D, H, W) array of float32
+    class_fg : (N, D, H, W) or (B, N, D, H, W) array of float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ids = np.zeros((1, 2, 8, 8, 8), np.int32)
+    >>> ids[0, 0, 2:5, 2:5, 2:5] = 1
+    >>> mask = np.ones((1, 1, 8, 8, 8), np.float32)
+    >>> flows, fg = compute_flow_targets_gpu(ids, ["nuc", "mito"], None, mask,
+    ...                                      resolution_nm=16)
+    >>> flows.shape, fg.shape
+    ((1, 6, 8, 8, 8), (1, 2, 8, 8, 8))
+    """
+    return compute_flow_targets(instance_ids, class_names, class_config, resolution_nm,
+                                diffusion_iters, adaptive_iters, adaptive_factor, spatial_mask,
+                                spacing=spacing, spatial_dims=spatial_dims)

@@ -4,6 +4,11 @@
 The overlaps of all instance pairs come from one sparse contingency count over
 the voxels (``_cpu.metrics``), O(voxels + instances): no loop over instance
 pairs, no per-instance pass over the volume.
+
+CPU torch tensors are accepted (``_core.torch_interop``): `instance_ious`
+then returns tensors and `matching` a `Matching` whose arrays are tensors
+(zero-copy, the dtypes of the NumPy results); scores stay floats. GPU arrays
+(CUDA tensors included) are refused.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 
 from ._core import validate as V
 from ._core.dispatch import require_host
+from ._core.torch_interop import host_tensors
 
 __all__ = ["Matching", "instance_ious", "matching", "f1_score"]
 
@@ -80,6 +86,7 @@ def _ious(t, p):
     return ids_t, ids_p, first, second, iou
 
 
+@host_tensors("true_labels", "pred_labels")
 def instance_ious(true_labels, pred_labels):
     """IoU of every pair of overlapping instances.
 
@@ -136,6 +143,7 @@ def _assign(first, second, iou):
     return np.sort(np.concatenate(chosen))
 
 
+@host_tensors("true_labels", "pred_labels")
 def matching(true_labels, pred_labels, iou_threshold: float = 0.5) -> Matching:
     """Match true and predicted instances one-to-one at an IoU threshold.
 
@@ -200,6 +208,7 @@ def matching(true_labels, pred_labels, iou_threshold: float = 0.5) -> Matching:
     )
 
 
+@host_tensors("true_labels", "pred_labels")
 def f1_score(true_labels, pred_labels, iou_threshold: float = 0.5) -> float:
     """F1 of the instance matching at `iou_threshold` (see `matching`).
 

@@ -4,6 +4,16 @@ Same names, arguments, shapes and dtypes as ``topo.postprocess`` of the
 original ``topo`` package. Each function validates its arguments once and calls a
 validated core: ``_cpu.recovery`` or, for device arrays, ``_gpu.recovery`` /
 ``_gpu.segment`` (see docs/architecture.md). Inputs are never modified.
+As in the original, the pipeline (`postprocess_single`,
+`run_instance_segmentation`, `remove_bad_flow_masks`, defined in
+``topo_numba.segment``) and ``EVALUATED_INSTANCE_CLASSES`` /
+``get_postprocess_config`` (``topo_numba.config``) can be imported from here.
+
+torch tensors are accepted wherever arrays are (``_core.torch_interop``): CPU
+tensors run on the CPU kernels and the results come back as CPU tensors
+(zero-copy, the dtypes of the NumPy results: int64 coordinates, float64 end
+points, int32 labels), CUDA tensors on the GPU kernels on torch's current
+stream, returning CUDA tensors.
 """
 
 from __future__ import annotations
@@ -15,6 +25,16 @@ from ._core import validate as V
 from ._core.constants import INTERPOLATIONS  # noqa: F401 - the original's name, kept here
 from ._core.dispatch import backend_of, gpu_backend
 from ._core.params import Tracking
+from ._core.torch_interop import host_tensors
+
+# The original's topo.postprocess also holds its pipeline and its configuration
+# names; here the pipeline lives in topo_numba.segment (one definition each).
+from .config import EVALUATED_INSTANCE_CLASSES, get_postprocess_config  # noqa: F401
+from .segment import (  # noqa: F401
+    postprocess_single,
+    remove_bad_flow_masks,
+    run_instance_segmentation,
+)
 
 __all__ = [
     "track_flows",
@@ -22,8 +42,14 @@ __all__ = [
     "filter_small",
     "compact_relabel",
     "split_disconnected",
+    # the original's pipeline names at this path (defined in topo_numba.segment)
+    "postprocess_single",
+    "run_instance_segmentation",
+    "remove_bad_flow_masks",
+    "EVALUATED_INSTANCE_CLASSES",
 ]
 
+@host_tensors("sem_mask", "flow")
 def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
                 interpolation: str = "nearest", *, spacing=None):
     """Move every foreground voxel along the flow field (Euler integration).
@@ -122,6 +148,7 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
     return cpu.track(fg, flow, Tracking.check(n_steps, step_size, interpolation), h)
 
 
+@host_tensors("fg_coords", "final_positions")
 def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_radius: float,
                         min_size: int, *, spacing=None):
     """Group tracked voxels by where they ended up (grid hashing + union-find).
@@ -209,6 +236,7 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
     return cpu.cluster(coords, positions, shape, radius, min_size, h)
 
 
+@host_tensors("instances")
 def filter_small(instances, min_size: int):
     """Remove instances with fewer than `min_size` voxels and compact the labels.
 
@@ -256,6 +284,7 @@ def filter_small(instances, min_size: int):
     return cpu.filter_small(labels, V.check_int(min_size, "min_size", minimum=0))
 
 
+@host_tensors("instances")
 def compact_relabel(instances):
     """Renumber instance ids to 1..K, keeping their order (smallest id -> 1).
 
@@ -300,6 +329,7 @@ def compact_relabel(instances):
     return cpu.compact_relabel(V.as_labels(instances, "instances", 3))
 
 
+@host_tensors("instances")
 def split_disconnected(instances, min_fragment_ratio: float = 0.1):
     """Split instances into their 6-connected components, absorbing small fragments.
 

@@ -11,6 +11,11 @@ arguments once and calls a validated core: ``_cpu.recovery`` or, for device
 arrays, ``_gpu.segment`` (see docs/architecture.md); the multi-class pipeline
 and its flow check call the cores directly, so nothing is validated twice.
 Inputs are never modified.
+
+torch tensors are accepted wherever arrays are (``_core.torch_interop``): CPU
+tensors run on the CPU kernels and the labels come back as int32 CPU tensors
+(zero-copy; `run_instance_segmentation`: a dict of them), CUDA tensors on
+the GPU kernels on torch's current stream, returning CUDA tensors.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ._core import planar as P
 from ._core import validate as V
 from ._core.dispatch import backend_of, gpu_backend
 from ._core.params import FlowCheck, Recovery, check_segment_classes, flow_defaults
+from ._core.torch_interop import host_tensors
 
 __all__ = [
     "postprocess_single",
@@ -35,6 +41,7 @@ __all__ = [
 # public API
 # --------------------------------------------------------------------------
 
+@host_tensors("sem_mask", "flow")
 def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.0,
                        convergence_radius: float = 4.0, min_size: int = 50, group: int = 1,
                        *, interpolation: str = "nearest", spacing=None) -> np.ndarray:
@@ -133,6 +140,7 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
     return cpu.postprocess(fg, flow, p, h)
 
 
+@host_tensors("instances", "flow")
 def merge_agreeing_clusters(instances, flow, dot_threshold: float = 0.0) -> np.ndarray:
     """Merge touching instances whose flows agree across their shared faces.
 
@@ -210,6 +218,7 @@ def merge_agreeing_clusters(instances, flow, dot_threshold: float = 0.0) -> np.n
     return cpu.merge(labels, flow, V.check_real(dot_threshold, "dot_threshold"))
 
 
+@host_tensors("instances", "pred_flow")
 def remove_bad_flow_masks(instances, pred_flow, threshold: float = 0.4,
                           flow_type: str = "direct", *, diffusion_iters: int = 200,
                           diffusion_mode: str = "coordinates", spacing=None) -> np.ndarray:
@@ -307,6 +316,7 @@ def remove_bad_flow_masks(instances, pred_flow, threshold: float = 0.4,
 # multi-class entry point
 # --------------------------------------------------------------------------
 
+@host_tensors("semantic_pred", "flow_pred")
 def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_config=None,
                               flow_error_threshold: float = 0.0, *,
                               resolution_nm: float | None = None, spacing=None,
@@ -370,9 +380,11 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
     cell: diffusion, coordinates mode), with 200 iterations when no
     resolution is given; unknown classes use direct flows. A network trained
     on source-mode targets needs ``"diffusion_mode": "source"`` here. The original always compares with centre-of-mass flows and
-    reads its resolution from a module global (``topo.config.RESOLUTION``);
-    here it is an argument. Everything is validated before any class is
-    processed.
+    reads its resolution only from a module global (``topo.config.RESOLUTION``);
+    here it is an argument, and the module global
+    (``topo_numba.config.RESOLUTION``) is read only when neither
+    `class_config` nor `resolution_nm` is given, as if it had been passed as
+    `resolution_nm`. Everything is validated before any class is processed.
 
     Examples
     --------
@@ -428,9 +440,14 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
     threshold = V.check_real(flow_error_threshold, "flow_error_threshold")
     config = class_config
     if config is None:
+        if resolution_nm is None:  # the original's module global, read where it reads it
+            from . import config as config_module
+
+            resolution_nm = config_module.RESOLUTION
         if resolution_nm is None:
             raise ValueError("run_instance_segmentation needs class_config or resolution_nm "
-                             "(the voxel size in nm, to pick get_postprocess_config's table)")
+                             "(the voxel size in nm, to pick get_postprocess_config's table), "
+                             "or topo_numba.config.RESOLUTION set")
         config = get_postprocess_config(resolution_nm)
     if not isinstance(config, Mapping):
         raise TypeError(f"class_config must be a dict; got {type(config).__name__}")

@@ -18,6 +18,10 @@ Same names, arguments and return types as ``topo.stitch`` of the original
 The blending runs in compiled kernels (``_cpu.stitch``), one parallel pass
 per tile, without building 3-D weight volumes. For volumes that do not fit in
 memory use `topo_numba.dask`, which computes flows and labels chunk by chunk.
+
+The tiles may be CPU torch tensors (``_core.torch_interop``): the stitched
+volume then comes back as a CPU tensor (zero-copy, the dtype of the NumPy
+result). CUDA tensors, like other GPU arrays, are refused.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 
 from ._core import validate as V
 from ._core.dispatch import require_host
+from ._core.torch_interop import host_tensors
 from ._cpu.threads import threads_for
 
 __all__ = [
@@ -335,6 +340,7 @@ def _blend(volume_shape, slices, tiles, n_channels, out_dtype, keep_weight):
     return acc, weight_sum
 
 
+@host_tensors(sequences=("subcrop_flows",))
 def stitch_flows(volume_shape, subcrop_slices, subcrop_flows) -> np.ndarray:
     """Blend per-tile flows into one flow field.
 
@@ -383,6 +389,7 @@ def stitch_flows(volume_shape, subcrop_slices, subcrop_flows) -> np.ndarray:
     return flows
 
 
+@host_tensors(sequences=("subcrop_volumes",))
 def stitch_volumes(volume_shape, subcrop_slices, subcrop_volumes, n_channels: int = 1):
     """Blend per-tile multi-channel data (probabilities, affinities) into one volume.
 
@@ -436,6 +443,7 @@ def stitch_volumes(volume_shape, subcrop_slices, subcrop_volumes, n_channels: in
     return acc[0] if n_channels == 1 else acc
 
 
+@host_tensors(sequences=("subcrop_labels",))
 def stitch_labels(volume_shape, subcrop_slices, subcrop_labels, *,
                   merge_fraction: float = 0.5) -> np.ndarray:
     """Join per-tile instance labels into one label volume, merging across seams.

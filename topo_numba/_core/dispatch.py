@@ -1,10 +1,12 @@
 """Choose the backend from the type of the arrays a caller passes.
 
 NumPy arrays (and anything ``np.asarray`` turns into one without leaving the
-host: lists, memory views, CPU torch tensors) go to the CPU kernels. Device
-arrays go to the GPU kernels: CuPy arrays, Numba device arrays (real or those
-of Numba's CUDA simulator) and anything else exposing
-``__cuda_array_interface__`` (e.g. a CUDA torch tensor, used zero-copy).
+host: lists, memory views) go to the CPU kernels; CPU torch tensors reach
+them as zero-copy NumPy views (``_core.torch_interop.host_tensors``, which
+also turns the results back into tensors). Device arrays go to the GPU
+kernels: CuPy arrays, Numba device arrays (real or those of Numba's CUDA
+simulator) and anything else exposing ``__cuda_array_interface__`` (e.g. a
+CUDA torch tensor, used zero-copy, on torch's current stream).
 
 Classifying an argument touches nothing but its type and its
 ``__cuda_array_interface__`` dict: no shape or dtype look-up, no host copy,

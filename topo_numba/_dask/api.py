@@ -486,9 +486,14 @@ def _segment_settings(class_names, class_config, resolution_nm, flow_error_thres
                          f"got shape {flow_shape} and dtype {flow_dtype}")
     threshold = V.check_real(flow_error_threshold, "flow_error_threshold")
     if class_config is None:
+        if resolution_nm is None:  # as topo_numba.run_instance_segmentation
+            from .. import config as config_module
+
+            resolution_nm = config_module.RESOLUTION
         if resolution_nm is None:
             raise ValueError("run_instance_segmentation needs class_config or resolution_nm "
-                             "(the voxel size in nm, to pick get_postprocess_config's table)")
+                             "(the voxel size in nm, to pick get_postprocess_config's table), "
+                             "or topo_numba.config.RESOLUTION set")
         class_config = get_postprocess_config(resolution_nm)
     if not isinstance(class_config, Mapping):
         raise TypeError(f"class_config must be a dict; got {type(class_config).__name__}")

@@ -10,7 +10,9 @@ CuPy) then. Kernels are Numba CUDA kernels; the array plumbing around them
   arrays without a copy, and handed to the kernels as Numba device arrays
   (again without a copy, and without the per-launch stream synchronisation
   Numba does for foreign ``__cuda_array_interface__`` objects). Kernels run on
-  CuPy's current stream, so CuPy and Numba work stays ordered.
+  CuPy's current stream, so CuPy and Numba work stays ordered. For CUDA torch
+  tensors the public call runs inside `Backend.external_stream` (entered by
+  ``_core.torch_interop``), which makes torch's current stream CuPy's.
 * under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, used by the test
   suite on machines without a GPU) ``xp`` is NumPy (and ``ndimage`` is
   ``scipy.ndimage`` instead of ``cupyx.scipy.ndimage``): simulated device
@@ -159,11 +161,32 @@ class Backend:
         return self.cuda.as_cuda_array(arr, sync=False)
 
     def stream(self):
-        """The stream kernels are launched on: CuPy's current stream."""
+        """The stream kernels are launched on: CuPy's current stream (torch's
+        current stream inside `external_stream`)."""
         if self.simulated:
             return 0
         ptr = self.xp.cuda.get_current_stream().ptr
         return self.cuda.default_stream() if ptr == 0 else self.cuda.external_stream(ptr)
+
+    @contextlib.contextmanager
+    def external_stream(self, handle: int, device: int | None = None):
+        """Run the block's CuPy work and kernel launches on a foreign CUDA stream.
+
+        Used for CUDA torch tensors, with ``torch.cuda.current_stream().cuda_stream``:
+        inside the block CuPy's current device is `device` (None: unchanged)
+        and its current stream is `handle` (``cupy.cuda.ExternalStream``; 0,
+        the legacy default stream, is ``cupy.cuda.Stream.null``), and `stream`
+        returns the matching Numba external stream, so everything is ordered
+        with the caller's work on that stream. Nothing under the simulator.
+        """
+        if self.simulated:
+            yield
+            return
+        cuda = self.xp.cuda
+        with cuda.Device(device):
+            foreign = cuda.Stream.null if handle == 0 else cuda.ExternalStream(handle)
+            with foreign:
+                yield
 
     @staticmethod
     def threads() -> int:
