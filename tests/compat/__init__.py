@@ -1,0 +1,1 @@
+"""Compatibility suite: topo_numba against the original topo (see conftest.py)."""
