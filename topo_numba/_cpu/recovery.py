@@ -12,12 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from .._core.params import FlowCheck, Recovery, Tracking
+from .threads import kernel_threads
 
 
 # --------------------------------------------------------------------------
 # tracking, clustering, relabelling
 # --------------------------------------------------------------------------
 
+@kernel_threads
 def track(fg: np.ndarray, flow: np.ndarray, tracking: Tracking, h=None):
     """Foreground coordinates (N, 3) int64 and their end points (N, 3) float64."""
     from .._core.planar import scaled_flow
@@ -44,6 +46,7 @@ def size_filter(labels: np.ndarray, n_labels: int, min_size: int) -> np.ndarray:
     return apply_table(labels, table)
 
 
+@kernel_threads
 def cluster(coords, positions, shape, radius: float, min_size: int, h=None) -> np.ndarray:
     """`cluster_convergence` of validated points: (D, H, W) int32 labels."""
     from .cluster import cluster_labels
@@ -60,6 +63,7 @@ def cluster(coords, positions, shape, radius: float, min_size: int, h=None) -> n
     return size_filter(labels, n_groups, min_size)
 
 
+@kernel_threads
 def filter_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     """`filter_small` of validated labels."""
     from .labels import compact_labels
@@ -68,6 +72,7 @@ def filter_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return size_filter(compact, ids.size, min_size)
 
 
+@kernel_threads
 def compact_relabel(labels: np.ndarray) -> np.ndarray:
     """`compact_relabel` of validated labels."""
     from .labels import compact_labels
@@ -75,6 +80,7 @@ def compact_relabel(labels: np.ndarray) -> np.ndarray:
     return compact_labels(labels)[0]
 
 
+@kernel_threads
 def split(labels: np.ndarray, ratio: float) -> np.ndarray:
     """`split_disconnected` of validated labels."""
     from skimage.measure import label as connected_components
@@ -96,6 +102,7 @@ def split(labels: np.ndarray, ratio: float) -> np.ndarray:
 # the group pipelines, the merge, orphan recovery and the flow check
 # --------------------------------------------------------------------------
 
+@kernel_threads
 def merge(labels: np.ndarray, flow: np.ndarray, dot_threshold: float) -> np.ndarray:
     """`merge_agreeing_clusters` of validated labels and flow."""
     from .labels import compact_labels
@@ -132,6 +139,7 @@ def recover_orphans(fg: np.ndarray, labels: np.ndarray, h=None) -> np.ndarray:
     return labels
 
 
+@kernel_threads
 def postprocess(fg: np.ndarray, flow: np.ndarray, p: Recovery, h=None) -> np.ndarray:
     """The group pipeline of `postprocess_single` on validated inputs.
 
@@ -176,6 +184,7 @@ def postprocess(fg: np.ndarray, flow: np.ndarray, p: Recovery, h=None) -> np.nda
     return labels
 
 
+@kernel_threads
 def remove_bad(labels: np.ndarray, pred: np.ndarray, check: FlowCheck, h=None) -> np.ndarray:
     """`remove_bad_flow_masks` of validated labels and predicted flow.
 
@@ -204,6 +213,7 @@ def remove_bad(labels: np.ndarray, pred: np.ndarray, check: FlowCheck, h=None) -
     return apply_table(compact, keep_table(counts, 1))
 
 
+@kernel_threads
 def segment_classes(sem: np.ndarray, flows: np.ndarray, settings: dict, h=None) -> dict:
     """`run_instance_segmentation` of validated probabilities (N, D, H, W) and
     flows (N*3, D, H, W) with validated per-class settings
