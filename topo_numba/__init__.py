@@ -46,6 +46,7 @@ _EXPORTS = {
     "EVALUATED_INSTANCE_CLASSES": "config",
     "get_instance_class_config": "config",
     "get_postprocess_config": "config",
+    "thread_limit": "_cpu.threads",
 }
 
 # submodules reachable as attributes (``topo_numba.config`` after ``import
