@@ -74,6 +74,8 @@ class _Device:
         else:
             import numba
 
+            from .. import _cpu  # noqa: F401 - loads TBB before Numba starts its threads
+
             self.name = f"CPU, {numba.get_num_threads()} threads"
 
     def put(self, arr):
