@@ -207,35 +207,9 @@ def noise_flow(flow, seed, max_scale):
         np.float32)
 
 
-# bench_dask's volume (its _ball_layout / _tube_layout), painted in memory
-def _ball_layout(size: int, seed: int, cell: int = 32):
-    rng = np.random.default_rng(seed)
-    n = size // cell
-    idx = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    radii = rng.uniform(3.0, 12.0, len(idx))
-    slack = cell / 2 - radii - 1.0
-    centres = (idx + 0.5) * cell + rng.uniform(-1, 1, (len(idx), 3)) * slack[:, None]
-    return centres, radii
-
-
-def _tube_layout(size: int, seed: int, cell: int = 64):
-    rng = np.random.default_rng(seed + 1)
-    starts = np.arange(-cell // 2, size, cell)
-    tubes = []
-    t = np.linspace(0.0, 1.0, 400)[:, None]
-    for z in starts:
-        for y in starts:
-            for x in starts:
-                lo = np.array([z, y, x], float)
-                r = rng.uniform(2.5, 3.5)
-                margin = r + 1.5
-                a, b = lo + margin, lo + cell - 1 - margin
-                p0, p1 = rng.uniform(a, b), rng.uniform(a, b)
-                wiggle = sum(rng.uniform(-8, 8, 3) * np.sin(np.pi * k * t + rng.uniform(0, 6))
-                             for k in (1, 2, 3))
-                path = np.clip(p0 + (p1 - p0) * t + wiggle, a, b)
-                tubes.append((path, r))
-    return tubes
+# bench_dask's volume (its layouts), painted in memory
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_dask import _ball_layout, _tube_layout  # noqa: E402
 
 
 @cached
