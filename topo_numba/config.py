@@ -175,3 +175,63 @@ def get_postprocess_config(resolution_nm: float | None = None) -> dict[str, dict
                "convergence_radius": r, "min_size": m}
         for name, (n, r, m) in copy.deepcopy(_POSTPROCESS_TABLE[res]).items()
     }
+
+
+def segmentation_settings(class_names, class_config, resolution_nm, flow_error_threshold,
+                          spatial_shape, h=None):
+    """Validated per-class settings of `run_instance_segmentation` (in memory
+    and out of core): the configuration resolved as the original resolves it.
+
+    Parameters
+    ----------
+    class_names : sequence of str
+        Already checked by the caller.
+    class_config : mapping or None
+        None: ``get_postprocess_config(resolution_nm)``, or of `RESOLUTION`
+        when no `resolution_nm` is given.
+    resolution_nm : float or None
+    flow_error_threshold : float
+        The flow check runs per class when > 0, with the class's flow type
+        from `class_config` or else from ``get_instance_class_config``.
+    spatial_shape : tuple of 3 int
+        The volume's (D, H, W).
+    h : (3,) ndarray of float64, optional
+        Relative voxel size (`_core.planar.check_spacing`), None: isotropic.
+
+    Returns
+    -------
+    threshold : float
+    settings : dict of str to `topo_numba._core.params.SegmentClass`
+
+    Raises
+    ------
+    TypeError, ValueError
+        Invalid configuration entries, named by class and key; no
+        `class_config`, no `resolution_nm` and no `RESOLUTION`.
+    """
+    from collections.abc import Mapping
+
+    import numpy as np
+
+    from ._core import validate as V
+    from ._core.params import check_segment_classes, flow_defaults
+
+    threshold = V.check_real(flow_error_threshold, "flow_error_threshold")
+    if class_config is None:
+        if resolution_nm is None:  # the original's module global, read where it reads it
+            resolution_nm = RESOLUTION
+        if resolution_nm is None:
+            raise ValueError("run_instance_segmentation needs class_config or resolution_nm "
+                             "(the voxel size in nm, to pick get_postprocess_config's table), "
+                             "or topo_numba.config.RESOLUTION set")
+        class_config = get_postprocess_config(resolution_nm)
+    if not isinstance(class_config, Mapping):
+        raise TypeError(f"class_config must be a dict; got {type(class_config).__name__}")
+    defaults = {}
+    if threshold > 0:  # flow types are the same at every resolution; iterations are not
+        defaults = flow_defaults(get_instance_class_config(
+            resolution_nm if resolution_nm is not None else 16), resolution_nm is not None)
+    shape = tuple(spatial_shape)
+    settings = check_segment_classes(class_names, class_config, threshold,
+                                     shape if h is None else np.multiply(shape, h), defaults)
+    return threshold, settings

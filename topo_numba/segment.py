@@ -20,14 +20,14 @@ the GPU kernels on torch's current stream, returning CUDA tensors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ._core import planar as P
 from ._core import validate as V
 from ._core.dispatch import backend_of, gpu_backend
-from ._core.params import FlowCheck, Recovery, check_segment_classes, flow_defaults
+from ._core.params import FlowCheck, Recovery
 from ._core.torch_interop import host_tensors
 
 __all__ = [
@@ -400,11 +400,7 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
     >>> int(out["ves"].max())
     2
     """
-    from .config import (
-        EVALUATED_INSTANCE_CLASSES,
-        get_instance_class_config,
-        get_postprocess_config,
-    )
+    from .config import EVALUATED_INSTANCE_CLASSES, segmentation_settings
 
     if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3; got {spatial_dims!r}")
@@ -437,27 +433,9 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
         sem = V.as_class_probabilities(semantic_pred, "semantic_pred", n)
         shape = sem.shape[1:]
         flows = V.as_class_flows(flow_pred, "flow_pred", n, shape)
-    threshold = V.check_real(flow_error_threshold, "flow_error_threshold")
-    config = class_config
-    if config is None:
-        if resolution_nm is None:  # the original's module global, read where it reads it
-            from . import config as config_module
-
-            resolution_nm = config_module.RESOLUTION
-        if resolution_nm is None:
-            raise ValueError("run_instance_segmentation needs class_config or resolution_nm "
-                             "(the voxel size in nm, to pick get_postprocess_config's table), "
-                             "or topo_numba.config.RESOLUTION set")
-        config = get_postprocess_config(resolution_nm)
-    if not isinstance(config, Mapping):
-        raise TypeError(f"class_config must be a dict; got {type(config).__name__}")
     h = P.check_spacing(spacing)
-    defaults = {}
-    if threshold > 0:  # flow types are the same at every resolution; iterations are not
-        defaults = flow_defaults(get_instance_class_config(
-            resolution_nm if resolution_nm is not None else 16), resolution_nm is not None)
-    settings = check_segment_classes(class_names, config, threshold,
-                                     shape if h is None else np.multiply(shape, h), defaults)
+    _, settings = segmentation_settings(class_names, class_config, resolution_nm,
+                                        flow_error_threshold, shape, h)
     if on_gpu:
         from ._gpu import segment as gpu
 

@@ -6,7 +6,6 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 
-import dask
 import dask.array as da
 import numpy as np
 
@@ -19,9 +18,7 @@ from .._core.params import (
     Targets,
     check_group,
     check_radius_fits,
-    check_segment_classes,
     check_targets,
-    flow_defaults,
 )
 from .common import (
     store,
@@ -464,11 +461,7 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
 def _segment_settings(class_names, class_config, resolution_nm, flow_error_threshold,
                       sem_info, flow_info, spacing=None):
     """Validated (class names, threshold, per-class settings) of the segmentation."""
-    from ..config import (
-        EVALUATED_INSTANCE_CLASSES,
-        get_instance_class_config,
-        get_postprocess_config,
-    )
+    from ..config import EVALUATED_INSTANCE_CLASSES, segmentation_settings
 
     if class_names is None:
         class_names = EVALUATED_INSTANCE_CLASSES
@@ -484,27 +477,9 @@ def _segment_settings(class_names, class_config, resolution_nm, flow_error_thres
     if flow_shape != (3 * n,) + sem_shape[1:]:
         raise ValueError(f"flow_pred must have shape (N*3, D, H, W) = {(3 * n,) + sem_shape[1:]}; "
                          f"got shape {flow_shape} and dtype {flow_dtype}")
-    threshold = V.check_real(flow_error_threshold, "flow_error_threshold")
-    if class_config is None:
-        if resolution_nm is None:  # as topo_numba.run_instance_segmentation
-            from .. import config as config_module
-
-            resolution_nm = config_module.RESOLUTION
-        if resolution_nm is None:
-            raise ValueError("run_instance_segmentation needs class_config or resolution_nm "
-                             "(the voxel size in nm, to pick get_postprocess_config's table), "
-                             "or topo_numba.config.RESOLUTION set")
-        class_config = get_postprocess_config(resolution_nm)
-    if not isinstance(class_config, Mapping):
-        raise TypeError(f"class_config must be a dict; got {type(class_config).__name__}")
-    h = P.check_spacing(spacing)
-    defaults = {}
-    if threshold > 0:  # flow types are the same at every resolution; iterations are not
-        defaults = flow_defaults(get_instance_class_config(
-            resolution_nm if resolution_nm is not None else 16), resolution_nm is not None)
-    settings = check_segment_classes(
-        class_names, class_config, threshold,
-        sem_shape[1:] if h is None else np.multiply(sem_shape[1:], h), defaults)
+    threshold, settings = segmentation_settings(class_names, class_config, resolution_nm,
+                                                flow_error_threshold, sem_shape[1:],
+                                                P.check_spacing(spacing))
     return list(class_names), threshold, settings
 
 
