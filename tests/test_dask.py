@@ -14,6 +14,7 @@ dask = pytest.importorskip("dask")
 
 import topo_numba as topo  # noqa: E402
 import topo_numba.dask as tnd  # noqa: E402
+from topo_numba._core.plans import iteration_counts  # noqa: E402
 from topo_numba._cpu import regions as R  # noqa: E402
 from topo_numba.metrics import matching  # noqa: E402
 from topo_numba.synthetic import make_balls, make_tubes  # noqa: E402
@@ -67,7 +68,7 @@ def test_diffusion_on_grown_bounding_box_equals_whole_volume(volumes):
     ids = np.unique(tubes)[1:]
     lo = np.array([np.argwhere(tubes == i).min(0) for i in ids])
     hi = np.array([np.argwhere(tubes == i).max(0) for i in ids])
-    iters = R.iteration_counts(lo, hi, SHAPE, 200, True, 6)
+    iters = iteration_counts(lo, hi, SHAPE, 200, True, 6)
     touching_border = 0
     for i, first, last, n in zip(ids, lo, hi, iters):
         start, stop = np.maximum(first - 1, 0), np.minimum(last + 2, SHAPE)
@@ -87,7 +88,7 @@ def test_bounding_box_without_the_extra_voxel_is_not_enough():
     labels[2, 2, 3:13] = 1
     whole = topo.generate_diffusion_flows(labels)
     box = (slice(2, 3), slice(2, 3), slice(3, 13))
-    n = R.iteration_counts(np.array([[2, 2, 3]]), np.array([[2, 2, 12]]), labels.shape,
+    n = iteration_counts(np.array([[2, 2, 3]]), np.array([[2, 2, 12]]), labels.shape,
                            200, True, 6)
     tight = R.diffusion_region(labels[box], None, (2, 2, 3), np.array([1], np.uint64), n)
     assert not np.array_equal(tight, whole[(slice(None),) + box])

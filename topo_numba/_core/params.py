@@ -229,10 +229,6 @@ class SegmentClass:
     recovery: Recovery
     flow_check: FlowCheck | None   # None unless the flow check runs
 
-    @property
-    def group(self) -> int:
-        return self.recovery.group
-
 
 def check_segment_classes(names, class_config, threshold, physical_shape,
                           flow_defaults) -> dict[str, SegmentClass]:

@@ -182,13 +182,6 @@ def direct_block(block_labels, origin, ids, centres, sinks, h=None) -> np.ndarra
     return out
 
 
-def iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
-    """n_i of SPEC 2.2 from global bounding boxes (same rule as the in-memory path)."""
-    from .._core.plans import iteration_counts as counts
-
-    return counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor)
-
-
 def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_iters,
                      out=None, source=None, h=None) -> np.ndarray:
     """Diffusion flows of some instances of a region, as in the whole volume.

@@ -21,25 +21,15 @@ from .._core.params import (
     check_targets,
 )
 from .common import (
-    store,
     DaskSource,
     ZarrSource,
     as_annotated,
     as_dask,
     check_halo,
     merge_small_trailing_chunks,
+    store,
 )
 
-__all__ = [
-    "generate_direct_flows",
-    "generate_diffusion_flows",
-    "compute_flow_targets",
-    "postprocess_single",
-    "run_instance_segmentation",
-    "flow_targets_to_zarr",
-    "segment_to_zarr",
-    "exceeds_memory",
-]
 
 DEFAULT_FLOW_HALO = 16
 

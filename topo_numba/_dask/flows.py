@@ -29,6 +29,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from .._core.plans import iteration_counts
 from .._cpu import regions as R
 from .common import Grid, assemble, chunks_at_least, tree_reduce
 
@@ -188,7 +189,7 @@ def diffusion_flows(src, ann_src, n_iter: int, adaptive_iters: bool, adaptive_fa
     table = instance_table(src, None)
     ids, lo, hi = table["ids"], table["lo"], table["hi"]
     # coordinates mode: counts from the global boxes; source mode counts per piece
-    iters = (R.iteration_counts(lo, hi, grid.shape, n_iter, adaptive_iters, adaptive_factor)
+    iters = (iteration_counts(lo, hi, grid.shape, n_iter, adaptive_iters, adaptive_factor)
              if source is None else np.zeros(ids.size, np.int64))
     small = _small_mask(grid, lo, hi, halo)
     small_ids, small_iters = ids[small], iters[small]

@@ -128,33 +128,22 @@ def _cluster_on_global_grid(coords, ends, ext_start, shape, vol_shape, radius, h
     Mirrors ``_cpu.cluster.cluster_labels`` (same kernels), with the cells
     clipped to the grid over the volume instead of over the block.
     """
-    from .._cpu.cluster import merge_and_number, scatter_labels, segment_means, physical_points
+    from .._cpu.cluster import (
+        grid_cells,
+        merge_centres,
+        physical_points,
+        scatter_labels,
+        segment_means,
+    )
 
-    g = max(1.0, radius / 2.0)
-    positions, (D, H, W) = physical_points(np, ends + np.asarray(ext_start, np.float64),
-                                           tuple(int(v) for v in vol_shape), h)
-    cell = np.round(positions / g).astype(np.int64)
-    gz = np.clip(cell[:, 0], 0, int(D / g))
-    gy = np.clip(cell[:, 1], 0, int(H / g))
-    gx = np.clip(cell[:, 2], 0, int(W / g))
-    hashes = (gz * (int(H / g) + 1) + gy) * (int(W / g) + 1) + gx
-    order = np.argsort(hashes, kind="stable")
-    sorted_hashes = hashes[order]
-    starts = np.flatnonzero(sorted_hashes[1:] != sorted_hashes[:-1]) + 1
-    starts = np.concatenate(([0], starts, [hashes.size])).astype(np.int64)
+    positions, extent = physical_points(np, ends + np.asarray(ext_start, np.float64),
+                                        tuple(int(v) for v in vol_shape), h)
+    order, starts = grid_cells(np, positions, extent, radius)   # pass 1, grid over the volume
     n_clusters = starts.size - 1
     centres = np.empty((n_clusters, 3), np.float64)
     cluster_of = np.empty(coords.shape[0], np.int64)
     segment_means(positions, order, starts, centres, cluster_of)
-    keys = np.round(centres / radius).astype(np.int64)
-    members = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0])).astype(np.int64)
-    sorted_keys = keys[members]
-    new_cell = np.ones(n_clusters, bool)
-    new_cell[1:] = (sorted_keys[1:] != sorted_keys[:-1]).any(axis=1)
-    first = np.flatnonzero(new_cell)
-    cell_keys = np.ascontiguousarray(sorted_keys[first])
-    cell_starts = np.concatenate((first, [n_clusters])).astype(np.int64)
-    group, n_groups = merge_and_number(centres, members, cell_keys, cell_starts, radius)
+    group, n_groups = merge_centres(centres, radius)            # pass 2
     labels = np.zeros(tuple(shape), np.int32)
     scatter_labels(coords, cluster_of, group, labels)
     return labels, int(n_groups)
