@@ -14,6 +14,8 @@ Coordinates are (z, y, x); volumes are (D, H, W); flows are (3, D, H, W) float32
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -562,3 +564,83 @@ def ref_source_flows(labels, n_iter=200, adaptive_iters=True, adaptive_factor=6,
     """Heat-source diffusion flows as float32 (3, D, H, W)."""
     return ref_source_flows64(labels, n_iter, adaptive_iters, adaptive_factor,
                               spatial_mask, spacing).astype(np.float32)
+
+
+# ------------------------------------------------------------- auto flows
+
+def _surface(mask):
+    """Voxels of `mask` with a face neighbour outside it or on the array face."""
+    padded = _pad1(mask, False)
+    interior = np.ones(mask.shape, bool)
+    for off in NEIGHBOUR_OFFSETS:
+        interior &= _shift(padded, off, mask.shape)
+    return mask & ~interior
+
+
+def robustly_star_shaped(labels, i, lo, centre):
+    """The auto flows' direct test of instance `i` (box corner `lo`, centre
+    relative to it): from every surface voxel p, the segment to the centre
+    sampled at n = ceil(2 max|c - p|) points: every sample q farther than
+    one voxel from p has its nearest voxel floor(q + 0.5) in instance i and
+    no voxel of its stencil floor(q) + {0, 1}^3 in another instance."""
+    for p in np.argwhere(_surface(labels == i)):
+        rel = [int(p[a] - lo[a]) for a in range(3)]
+        d = [float(centre[a]) - rel[a] for a in range(3)]
+        n = math.ceil(2.0 * max(abs(v) for v in d))
+        for k in range(1, n + 1):
+            s = [rel[a] + d[a] * k / n for a in range(3)]
+            if all(abs(s[a] - rel[a]) < 1.0 for a in range(3)):
+                continue
+            near = tuple(math.floor(s[a] + 0.5) + int(lo[a]) for a in range(3))
+            if labels[near] != i:
+                return False
+            q = [math.floor(s[a]) + int(lo[a]) for a in range(3)]
+            stencil = labels[q[0]:q[0] + 2, q[1]:q[1] + 2, q[2]:q[2] + 2]   # clipped by the array
+            if ((stencil != i) & (stencil != 0)).any():
+                return False
+    return True
+
+
+def auto_direct_ids(labels, spatial_mask=None):
+    """Ids of the instances that the auto flows give direct flows, with their
+    box corner and relative centre: {id: (lo, centre)}."""
+    labels = np.asarray(labels)
+    annotated = _annotated(spatial_mask, labels.shape)
+    chosen = {}
+    for i in _instance_ids(labels):
+        mask = labels == i
+        if spatial_mask is not None and _touches_unannotated(mask, annotated):
+            continue
+        coords = np.argwhere(mask).astype(np.int64)
+        lo = coords.min(axis=0)
+        centre = (coords - lo).sum(axis=0).astype(np.float64) / coords.shape[0]
+        if robustly_star_shaped(labels, i, lo, centre):
+            chosen[int(i)] = (lo, centre)
+    return chosen
+
+
+def ref_auto_flows(labels, n_iter=200, adaptive_iters=True, adaptive_factor=6,
+                   spatial_mask=None, spacing=None):
+    """Auto flows (3, D, H, W) float32: direct flows, measured from each
+    instance's box corner, for the robustly star-shaped instances not cut by
+    the annotation; source flows (of the labels without those instances) for
+    the others."""
+    h = relative_spacing(spacing)
+    labels = np.asarray(labels)
+    chosen = auto_direct_ids(labels, spatial_mask)
+    rest = np.where(np.isin(labels, list(chosen)), 0, labels)
+    flows = ref_source_flows64(rest, n_iter, adaptive_iters, adaptive_factor, spatial_mask,
+                               spacing) if (rest != 0).any() else np.zeros((3,) + labels.shape)
+    for i, (lo, centre) in chosen.items():
+        coords = np.argwhere(labels == i) - lo
+        delta = centre[None, :] - coords
+        if h is not None:
+            delta = delta * h[None, :]
+        norm = np.sqrt(delta[:, 0] * delta[:, 0] + delta[:, 1] * delta[:, 1]
+                       + delta[:, 2] * delta[:, 2])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f = delta / norm[:, None]
+        sink = np.floor(centre + 0.5).astype(np.int64)
+        f[(norm == 0) | (coords == sink).all(axis=1)] = 0.0
+        flows[(slice(None),) + tuple((coords + lo).T)] = f.T
+    return flows.astype(np.float32)

@@ -30,8 +30,8 @@ __all__ = [
 class ClassConfig(TypedDict, total=False):
     """Flow-generation settings of one class.
 
-    Keys: ``group`` (1 convex, 2 curved, 3 thin), ``flow_type`` (``"direct"``
-    or ``"diffusion"``), ``diffusion_iters``, ``boundary_only``,
+    Keys: ``group`` (1 convex, 2 curved, 3 thin), ``flow_type`` (``"direct"``,
+    ``"diffusion"`` or ``"auto"``), ``diffusion_iters``, ``boundary_only``,
     ``boundary_width``.
     """
 
@@ -103,7 +103,8 @@ def _nearest_resolution(resolution_nm, name: str = "resolution_nm") -> int:
     return min(_RESOLUTIONS, key=lambda r: abs(r - resolution_nm))
 
 
-def get_instance_class_config(resolution_nm: float | None = None) -> dict[str, ClassConfig]:
+def get_instance_class_config(resolution_nm: float | None = None, *,
+                              recommended: bool = False) -> dict[str, ClassConfig]:
     """Flow-generation configuration of every evaluated class.
 
     Parameters
@@ -112,6 +113,14 @@ def get_instance_class_config(resolution_nm: float | None = None) -> dict[str, C
         Voxel size in nm. Tables exist for 8, 16, 32 and 64 nm; other values
         use the nearest one (ties go to the finer resolution). Default:
         `RESOLUTION` (the original's module global), which must then be set.
+    recommended : bool, default False
+        False: the original's table (direct flows, coordinate diffusion for
+        "mito" and "cell"), for models trained with or compared to the
+        original. True: ``"flow_type": "auto"`` for every class (direct or
+        source flows per instance), the configuration measured best on real
+        volumes (docs/real-data.md); "cell" keeps its ``boundary_only``
+        targets. Models trained on one table need the other's targets
+        retrained, not swapped.
 
     Returns
     -------
@@ -131,6 +140,7 @@ def get_instance_class_config(resolution_nm: float | None = None) -> dict[str, C
     {'group': 2, 'flow_type': 'diffusion', 'diffusion_iters': 1000}
     """
     res = _nearest_resolution(resolution_nm)
+    _check_flag(recommended, "recommended")
     config: dict[str, ClassConfig] = {}
     for name in EVALUATED_INSTANCE_CLASSES:
         entry: ClassConfig = {"group": _GROUPS[name], "flow_type": "direct"}
@@ -139,11 +149,29 @@ def get_instance_class_config(resolution_nm: float | None = None) -> dict[str, C
         elif name == "cell":
             entry.update(flow_type="diffusion", diffusion_iters=_CELL_ITERS[res],
                          boundary_only=True, boundary_width=_CELL_WIDTH[res])
+        if recommended:
+            entry = _recommended_flows(name, entry)
         config[name] = entry
     return config
 
 
-def get_postprocess_config(resolution_nm: float | None = None) -> dict[str, dict]:
+def _check_flag(value, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool; got {value!r}")
+
+
+def _recommended_flows(name: str, entry: ClassConfig) -> ClassConfig:
+    """The original's entry with auto flows; group 1 (one sink per object)
+    except "mt", whose thin objects keep group 3's orphan recovery."""
+    out: ClassConfig = {"group": 3 if name == "mt" else 1, "flow_type": "auto"}
+    for key in ("diffusion_iters", "boundary_only", "boundary_width"):
+        if key in entry:
+            out[key] = entry[key]
+    return out
+
+
+def get_postprocess_config(resolution_nm: float | None = None, *,
+                           recommended: bool = False) -> dict[str, dict]:
     """Post-processing parameters of every evaluated class.
 
     Parameters
@@ -151,6 +179,13 @@ def get_postprocess_config(resolution_nm: float | None = None) -> dict[str, dict
     resolution_nm : float, optional
         Voxel size in nm (nearest of 8, 16, 32, 64 is used). Default:
         `RESOLUTION` (the original's module global), which must then be set.
+    recommended : bool, default False
+        False: the original's table. True: for flows made with
+        ``get_instance_class_config(recommended=True)``: the same steps,
+        radii and minimum sizes, ``"interpolation": "trilinear"`` and the
+        groups of that table (1, or 3 for "mt"): trilinear tracking is what
+        keeps particles of one object out of a touching neighbour and off a
+        smeared sink on real volumes (docs/real-data.md).
 
     Returns
     -------
@@ -170,11 +205,16 @@ def get_postprocess_config(resolution_nm: float | None = None) -> dict[str, dict
     {'group': 1, 'n_steps': 28, 'step_size': 1.0, 'convergence_radius': 2.7, 'min_size': 14}
     """
     res = _nearest_resolution(resolution_nm)
-    return {
+    _check_flag(recommended, "recommended")
+    config = {
         name: {"group": _GROUPS[name], "n_steps": n, "step_size": 1.0,
                "convergence_radius": r, "min_size": m}
         for name, (n, r, m) in copy.deepcopy(_POSTPROCESS_TABLE[res]).items()
     }
+    if recommended:
+        for name, entry in config.items():
+            entry.update(group=3 if name == "mt" else 1, interpolation="trilinear")
+    return config
 
 
 def segmentation_settings(class_names, class_config, resolution_nm, flow_error_threshold,

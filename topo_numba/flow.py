@@ -134,6 +134,19 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
     so the flows of curved objects (U shapes, rings, helices, spirals)
     converge to one point.
 
+    ``mode="auto"`` (recommended for new models, see docs/flows.md): per
+    instance, direct flows (`generate_direct_flows`, with the centre and
+    the voxels measured from the instance's box corner) where the instance
+    is robustly star-shaped about its centre and not cut by the annotation,
+    source-mode flows elsewhere. Robustly star-shaped: from every surface
+    voxel (a voxel with a face neighbour outside the instance) the straight
+    segment to the centre, sampled every half voxel, keeps the whole
+    trilinear stencil (the 8 voxels around the sample) inside the instance
+    once it is more than one voxel from its start; a particle that wanders
+    half a voxel off the segment then still reads only its own instance's
+    vectors. The test reads only the instance's own voxels; it does not
+    depend on `spacing` (the segment is the same in voxels), the vectors do.
+
     Parameters
     ----------
     instance_mask : (D, H, W) or (H, W) array_like of int
@@ -155,8 +168,10 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
         1 (> 0.5) where annotated; unannotated voxels act as zero-flux walls.
         In source mode a piece that the annotation edge cuts puts its source
         on the cut (see Notes).
-    mode : {"coordinates", "source"}, default "coordinates"
-        Which diffusion (see above).
+    mode : {"coordinates", "source", "auto"}, default "coordinates"
+        Which diffusion (see above); "auto" chooses direct or source flows
+        per instance. "coordinates" stays the default for compatibility
+        with the original package.
     spacing : sequence of 3 (2 for 2-D) positive floats, optional
         Voxel size (sz, sy, sx); only the ratios matter. The Laplacian is
         weighted by 1/h**2 per axis (``u <- u + sum_a w_a (u(a-) + u(a+) -
@@ -197,6 +212,10 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
     float64 with one power-of-two exponent per band of 128 distance shells,
     so the far end of long thin objects never underflows. The flows are
     invariant under translation away from the array border.
+
+    Auto mode: the instances that take direct flows have a zero vector at
+    their sink, the voxel ``floor(c + 0.5)`` of their centre c; translation
+    invariance is exact (bit for bit) in both parts.
 
     Examples
     --------
@@ -292,12 +311,14 @@ def compute_flow_targets(instance_ids, class_names: Sequence[str] | None = None,
     class_names : sequence of str, optional
         The N class names; default `EVALUATED_INSTANCE_CLASSES` (N = 9).
     class_config : dict, optional
-        ``{name: {"flow_type": "direct" | "diffusion", "diffusion_iters",
-        "diffusion_mode": "coordinates" | "source", "boundary_only",
-        "boundary_width"}}``; classes missing from it use direct flows;
-        ``diffusion_mode`` (default "coordinates") is the `mode` of
-        `generate_diffusion_flows` for a diffusion class. Default:
-        ``get_instance_class_config(resolution_nm)``.
+        ``{name: {"flow_type": "direct" | "diffusion" | "auto",
+        "diffusion_iters", "diffusion_mode": "coordinates" | "source" |
+        "auto", "boundary_only", "boundary_width"}}``; classes missing from
+        it use direct flows; ``diffusion_mode`` (default "coordinates") is the
+        `mode` of `generate_diffusion_flows` for a diffusion class;
+        ``"flow_type": "auto"`` is ``"diffusion"`` with mode "auto" (direct
+        or source flows per instance, see `generate_diffusion_flows`).
+        Default: ``get_instance_class_config(resolution_nm)``.
     resolution_nm : float, optional
         Selects the default `class_config`; required when it is None.
     diffusion_iters : int, default 200

@@ -8,8 +8,8 @@ at run time).
 from __future__ import annotations
 
 # flow types of a class configuration and diffusion modes (SPEC 2.2 - 2.4)
-FLOW_TYPES = ("direct", "diffusion")
-DIFFUSION_MODES = ("coordinates", "source")
+FLOW_TYPES = ("direct", "diffusion", "auto")
+DIFFUSION_MODES = ("coordinates", "source", "auto")
 
 # morphology groups of the recovery pipeline and tracking interpolations (SPEC 3)
 GROUPS = (1, 2, 3)

@@ -29,6 +29,20 @@ def check_mode(mode, name: str = "mode") -> str:
     return mode
 
 
+def auto_as_diffusion(flow_type: str, mode: str, where: str = "") -> tuple[str, str]:
+    """(flow_type, diffusion mode) with ``flow_type="auto"`` spelled as the
+    diffusion mode it is run by: ``("diffusion", "auto")``.
+
+    Raises ValueError when "auto" comes with another explicit diffusion mode.
+    """
+    if flow_type == "auto":
+        if mode not in ("auto", "coordinates"):  # "coordinates" is every table's default
+            raise ValueError(f"{where}flow_type 'auto' chooses the flows itself; "
+                             f"diffusion_mode {mode!r} does not apply")
+        return "diffusion", "auto"
+    return flow_type, mode
+
+
 @dataclass(frozen=True)
 class Diffusion:
     """Validated arguments of the diffusion flows (see `generate_diffusion_flows`)."""
@@ -60,9 +74,9 @@ class TargetClass:
 
     @property
     def kind(self) -> str:
-        """Kernel family: "direct", "diffusion" (coordinates) or "source"."""
-        if self.flow_type == "diffusion" and self.mode == "source":
-            return "source"
+        """Kernel family: "direct", "diffusion" (coordinates), "source" or "auto"."""
+        if self.flow_type == "diffusion" and self.mode in ("source", "auto"):
+            return self.mode
         return self.flow_type
 
 
@@ -100,6 +114,7 @@ def _target_class(name, cfg, diffusion_iters) -> TargetClass:
         raise ValueError(f"class_config[{name!r}]['boundary_width'] must be >= 0; got {width}")
     mode = check_mode(cfg.get("diffusion_mode", "coordinates"),
                       f"class_config[{name!r}]['diffusion_mode']")
+    flow_type, mode = auto_as_diffusion(flow_type, mode, f"class_config[{name!r}]: ")
     return TargetClass(flow_type, n_iter, boundary_only, width, mode)
 
 
@@ -211,10 +226,11 @@ class FlowCheck:
 
     @classmethod
     def check(cls, threshold, flow_type, diffusion_iters, diffusion_mode) -> FlowCheck:
-        return cls(V.check_real(threshold, "threshold"),
-                   V.check_choice(flow_type, "flow_type", FLOW_TYPES),
-                   V.check_int(diffusion_iters, "diffusion_iters", minimum=1),
-                   V.check_choice(diffusion_mode, "diffusion_mode", DIFFUSION_MODES))
+        flow_type, mode = auto_as_diffusion(
+            V.check_choice(flow_type, "flow_type", FLOW_TYPES),
+            V.check_choice(diffusion_mode, "diffusion_mode", DIFFUSION_MODES))
+        return cls(V.check_real(threshold, "threshold"), flow_type,
+                   V.check_int(diffusion_iters, "diffusion_iters", minimum=1), mode)
 
     def diffusion(self) -> Diffusion:
         """The own flows' diffusion arguments: `generate_diffusion_flows`' defaults."""
@@ -272,14 +288,15 @@ def check_segment_classes(names, class_config, threshold, physical_shape,
         check = None
         if threshold > 0:
             flow_type, iters, mode = flow_defaults.get(name, ("direct", 200, "coordinates"))
-            check = FlowCheck(
-                threshold,
+            flow_type, mode = auto_as_diffusion(
                 V.check_choice(cfg.get("flow_type", flow_type), f"{where}['flow_type']",
                                FLOW_TYPES),
-                V.check_int(cfg.get("diffusion_iters", iters), f"{where}['diffusion_iters']",
-                            minimum=1),
                 V.check_choice(cfg.get("diffusion_mode", mode), f"{where}['diffusion_mode']",
-                               DIFFUSION_MODES))
+                               DIFFUSION_MODES), f"{where}: ")
+            check = FlowCheck(
+                threshold, flow_type,
+                V.check_int(cfg.get("diffusion_iters", iters), f"{where}['diffusion_iters']",
+                            minimum=1), mode)
         recovery = Recovery(Tracking(n_steps, step_size, interpolation), radius, min_size,
                             group)
         settings[name] = SegmentClass(c, recovery, check)

@@ -119,6 +119,71 @@ def direct_vector(centres, sinks, h, k, z, y, x):
     return fz, fy, fx
 
 
+def on_surface(lab, k, z, y, x):
+    """Whether voxel (z, y, x) of instance k has a 6-neighbour outside k or
+    lies on the array's face.
+
+    Compiled by `_cpu.auto.blocked_instances` and `_gpu.auto._blocked_kernel`.
+    """
+    D, H, W = lab.shape
+    if z == 0 or y == 0 or x == 0 or z == D - 1 or y == H - 1 or x == W - 1:
+        return True
+    return (lab[z - 1, y, x] != k or lab[z + 1, y, x] != k or lab[z, y - 1, x] != k
+            or lab[z, y + 1, x] != k or lab[z, y, x - 1] != k or lab[z, y, x + 1] != k)
+
+
+def sees_centre(lab, k, centres, lo, z, y, x):
+    """Whether the straight segment from voxel p = (z, y, x) of instance k to
+    its centre stays in instance k with a margin (the "auto" flows' direct
+    test).
+
+    Positions are relative to the instance's box corner ``lo[k]`` (so a
+    translation changes no bit); `centres` (K + 1, 3) float64 holds each
+    centre relative to that corner. With ``m = max |c - p|`` (per axis, in
+    voxels) the segment is sampled at ``n = ceil(2 m)`` points
+    ``q = p + (c - p) i / n``, i = 1..n (consecutive samples at most half a
+    voxel apart per axis, the last one the centre). Every sample farther than
+    one voxel from p (in some axis) must have its nearest voxel
+    ``floor(q + 0.5)`` in instance k and no voxel of its trilinear stencil,
+    ``floor(q) + {0, 1}^3`` (within the array), in another instance: a
+    particle that wanders half a voxel off the segment reads only this
+    instance's vectors and background zeros, never a neighbour's. False as
+    soon as one sample fails. Every sample lies in the box of p and c, so no
+    voxel read is below ``lo[k]``. ``(c - p) i`` is divided before it is
+    added, so no fused multiply-add can change a rounding on the GPU.
+
+    Compiled by `_cpu.auto.blocked_instances` and `_gpu.auto._blocked_kernel`.
+    """
+    D, H, W = lab.shape
+    pz = z - lo[k, 0]
+    py = y - lo[k, 1]
+    px = x - lo[k, 2]
+    dz = centres[k, 0] - pz
+    dy = centres[k, 1] - py
+    dx = centres[k, 2] - px
+    m = max(abs(dz), abs(dy), abs(dx))
+    n = int(math.ceil(2.0 * m))
+    for i in range(1, n + 1):
+        sz = pz + dz * i / n
+        sy = py + dy * i / n
+        sx = px + dx * i / n
+        if abs(sz - pz) < 1.0 and abs(sy - py) < 1.0 and abs(sx - px) < 1.0:
+            continue
+        if lab[int(math.floor(sz + 0.5)) + lo[k, 0], int(math.floor(sy + 0.5)) + lo[k, 1],
+               int(math.floor(sx + 0.5)) + lo[k, 2]] != k:
+            return False
+        z0 = int(math.floor(sz)) + lo[k, 0]
+        y0 = int(math.floor(sy)) + lo[k, 1]
+        x0 = int(math.floor(sx)) + lo[k, 2]
+        for a in range(min(2, D - z0)):
+            for b in range(min(2, H - y0)):
+                for c in range(min(2, W - x0)):
+                    other = lab[z0 + a, y0 + b, x0 + c]
+                    if other != k and other != 0:
+                        return False
+    return True
+
+
 # ----------------------------------------------------------------- tracking
 
 

@@ -57,7 +57,8 @@ def diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
         out = np.zeros((3,) + labels.shape, np.float32)
     if labels.size == 0:
         return out
-    into = source_flows_into if mode == "source" else coordinate_flows_into
+    into = {"source": source_flows_into, "auto": auto_flows_into}.get(mode,
+                                                                     coordinate_flows_into)
     with threads_for(labels.size):
         into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out, h)
     return out
@@ -191,6 +192,47 @@ def source_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor
         return
     n_iters = source_iteration_counts(state.ecc, n_iter, adaptive_iters, adaptive_factor)
     state.flows_into(state.fields(n_iters), out)
+
+
+def auto_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out,
+                    h=None, keep=None) -> None:
+    """"auto" flows: per instance, direct flows where the instance is robustly
+    star-shaped about its centre and the annotation does not cut it,
+    source-mode diffusion flows elsewhere (see
+    `topo_numba.generate_diffusion_flows`).
+
+    `keep` : (K + 1,) bool over the compact labels of `labels`, optional:
+    write the flows of these instances only (the test still sees every
+    label: a neighbour in a trilinear stencil fails it). Default: all.
+    """
+    from .auto import blocked_instances, relative_direct_kernel
+    from .labels import InstanceStats, compact_labels
+    from .relabel import apply_table
+
+    lab, ids = compact_labels(labels)
+    if ids.size == 0:
+        return
+    stats = InstanceStats(lab, ids.size, annotated)
+    counts = np.maximum(stats.counts, 1)[:, None]
+    # centres from each instance's box corner: integer sums, one rounding
+    centres = (stats.sums - stats.counts[:, None] * stats.lo) / counts
+    blocked = stats.cut.astype(np.uint8)
+    blocked[0] = 1
+    blocked_instances(lab, centres, stats.lo, blocked)
+    chosen = blocked == 0
+    if keep is not None:
+        chosen &= keep
+    use = chosen.astype(np.uint8)
+    if use.any():
+        sinks = np.floor(centres + 0.5).astype(np.int64)
+        relative_direct_kernel(lab, use, centres, sinks, stats.lo,
+                               np.ones(3) if h is None else h, out)
+    rest = ~chosen if keep is None else keep & ~chosen
+    rest[0] = False
+    if rest.any():
+        table = np.where(rest, np.arange(ids.size + 1), 0).astype(np.int32)
+        source_flows_into(apply_table(lab, table) if not rest[1:].all() else lab, annotated,
+                          n_iter, adaptive_iters, adaptive_factor, out, h)
 
 
 def boundary_map(labels: np.ndarray, dilation_width: int) -> np.ndarray:

@@ -204,9 +204,12 @@ def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_ite
         unused in source mode.
     out : (3, d, h, w) ndarray of float32, optional
         Zeros to write into.
-    source : (n_iter, adaptive_iters, adaptive_factor), optional
-        Source mode (`topo_numba.generate_diffusion_flows(mode="source")`)
-        with these arguments instead of the coordinates mode. Everything it
+    source : (n_iter, adaptive_iters, adaptive_factor, mode), optional
+        Source or auto mode (`topo_numba.generate_diffusion_flows(mode=mode)`,
+        mode "source" or "auto") with these arguments instead of the
+        coordinates mode. The auto test reads the instance's voxels and
+        its stencils' labels within its box (the region holds them); its
+        direct vectors are measured from its box corner. Everything it
         computes (pieces, sources, eccentricities, iteration counts, bands)
         depends only on the instance's own voxels and neighbours, with
         positions taken from each piece's first voxel, so the region gives
@@ -234,6 +237,16 @@ def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_ite
     kept = keep_ids[pos_in_keep] == ids
     if not kept.any():
         return out
+    if source is not None and source[3] == "auto":
+        from .flows import auto_flows_into
+
+        annotated = (None if region_annotated is None
+                     else np.ascontiguousarray(region_annotated))
+        # the direct test must see every label (a neighbour in a stencil fails it)
+        with threads_for(labels.size):
+            auto_flows_into(lab, annotated, *source[:3], out, h,
+                            keep=np.concatenate([[False], kept]))
+        return out
     # kept instances 1..n in id order, every other label 0 (the same neighbour for them)
     table = np.zeros(ids.size + 1, np.int32)
     table[1:][kept] = np.arange(1, int(kept.sum()) + 1)
@@ -245,7 +258,7 @@ def diffusion_region(region_labels, region_annotated, origin, keep_ids, keep_ite
         annotated = (None if region_annotated is None
                      else np.ascontiguousarray(region_annotated))
         with threads_for(labels.size):
-            source_flows_into(lab, annotated, *source, out, h)
+            source_flows_into(lab, annotated, *source[:3], out, h)
         return out
     n_iters = np.zeros(n + 1, np.int64)
     n_iters[1:] = keep_iters[pos_in_keep[kept]]

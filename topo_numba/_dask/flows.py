@@ -184,7 +184,8 @@ def diffusion_flows(src, ann_src, n_iter: int, adaptive_iters: bool, adaptive_fa
     """(3, D, H, W) float32 Dask array of diffusion flows (pass 1 runs now);
     `mode` as in `topo_numba.generate_diffusion_flows`, `h` the relative voxel
     size or None."""
-    source = (n_iter, adaptive_iters, adaptive_factor) if mode == "source" else None
+    source = ((n_iter, adaptive_iters, adaptive_factor, mode) if mode in ("source", "auto")
+              else None)
     grid = src.grid
     table = instance_table(src, None)
     ids, lo, hi = table["ids"], table["lo"], table["hi"]

@@ -275,7 +275,7 @@ def _flows_config(args, names, refs):
     config = {n: dict(config[n]) for n in names}
     if args.n_iter is not None:
         for cfg in config.values():
-            if cfg.get("flow_type") == "diffusion":
+            if cfg.get("flow_type") in ("diffusion", "auto"):
                 cfg["diffusion_iters"] = args.n_iter
     return config, resolution
 
@@ -352,7 +352,8 @@ def cmd_flows(args, con: _Console) -> int:
     mask = mask_ref.read() if mask_ref else None
     log.info("read %s in %.2f s", ", ".join(args.labels), time.perf_counter() - t0)
     fg_counts = [int(np.count_nonzero(ids[i])) for i in range(n)]
-    per_class = [24 * voxels + (60 * f if config[nm].get("flow_type") == "diffusion" else 0)
+    per_class = [24 * voxels
+                 + (60 * f if config[nm].get("flow_type") in ("diffusion", "auto") else 0)
                  + (24 * voxels if config[nm].get("boundary_only") else 0)
                  for nm, f in zip(names, fg_counts)]
     _check_memory(base + max(per_class), job, args)
@@ -707,8 +708,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resolution", type=_positive_float, metavar="NM",
                    help="voxel size in nm: selects the class table (8/16/32/64 nm, nearest)")
     g.add_argument("--class-config", metavar="FILE",
-                   help='JSON {"class": {"flow_type": "direct"|"diffusion", '
-                        '"diffusion_mode": "coordinates"|"source", "diffusion_iters": N, '
+                   help='JSON {"class": {"flow_type": "direct"|"diffusion"|"auto", '
+                        '"diffusion_mode": "coordinates"|"source"|"auto", "diffusion_iters": N, '
                         '"boundary_only": bool, "boundary_width": W}}')
     p.add_argument("--classes", nargs="+", metavar="NAME",
                    help="class name of each label channel (default: the class_names "
