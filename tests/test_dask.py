@@ -353,7 +353,7 @@ def test_source_mode_on_grown_bounding_box_equals_whole_volume(volumes):
         region = tuple(slice(a, b) for a, b in zip(start, stop))
         got = R.diffusion_region(tubes[region], annotated[region], start,
                                  np.array([i], np.uint64), np.zeros(1, np.int64),
-                                 source=(200, True, 6.0))
+                                 source=(200, True, 6.0, "source"))
         inst = tubes[region] == i
         assert inst.any()
         np.testing.assert_array_equal(got[:, inst], whole[(slice(None),) + region][:, inst])

@@ -47,18 +47,31 @@ def direct_flows(b: Backend, labels, annotated, h=None):
 def diffusion_flows(b: Backend, labels, annotated, args: Diffusion, h=None):
     """`_cpu.flows.diffusion_flows` of validated device labels (D, H, W) and mask:
     (3, D, H, W) float32 (`h`: relative voxel size or None)."""
-    from .diffusion import diffusion_flows as coordinates
-    from .source import source_flows
-
     xp = b.xp
     out = xp.zeros((1, 3) + tuple(labels.shape), np.float32)
     if labels.size:
         mask, mask_of = mask_args(b, None if annotated is None else annotated[None], [0])
         sel = xp.zeros(1, np.int64)
-        kernel = source_flows if args.mode == "source" else coordinates
+        kernel = diffusion_kernel(args.mode)
         kernel(b, labels[None], sel, sel, mask, mask_of, np.array([args.n_iter]),
                args.adaptive_iters, args.adaptive_factor, out, h=h)
     return out[0]
+
+
+def diffusion_kernel(mode: str):
+    """The GPU kernel family of a diffusion mode ("coordinates", "source" or
+    "auto"); all three take the same arguments (`_gpu.diffusion.diffusion_flows`)."""
+    if mode == "source":
+        from .source import source_flows
+
+        return source_flows
+    if mode == "auto":
+        from .auto import auto_flows
+
+        return auto_flows
+    from .diffusion import diffusion_flows
+
+    return diffusion_flows
 
 
 def _boundary_only_fg(b, fg, annotated, width, h=None):
@@ -87,17 +100,15 @@ def flow_targets(b: Backend, ids, annotated, targets: Targets, h=None):
     direct class goes through one call of the direct kernels, every
     diffusion class in coordinates mode through one call of the diffusion
     kernels, every diffusion class in source mode through one call of the
-    source kernels (all instances at once, each with its class's iteration
-    cap).
+    source kernels, every "auto" class through one call of the auto kernels
+    (all instances at once, each with its class's iteration cap).
 
     Returns
     -------
     flows : ((B,) N*3, D, H, W) float32 device array
     class_fg : ((B,) N, D, H, W) float32 device array
     """
-    from .diffusion import diffusion_flows as coordinates
     from .direct import direct_flows as direct
-    from .source import source_flows
 
     xp = b.xp
     n_classes = targets.n_classes
@@ -111,7 +122,7 @@ def flow_targets(b: Backend, ids, annotated, targets: Targets, h=None):
     if ids5.size:
         volumes = ids5.reshape((n_batch * n_classes,) + spatial)
         out = flows.reshape((n_batch * n_classes, 3) + spatial)
-        for kind in ("direct", "diffusion", "source"):
+        for kind in ("direct", "diffusion", "source", "auto"):
             picked = [(bi * n_classes + c, bi, cls.n_iter) for bi in range(n_batch)
                       for c, cls in enumerate(targets.classes) if cls.kind == kind]
             if not picked:
@@ -122,7 +133,7 @@ def flow_targets(b: Backend, ids, annotated, targets: Targets, h=None):
                 direct(b, volumes, sel, sel, mask, mask_of, out, h)
             else:
                 caps = np.array([p[2] for p in picked], np.int64)
-                kernel = source_flows if kind == "source" else coordinates
+                kernel = diffusion_kernel("coordinates" if kind == "diffusion" else kind)
                 kernel(b, volumes, sel, sel, mask, mask_of, caps, targets.adaptive_iters,
                        targets.adaptive_factor, out, h=h)
         for c, cls in enumerate(targets.classes):

@@ -211,10 +211,8 @@ def postprocess(b: Backend, fg, flow, p: Recovery, h=None):
 def remove_bad(b: Backend, compact, n: int, pred, check: FlowCheck, h=None):
     """`_cpu.recovery.remove_bad` on compact labels 1..n and a validated flow
     (`h`: relative voxel size or None; the own flows are computed with it)."""
-    from .diffusion import diffusion_flows
     from .direct import direct_flows
-    from .flows import mask_args
-    from .source import source_flows
+    from .flows import diffusion_kernel, mask_args
 
     xp = b.xp
     if n == 0:
@@ -225,7 +223,7 @@ def remove_bad(b: Backend, compact, n: int, pred, check: FlowCheck, h=None):
     threshold = check.threshold
     if check.flow_type == "diffusion":
         d = check.diffusion()  # the defaults of generate_diffusion_flows (adaptive)
-        run = source_flows if d.mode == "source" else diffusion_flows
+        run = diffusion_kernel(d.mode)  # "coordinates", "source" or "auto"
         run(b, compact[None], sel, sel, mask, mask_of, np.array([d.n_iter]), d.adaptive_iters,
             d.adaptive_factor, own, h=h)
     else:

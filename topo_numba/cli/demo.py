@@ -1,13 +1,14 @@
 """``topo-numba demo``: the main job on a synthetic crop, end to end.
 
 Builds a crowded crop with known instances of two morphologies (curved
-tubes: class ``mito``, heat-source diffusion flows (``diffusion_mode:
-"source"``, one sink per object, so group 1 recovers them without the
-group-2 merge; see the README's "Which flows to use"); small balls: class
-``ves``, direct flows), computes the flow targets, recovers the instances from them, prints
-accuracy (F1 at IoU 0.5, instance counts) and timings, and writes a PNG
-figure and the arrays. Part of the command line (it prints through the
-CLI's console); the library itself never prints.
+tubes: class ``mito``; small balls: class ``ves``), computes the flow
+targets with the recommended configuration (``"flow_type": "auto"``:
+direct flows for robustly star-shaped objects, heat-source flows for the
+others, one sink per object, see docs/flows.md), recovers the instances
+from them (group 1, trilinear tracking), prints accuracy (F1 at IoU 0.5,
+instance counts) and timings, and writes a PNG figure and the arrays. Part
+of the command line (it prints through the CLI's console); the library
+itself never prints.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from .. import __version__
 from ..io import VolumeIOError, open_output, write_png
 
 CLASSES = ("mito", "ves")
-FLOW_CONFIG = {"mito": {"flow_type": "diffusion", "diffusion_mode": "source"},
-               "ves": {"flow_type": "direct"}}
-RECOVERY = {"mito": dict(n_steps=100, convergence_radius=3.0, min_size=5, group=1),
-            "ves": dict(n_steps=30, convergence_radius=3.0, min_size=5, group=1)}
+FLOW_CONFIG = {"mito": {"flow_type": "auto"}, "ves": {"flow_type": "auto"}}
+RECOVERY = {"mito": dict(n_steps=100, convergence_radius=3.0, min_size=5, group=1,
+                         interpolation="trilinear"),
+            "ves": dict(n_steps=30, convergence_radius=3.0, min_size=5, group=1,
+                        interpolation="trilinear")}
 MARKER = "demo.json"
 
 
