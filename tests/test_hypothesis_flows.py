@@ -203,6 +203,29 @@ def test_diffusion_flows_properties(vol, n_iter, adaptive_iters, adaptive_factor
 
 
 @SETTINGS
+@given(vol=volumes(), spacing=st.sampled_from([None, (1.0, 1.0, 1.0), (3.0, 1.0, 1.0),
+                                              (0.5, 2.0, 1.0)]))
+def test_auto_flows_properties(vol, spacing):
+    """Auto mode on hostile layouts and dtypes: input unchanged, unit or zero
+    vectors, the NumPy reference bit for bit, huge ids change nothing. (An
+    instance's auto flows may depend on its neighbours, which the direct
+    test reads, so there is no "alone" property here.)"""
+    import reference as R
+
+    lab, plain, mask, annotated = vol
+    before = (_copy(lab), _copy(mask))
+    flows = generate_diffusion_flows(lab, spatial_mask=mask, mode="auto", spacing=spacing)
+    check_unchanged(before, (lab, mask))
+    check_flows(flows, plain)
+    np.testing.assert_array_equal(
+        flows, R.ref_auto_flows(plain.astype(np.int64), spatial_mask=annotated,
+                                spacing=spacing))
+    np.testing.assert_array_equal(
+        generate_diffusion_flows(_relabel_huge(plain), spatial_mask=annotated, mode="auto",
+                                 spacing=spacing), flows)
+
+
+@SETTINGS
 @given(vol=volumes(), n_iter=st.integers(1, 60),
        adaptive_factor=st.floats(1e3, np.finfo(np.float64).max))
 def test_diffusion_huge_adaptive_factor_is_capped_by_n_iter(vol, n_iter, adaptive_factor):
