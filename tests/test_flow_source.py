@@ -285,7 +285,8 @@ def test_targets_diffusion_mode():
 @pytest.mark.parametrize("bad", ["Source", "heat", None, 1])
 def test_unknown_mode_raises(bad):
     labels = np.ones((3, 3, 3), np.int32)
-    with pytest.raises(ValueError, match=r"^mode must be one of \['coordinates', 'source'\]"):
+    with pytest.raises(ValueError,
+                       match=r"^mode must be one of \['coordinates', 'source', 'auto'\]"):
         topo.generate_diffusion_flows(labels, mode=bad)
     cfg = {"mito": {"flow_type": "diffusion", "diffusion_mode": bad}}
     with pytest.raises(ValueError, match=r"class_config\['mito'\]\['diffusion_mode'\]"):

@@ -8,8 +8,9 @@ modes run on the GPU: "coordinates" through `diffusion` (float32 fields,
 cosine >= 0.9999 to the CPU), "source" through `source` (float64 fields, the
 CPU's operations in the CPU's order). Anisotropic voxels (`h`, the relative
 voxel size of `_core.planar.check_spacing`; None = isotropic) run the same
-weighted algorithms as the CPU in every kernel family. Nothing is copied between host and device except the
-small per-instance (per-piece) tables marked ``# SYNC`` in the kernel modules.
+weighted algorithms as the CPU in every kernel family. Nothing is copied
+between host and device except the small per-instance (per-piece) tables
+marked ``# SYNC`` in the kernel modules.
 
 Private.
 """

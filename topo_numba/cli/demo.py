@@ -155,8 +155,9 @@ def run_demo(args, con) -> int:
     ids = np.stack([tubes, balls])
     n_true = [len(np.unique(v)) - 1 for v in (tubes, balls)]
     con.say(f"topo-numba demo: synthetic {size}^3 crop (seed {args.seed}) with {n_true[0]} curved "
-            f"tubes (class 'mito', source diffusion flows) and {n_true[1]} balls (class 'ves', direct "
-            f"flows), built in {time.perf_counter() - t0:.2f} s; running on {dev.name}")
+            f"tubes (class 'mito') and {n_true[1]} balls (class 'ves'), auto flows (direct or "
+            f"heat-source per object), built in {time.perf_counter() - t0:.2f} s; running on "
+            f"{dev.name}")
 
     ids_d = dev.put(ids)
     (flows_d, fg_d), t_first = _timed(dev, compute_flow_targets, ids_d, list(CLASSES),
