@@ -15,8 +15,9 @@ spatial mask) and every flow type
 * ``coordinates``  - `generate_diffusion_flows(mode="coordinates")` (SPEC 2.2, defaults),
 * ``source``       - `generate_diffusion_flows(mode="source")` (defaults),
 * ``auto``         - `generate_diffusion_flows(mode="auto")` (defaults),
-  recovered with ``interpolation="trilinear"`` (the recommended
-  configuration); every other flow type with the original's nearest rule,
+  recovered with ``interpolation="trilinear"`` and ``fill_orphans=True``
+  (the recommended configuration); every other flow type with the
+  original's nearest rule,
 
 it computes the flows of the ground truth and recovers the instances from
 them with a plain Euler round trip (`postprocess_single`, n_steps=1000,
@@ -88,6 +89,8 @@ FLOWS = {
 # tracking per flow type in the round trips: auto flows are made for trilinear
 # tracking (docs/flows.md); the others keep the original's nearest-voxel rule
 INTERPOLATION = {"auto": "trilinear"}
+# further recovery keywords per flow type (the recommended configuration's)
+EXTRA = {"auto": {"fill_orphans": True}}
 SHIFT = np.array([9, 14, 19])  # second placement in the translation test
 MARGIN = 3
 
@@ -336,7 +339,8 @@ def run_case(name, volumes, tiles, flow_name):
         interp = INTERPOLATION.get(flow_name, "nearest")
         left += left_fraction(labels, flows, interp)
         for group in (1, 2):
-            rec = postprocess_single(fg, flows, group=group, interpolation=interp, **RECOVERY)
+            rec = postprocess_single(fg, flows, group=group, interpolation=interp,
+                                     **EXTRA.get(flow_name, {}), **RECOVERY)
             if group == 1:
                 sinks.extend(sinks_per_instance(labels, rec, RECOVERY["min_size"]).tolist())
             for thr, key in ((0.5, f"g{group}_50"), (0.75, f"g{group}_75")):

@@ -37,7 +37,7 @@ box), per volume. Configurations (flows; recovery):
 * ``source``       - `generate_diffusion_flows(gt, mode="source")`; group 1,
   nearest,
 * ``auto``         - `generate_diffusion_flows(gt, mode="auto")`; group 1,
-  trilinear: **the recommended configuration**,
+  trilinear, ``fill_orphans=True``: **the recommended configuration**,
 * ``auto+spacing`` - as ``auto`` with ``spacing=spacing_zyx`` given to the
   flows and to `postprocess_single`; only for volumes whose spacing is not
   all equal,
@@ -164,13 +164,18 @@ CONFIGS = {
     "auto+spacing": (lambda gt, sp: tn.generate_diffusion_flows(gt, mode="auto", spacing=sp),
                      1, "trilinear", True),
 }
+# recovery keywords beyond the group and the interpolation: the recommended
+# configuration attaches unlabelled foreground to the instance it touches
+EXTRA = {"auto": {"fill_orphans": True}, "auto+spacing": {"fill_orphans": True}}
 CONFIG_TEXT = {
     "direct": "generate_direct_flows(gt); postprocess_single group 1, nearest",
     "coordinates": "generate_diffusion_flows(gt); group 2, nearest",
     "source": "generate_diffusion_flows(gt, mode='source'); group 1, nearest",
-    "auto": "generate_diffusion_flows(gt, mode='auto'); group 1, trilinear (recommended)",
+    "auto": "generate_diffusion_flows(gt, mode='auto'); group 1, trilinear, fill_orphans "
+            "(recommended)",
     "auto+spacing": "generate_diffusion_flows(gt, mode='auto', spacing=spacing_zyx); "
-                    "group 1, trilinear, spacing=spacing_zyx (anisotropic volumes only)",
+                    "group 1, trilinear, fill_orphans, spacing=spacing_zyx (anisotropic "
+                    "volumes only)",
     "cellpose": "_cellpose_peer.cellpose_flows(gt); _cellpose_peer.cellpose_recover(flows, "
                 "foreground) (Cellpose's defaults)",
 }
@@ -370,7 +375,7 @@ def run_volume(name, gt, spacing, source, timer, cellpose, rows):
         pred, tr = timer(("recover", group, interp, use_sp),
                          lambda: postprocess_single(fg, flows, group=group,
                                                     interpolation=interp, spacing=sp,
-                                                    **rec_kw))
+                                                    **rec_kw, **EXTRA.get(config, {})))
         add("clean", config, pred, tf, tr, n_steps, vol["fg_voxels"])
         if config in NOISY_CONFIGS:
             kept[config] = flows
@@ -394,7 +399,7 @@ def run_volume(name, gt, spacing, source, timer, cellpose, rows):
                     steps = CP.CELLPOSE_NITER
                 else:
                     _, group, interp, _ = CONFIGS[config]
-                    kw = dict(rec_kw, min_size=ms)
+                    kw = dict(rec_kw, min_size=ms, **EXTRA.get(config, {}))
                     pred, tr = timer(("recover", group, interp, False),
                                      lambda: postprocess_single(sem, noisy, group=group,
                                                                 interpolation=interp, **kw))

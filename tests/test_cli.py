@@ -118,6 +118,32 @@ def test_flows_n5_with_resolution(data, tmp_path):
     np.testing.assert_array_equal(group["flows"][...], data["flows"][3:])
 
 
+def test_recommended_tables_round_trip(data, tmp_path):
+    """--recommended: auto flows from the recommended class table, recovered
+    with the recommended post-processing table (trilinear, orphans attached);
+    refused together with an explicit configuration file."""
+    d = data["dir"]
+    r = run("flows", d / "crop.zarr/labels/s0", "r.zarr", "--resolution", 64, "--recommended",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    flows = zarr.open_array(str(tmp_path / "r.zarr"), path="flows", mode="r")[...]
+    want, _ = tn.compute_flow_targets(data["ids"], CLASSES,
+                                      tn.get_instance_class_config(64, recommended=True))
+    np.testing.assert_array_equal(flows, want)
+    r = run("segment", "r.zarr/class_fg", "r.zarr/flows", "rs.zarr", "--resolution", 64,
+            "--recommended", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    pp = tn.get_postprocess_config(64, recommended=True)
+    for c, name in enumerate(CLASSES):
+        got = zarr.open_array(str(tmp_path / "rs.zarr"), path=name, mode="r")[...]
+        cfg = {k: v for k, v in pp[name].items() if k != "flow_type"}
+        np.testing.assert_array_equal(
+            got, tn.postprocess_single(data["ids"][c] > 0, want[3 * c:3 * c + 3], **cfg))
+    r = run("flows", d / "crop.zarr/labels/s0", "x.zarr", "--class-config", d / "classes.json",
+            "--recommended", cwd=tmp_path)
+    assert r.returncode == 1 and "--recommended" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_flows_segment_view_chain(data, tmp_path):
     d = data["dir"]
     r = run("flows", d / "crop.zarr/labels/s0", "t.zarr", "--class-config", d / "classes.json",

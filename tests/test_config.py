@@ -164,3 +164,33 @@ def test_no_printing(capsys):
 
 def test_package_reexports_config_functions():
     assert topo_numba.get_postprocess_config is get_postprocess_config
+
+
+@pytest.mark.parametrize("res", [8, 16, 32, 64])
+def test_recommended_tables(res):
+    """recommended=True: auto flows for every class (cell keeps boundary_only),
+    the original's steps, radii and minimum sizes with trilinear tracking,
+    group 1 and orphans attached (group 3 for mt); the default is unchanged."""
+    flows = get_instance_class_config(res, recommended=True)
+    orig = get_instance_class_config(res)
+    assert get_instance_class_config(res, recommended=False) == orig
+    assert list(flows) == list(orig)
+    for name, entry in flows.items():
+        assert entry["flow_type"] == "auto"
+        assert entry["group"] == (3 if name == "mt" else 1)
+        for key in ("diffusion_iters", "boundary_only", "boundary_width"):
+            assert entry.get(key) == orig[name].get(key)
+    pp = get_postprocess_config(res, recommended=True)
+    pp_orig = get_postprocess_config(res)
+    for name, entry in pp.items():
+        for key in ("n_steps", "step_size", "convergence_radius", "min_size"):
+            assert entry[key] == pp_orig[name][key]
+        assert entry["interpolation"] == "trilinear" and entry["flow_type"] == "auto"
+        assert entry["fill_orphans"] == (name != "mt")
+        assert entry["group"] == (3 if name == "mt" else 1)
+
+
+@pytest.mark.parametrize("func", [get_instance_class_config, get_postprocess_config])
+def test_recommended_must_be_a_bool(func):
+    with pytest.raises(TypeError, match="recommended"):
+        func(16, recommended="yes")

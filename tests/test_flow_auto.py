@@ -160,11 +160,11 @@ def test_auto_flows_out_of_core_are_bit_identical(chunks, with_mask):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_round_trip_on_random_shapes_with_the_recommended_recovery(seed):
-    """Random crowded balls and tubes (touching allowed): auto flows and
-    group 1 with trilinear tracking find every object (F1 = 1 at IoU 0.75)
-    and leave at most 1 in 10**4 foreground voxels of objects >= min_size
-    unlabelled (a particle can still end alone in a cluster below min_size:
-    seeds 1 and 2 lose one voxel each, as source flows do)."""
+    """Random crowded balls and tubes (touching allowed): auto flows and the
+    recommended recovery (group 1, trilinear tracking, fill_orphans) find
+    every object (F1 = 1 at IoU 0.75) and leave no foreground voxel of an
+    object >= min_size unlabelled (without fill_orphans seeds 1 and 2 lose
+    one voxel each: a particle can end alone in a cluster below min_size)."""
     shape = (48, 48, 48)
     lab = make_balls(shape, 14, radius=(3.0, 8.0), seed=seed, min_gap=0)
     tubes = make_tubes(shape, 5, radius=2.5, length=(30, 90), seed=seed + 10, min_gap=1)
@@ -173,8 +173,8 @@ def test_round_trip_on_random_shapes_with_the_recommended_recovery(seed):
     cfg = topo.get_postprocess_config(16, recommended=True)["mito"]
     pred = postprocess_single(lab > 0, auto(lab), n_steps=200, convergence_radius=3,
                               min_size=5, interpolation=cfg["interpolation"],
-                              group=cfg["group"])
+                              group=cfg["group"], fill_orphans=cfg["fill_orphans"])
     assert matching(lab, pred, 0.75).f1 == 1.0
     sizes = np.bincount(lab.ravel())
     big = sizes[lab] >= 5
-    assert (pred[(lab > 0) & big] == 0).sum() <= 1e-4 * ((lab > 0) & big).sum()
+    assert (pred[(lab > 0) & big] > 0).all()

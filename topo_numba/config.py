@@ -182,10 +182,13 @@ def get_postprocess_config(resolution_nm: float | None = None, *,
     recommended : bool, default False
         False: the original's table. True: for flows made with
         ``get_instance_class_config(recommended=True)``: the same steps,
-        radii and minimum sizes, ``"interpolation": "trilinear"`` and the
-        groups of that table (1, or 3 for "mt"): trilinear tracking is what
-        keeps particles of one object out of a touching neighbour and off a
-        smeared sink on real volumes (docs/real-data.md).
+        radii and minimum sizes, ``"interpolation": "trilinear"``, the
+        groups of that table (1, or 3 for "mt"), ``"fill_orphans": True``
+        (group 1) and ``"flow_type": "auto"`` (what the flow check of
+        `run_instance_segmentation` compares with): trilinear tracking is what keeps particles of one object
+        out of a touching neighbour and off a smeared sink on real volumes
+        (docs/real-data.md), and no foreground voxel connected to an
+        instance is left unlabelled.
 
     Returns
     -------
@@ -213,7 +216,8 @@ def get_postprocess_config(resolution_nm: float | None = None, *,
     }
     if recommended:
         for name, entry in config.items():
-            entry.update(group=3 if name == "mt" else 1, interpolation="trilinear")
+            entry.update(group=3 if name == "mt" else 1, interpolation="trilinear",
+                     fill_orphans=name != "mt", flow_type="auto")
     return config
 
 

@@ -44,7 +44,8 @@ __all__ = [
 @host_tensors("sem_mask", "flow")
 def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.0,
                        convergence_radius: float = 4.0, min_size: int = 50, group: int = 1,
-                       *, interpolation: str = "nearest", spacing=None) -> np.ndarray:
+                       *, interpolation: str = "nearest", spacing=None,
+                       fill_orphans: bool = False) -> np.ndarray:
     """Instance labels of one class from its foreground mask and flow field.
 
     * group 1 (convex): `track_flows` + `cluster_convergence`;
@@ -80,6 +81,16 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
         distances are in physical units, measured in units of the smallest
         spacing (see `track_flows`, `cluster_convergence`). Default (or
         equal entries): isotropic, identical to no `spacing`.
+    fill_orphans : bool, default False
+        After the group's steps (groups 1 and 2; group 3 has labelled every
+        orphan already), every foreground voxel left unlabelled (its cluster
+        was below `min_size`, or its fragment was dropped) that is
+        6-connected through unlabelled foreground to a labelled voxel takes
+        that label: breadth-first rounds from the labelled voxels, each
+        unlabelled voxel with a labelled face neighbour taking the smallest
+        such label. A piece of foreground with no label stays 0 (an object
+        below `min_size`). Unlike group 3 it never crosses background.
+        False keeps the original's result.
 
     Returns
     -------
@@ -118,7 +129,8 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
         return P.drop_depth(postprocess_single(
             P.lift(sem_mask, "sem_mask"), P.lift_flow(flow, "flow", sem_mask, "sem_mask"),
             n_steps, step_size, convergence_radius, min_size, group,
-            interpolation=interpolation, spacing=None if h2 is None else tuple(h2)))
+            interpolation=interpolation, spacing=None if h2 is None else tuple(h2),
+            fill_orphans=fill_orphans))
     on_gpu = backend_of("postprocess_single", sem_mask=sem_mask, flow=flow) == "gpu"
     if on_gpu:
         b = gpu_backend()
@@ -130,7 +142,7 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
     h = P.check_spacing(spacing)
     shape = tuple(int(n) for n in fg.shape)
     p = Recovery.check(n_steps, step_size, convergence_radius, min_size, group, interpolation,
-                       shape if h is None else np.multiply(shape, h))
+                       shape if h is None else np.multiply(shape, h), fill_orphans)
     if on_gpu:
         from ._gpu import segment as gpu
 
@@ -338,9 +350,10 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
         The N class names; default `EVALUATED_INSTANCE_CLASSES` (N = 9).
     class_config : dict, optional
         ``{name: {"group", "n_steps", "step_size", "convergence_radius",
-        "min_size", "interpolation"[, "flow_type", "diffusion_iters",
-        "diffusion_mode"]}}`` (the last three only for the flow check;
-        "interpolation" is that of `track_flows`, default "nearest"); missing keys take
+        "min_size", "interpolation", "fill_orphans"[, "flow_type",
+        "diffusion_iters", "diffusion_mode"]}}`` (the last three only for the
+        flow check; "interpolation" and "fill_orphans" as in
+        `postprocess_single`, default "nearest" and False); missing keys take
         the defaults of `postprocess_single` (group 1). Classes not in it are
         skipped (absent from the result). Default:
         ``get_postprocess_config(resolution_nm)``.

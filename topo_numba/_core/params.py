@@ -156,6 +156,13 @@ def check_targets(shape, class_names, class_config, diffusion_iters, adaptive_it
 # --------------------------------------------------------------------------
 
 
+def check_flag(value, name: str) -> bool:
+    """A bool (NumPy's included)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; got {value!r}")
+    return bool(value)
+
+
 def check_group(group, name: str = "group") -> int:
     """A morphology group (1 convex, 2 elongated, 3 thin)."""
     group = V.check_int(group, name)
@@ -201,10 +208,11 @@ class Recovery:
     radius: float
     min_size: int
     group: int
+    fill_orphans: bool = False
 
     @classmethod
     def check(cls, n_steps, step_size, convergence_radius, min_size, group, interpolation,
-              physical_shape) -> Recovery:
+              physical_shape, fill_orphans=False) -> Recovery:
         """`physical_shape`: the volume's shape times the relative voxel size."""
         tracking = Tracking.check(n_steps, step_size, interpolation)
         radius = V.check_real(convergence_radius, "convergence_radius", positive=True)
@@ -212,7 +220,7 @@ class Recovery:
         group = check_group(group)
         # interpolation is checked before the radius fit, as the tracking comes first
         check_radius_fits(radius, physical_shape, "convergence_radius")
-        return cls(tracking, radius, min_size, group)
+        return cls(tracking, radius, min_size, group, check_flag(fill_orphans, "fill_orphans"))
 
 
 @dataclass(frozen=True)
@@ -297,8 +305,9 @@ def check_segment_classes(names, class_config, threshold, physical_shape,
                 threshold, flow_type,
                 V.check_int(cfg.get("diffusion_iters", iters), f"{where}['diffusion_iters']",
                             minimum=1), mode)
+        fill = check_flag(cfg.get("fill_orphans", False), f"{where}['fill_orphans']")
         recovery = Recovery(Tracking(n_steps, step_size, interpolation), radius, min_size,
-                            group)
+                            group, fill)
         settings[name] = SegmentClass(c, recovery, check)
     return settings
 

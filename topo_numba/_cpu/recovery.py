@@ -181,6 +181,10 @@ def postprocess(fg: np.ndarray, flow: np.ndarray, p: Recovery, h=None) -> np.nda
             labels = split_components(labels, n, comp, n_comp, 0.1)
     elif p.group == 3:
         labels = recover_orphans(fg, labels, h)
+    if p.fill_orphans and p.group != 3:   # group 3 has labelled every orphan already
+        from .relabel import attach_orphans
+
+        labels = attach_orphans(fg, np.ascontiguousarray(labels, np.int32))
     return labels
 
 

@@ -193,3 +193,85 @@ def split_components(inst: np.ndarray, n_inst: int, comp: np.ndarray, n_comp: in
     sites[1:] = large & has_pending[parent]
     _absorb(inst, comp, out, sites, pending, new_id)
     return out
+
+
+@njit(parallel=True, cache=True)
+def _orphan_round(labels, orphans, new):
+    """new[i] = the smallest label > 0 among the face neighbours of orphan
+    voxel orphans[i] (flat index; -1: already attached), 0 if none."""
+    D, H, W = labels.shape
+    flat = labels.ravel()
+    for i in prange(orphans.size):
+        p = orphans[i]
+        best = 0
+        if p >= 0:
+            z = p // (H * W)
+            y = (p // W) % H
+            x = p % W
+            if z > 0:
+                v = flat[p - H * W]
+                if v > 0 and (best == 0 or v < best):
+                    best = v
+            if z < D - 1:
+                v = flat[p + H * W]
+                if v > 0 and (best == 0 or v < best):
+                    best = v
+            if y > 0:
+                v = flat[p - W]
+                if v > 0 and (best == 0 or v < best):
+                    best = v
+            if y < H - 1:
+                v = flat[p + W]
+                if v > 0 and (best == 0 or v < best):
+                    best = v
+            if x > 0:
+                v = flat[p - 1]
+                if v > 0 and (best == 0 or v < best):
+                    best = v
+            if x < W - 1:
+                v = flat[p + 1]
+                if v > 0 and (best == 0 or v < best):
+                    best = v
+        new[i] = best
+
+
+@njit(cache=True)
+def _orphan_apply(labels, orphans, new) -> int:
+    """Write the labels found by `_orphan_round`; return how many."""
+    flat = labels.ravel()
+    n = 0
+    for i in range(orphans.size):
+        if orphans[i] >= 0 and new[i] > 0:
+            flat[orphans[i]] = new[i]
+            orphans[i] = -1
+            n += 1
+    return n
+
+
+def attach_orphans(fg: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Unlabelled foreground voxels connected to a labelled one take its label.
+
+    Synchronous breadth-first rounds from the labelled voxels through the
+    unlabelled foreground (6-connectivity): in each round every unlabelled
+    foreground voxel with a labelled face neighbour takes the smallest such
+    label, all at once. Voxels whose 6-connected piece of unlabelled
+    foreground touches no label stay 0. Deterministic and independent of
+    the thread count (the GPU runs the same rounds).
+
+    Parameters
+    ----------
+    fg : (D, H, W) ndarray of bool
+    labels : (D, H, W) ndarray of int32, C-contiguous
+        Filled in place (a fresh array of the pipeline) and returned.
+    """
+    orphans = np.flatnonzero(fg & (labels == 0))
+    if orphans.size == 0 or not labels.any():
+        return labels
+    new = np.zeros(orphans.size, np.int32)
+    while orphans.size:
+        _orphan_round(labels, orphans, new)
+        if _orphan_apply(labels, orphans, new) == 0:
+            break
+        keep = orphans >= 0
+        orphans, new = orphans[keep], new[keep]
+    return labels

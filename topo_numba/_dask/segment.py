@@ -29,7 +29,9 @@ Design (README "Large volumes"):
    than min_size, and numbers the rest 1..K in block order.
 4. The result (lazy): each block is processed again, its local labels mapped
    through its table, group 3's orphans take the nearest label within the
-   grown block, and the core is returned.
+   grown block (groups 1 and 2 with ``fill_orphans``: the rounds of
+   `attach_orphans` run on the grown block, see `fill_orphans_in_block`),
+   and the core is returned.
 
 Memory: a task holds one grown block (flows 12 B/voxel, particles ~56 B per
 foreground voxel); the driver holds one integer per local label and the
@@ -398,7 +400,52 @@ def _final_task(fg_ext, flow_ext, geom: BlockGeometry, p, meta, table):
         from .._cpu.recovery import recover_orphans
 
         out = recover_orphans(np.asarray(fg_ext) > 0, out, p.get("h"))
+    elif p.get("fill_orphans", False):
+        out = fill_orphans_in_block(np.asarray(fg_ext) > 0, out)
     return np.ascontiguousarray(out[geom.core])
+
+
+def fill_orphans_in_block(fg, labels):
+    """`_cpu.relabel.attach_orphans` of a grown block's final labels.
+
+    The rounds run on the grown block, and only its core is kept. When is
+    that the in-memory result? The rounds read face neighbours only, so a
+    voxel outside the grown block (read as "no label") changes the rounds
+    inside it by at most one voxel further per round, and a core voxel lies
+    at least ``halo + 1`` face steps from every voxel outside (on the
+    array's own border there is nothing outside, as in memory). Hence, given
+    the same labels before this step on the grown block, a core voxel gets
+    the in-memory result when
+
+    * the in-memory rounds label it within ``halo`` rounds (it is at most
+      `halo` face steps through unlabelled foreground from a labelled
+      voxel); so the step is exact when every orphan is that close to a
+      label; or
+    * its 6-connected piece of unlabelled foreground touches no label (it
+      stays 0), or lies inside the grown block clear of its internal faces
+      (the rounds on it are those in memory).
+
+    Ties go to the smallest label, here the final (block-order) numbers: a
+    tied voxel can take the other instance where that numbering orders the
+    two unlike the in-memory one. Not exact in general: a core orphan
+    further than `halo` rounds from its label, in a piece that crosses the
+    grown block's internal faces, can stay 0 or take another label
+    (tests/test_segment_fill_orphans_backends.py checks these cases).
+
+    `labels` (int32 or int64, a fresh array of `_final_task`) is returned
+    with its dtype; int64 labels (beyond 2**31 - 1 instances) are numbered
+    1..n within the block for the rounds, in their order, so the smallest
+    label wins as before.
+    """
+    from .._cpu.relabel import attach_orphans
+
+    if labels.dtype == np.int32:
+        return attach_orphans(fg, np.ascontiguousarray(labels))
+    present, local = np.unique(labels, return_inverse=True)
+    if present[0] != 0:                   # no zero: no orphan either
+        return labels
+    local = np.ascontiguousarray(local.reshape(labels.shape), np.int32)
+    return present[attach_orphans(fg, local)].astype(labels.dtype, copy=False)
 
 
 def _forward_neighbours(grid: Grid, idx):

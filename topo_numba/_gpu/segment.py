@@ -18,7 +18,9 @@ validation and of buffer sizing:
 * splitting: one flag per round of the connected-components search; when an
   instance has fragments to absorb, the bounding boxes of those instances
   (6 integers each);
-* one flag per class (any foreground? any label?) in `run_instance_segmentation`.
+* one flag per class (any foreground? any label?) in `run_instance_segmentation`;
+* `attach_orphans` (``fill_orphans``): the orphan count, one flag (any
+  label?) and one count per round of its breadth-first rounds.
 
 Private.
 """
@@ -176,6 +178,53 @@ def recover_orphans(b: Backend, fg, labels, h=None):
     return xp.where(orphans, labels[idx[0], idx[1], idx[2]], labels)
 
 
+def attach_orphans(b: Backend, fg, labels):
+    """`_cpu.relabel.attach_orphans` on the device: the same synchronous rounds.
+
+    The unlabelled foreground voxels (orphans) are kept as a list of flat
+    indices; in each round every orphan reads its six face neighbours (a
+    neighbour outside the array reads the orphan itself, which is 0, "none"),
+    takes the smallest positive label among them, and all the labels found
+    are written after all were read. The orphans still unlabelled are
+    compacted for the next round; the rounds stop when one labels nothing.
+    Integer logic only: equal to the CPU's result voxel for voxel.
+
+    `labels`: (D, H, W) int32, a fresh array of the pipeline, filled in place
+    when C-contiguous; returned.
+    """
+    xp = b.xp
+    labels = xp.ascontiguousarray(labels, dtype=np.int32)
+    D, H, W = (int(s) for s in labels.shape)
+    flat = labels.reshape(-1)              # a view: the writes go to `labels`
+    idx = xp.flatnonzero(fg.reshape(-1) & (flat == 0))  # SYNC: the orphan count
+    n = int(idx.shape[0])
+    if n == 0 or not b.scalar(flat.any()):  # SYNC: one flag
+        return labels
+    none = np.int32(np.iinfo(np.int32).max)   # above every label
+    hw = H * W
+    while n:
+        z, y, x = idx // hw, (idx // W) % H, idx % W
+        best = xp.full(n, none, np.int32)
+        for inside, step in ((z > 0, -hw), (z < D - 1, hw), (y > 0, -W), (y < H - 1, W),
+                             (x > 0, -1), (x < W - 1, 1)):
+            v = flat[xp.where(inside, idx + step, idx)]
+            best = xp.minimum(best, xp.where(v > 0, v, none))
+        hit = best < none
+        flat[idx] = xp.where(hit, best, 0)    # reads before writes; misses stay 0
+        n_hit = int(b.scalar(hit.sum()))      # SYNC: one count per round
+        if n_hit == 0:
+            break
+        # compact the orphans left, without a boolean index (no further sync):
+        # the attached ones are scattered to a spare slot past the end
+        left = ~hit
+        n -= n_hit
+        dest = xp.where(left, xp.cumsum(left) - 1, n)
+        rest = xp.empty(n + 1, idx.dtype)
+        rest[dest] = idx
+        idx = rest[:n]
+    return labels
+
+
 def postprocess(b: Backend, fg, flow, p: Recovery, h=None):
     """`_cpu.recovery.postprocess` on validated device arrays."""
     from .._core.planar import scaled_flow
@@ -205,6 +254,8 @@ def postprocess(b: Backend, fg, flow, p: Recovery, h=None):
         labels = split(b, labels, n_final, 0.1)
     elif group == 3:
         labels = recover_orphans(b, fg, labels, h)
+    if p.fill_orphans and group != 3:   # group 3 has labelled every orphan already
+        labels = attach_orphans(b, fg, labels)
     return labels
 
 

@@ -261,6 +261,9 @@ def _flows_config(args, names, refs):
 
     resolution = args.resolution
     if args.class_config:
+        if args.recommended:
+            raise CLIError("--recommended selects a class table; give either it (with "
+                           "--resolution) or --class-config")
         config = _load_json(args.class_config, "--class-config")
         _check_known(names, config, args.class_config)
     else:
@@ -269,7 +272,7 @@ def _flows_config(args, names, refs):
         if resolution is None:
             raise CLIError("give --resolution NM (the voxel size, which selects the class "
                            "table) or --class-config FILE")
-        config = get_instance_class_config(resolution)
+        config = get_instance_class_config(resolution, recommended=args.recommended)
         _check_known(names, config, f"the class table at {resolution:g} nm",
                      "; use --class-config for other classes")
     config = {n: dict(config[n]) for n in names}
@@ -448,6 +451,9 @@ def cmd_segment(args, con: _Console) -> int:
     names = _class_names(args.classes, [flows_ref, probs_ref], n, "PROBS")
     resolution = args.resolution
     if args.postprocess_config:
+        if args.recommended:
+            raise CLIError("--recommended selects a post-processing table; give either it "
+                           "(with --resolution) or --postprocess-config")
         config = _load_json(args.postprocess_config, "--postprocess-config")
         _check_known(names, config, args.postprocess_config)
     else:
@@ -456,7 +462,7 @@ def cmd_segment(args, con: _Console) -> int:
         if resolution is None:
             raise CLIError("give --resolution NM (the voxel size, which selects the "
                            "post-processing table) or --postprocess-config FILE")
-        config = get_postprocess_config(resolution)
+        config = get_postprocess_config(resolution, recommended=args.recommended)
         _check_known(names, config, f"the post-processing table at {resolution:g} nm",
                      "; use --postprocess-config for other classes")
     kind = check_output(args.out, args.overwrite)
@@ -711,6 +717,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='JSON {"class": {"flow_type": "direct"|"diffusion"|"auto", '
                         '"diffusion_mode": "coordinates"|"source"|"auto", "diffusion_iters": N, '
                         '"boundary_only": bool, "boundary_width": W}}')
+    p.add_argument("--recommended", action="store_true",
+                   help="with --resolution: the recommended table (auto flows for every "
+                        "class, docs/flows.md) instead of the original's")
     p.add_argument("--classes", nargs="+", metavar="NAME",
                    help="class name of each label channel (default: the class_names "
                         "stored with the labels)")
@@ -742,7 +751,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--postprocess-config", metavar="FILE",
                    help='JSON {"class": {"group": 1|2|3, "n_steps": N, "step_size": S, '
                         '"convergence_radius": R, "min_size": M, "interpolation": '
-                        '"nearest"|"trilinear"}}')
+                        '"nearest"|"trilinear", "fill_orphans": bool}}')
+    p.add_argument("--recommended", action="store_true",
+                   help="with --resolution: the recommended table (trilinear tracking, "
+                        "group 1, orphans attached; for flows made with --recommended)")
     p.add_argument("--classes", nargs="+", metavar="NAME",
                    help="class name of each channel (default: the class_names stored with "
                         "FLOWS or PROBS)")
