@@ -156,6 +156,20 @@ def test_auto_flows_out_of_core_are_bit_identical(chunks, with_mask):
     np.testing.assert_array_equal(got, auto(lab, spatial_mask=mask))
 
 
+def test_auto_class_out_of_core_targets_are_bit_identical():
+    shape = (32, 36, 40)
+    balls = make_balls(shape, 10, radius=(2.0, 7.0), seed=3, min_gap=0)
+    tubes = make_tubes(shape, 3, radius=2.0, length=(20, 60), seed=4, min_gap=0)
+    ids = np.stack([balls, tubes]).astype(np.uint32)
+    cfg = {"ves": {"flow_type": "auto"}, "mito": {"flow_type": "diffusion",
+                                                 "diffusion_mode": "auto"}}
+    flows, fg = tnd.compute_flow_targets(da.from_array(ids, chunks=(1, 16, 16, 16)),
+                                         ["ves", "mito"], cfg, spacing=(2.0, 1.0, 1.0))
+    want, want_fg = topo.compute_flow_targets(ids, ["ves", "mito"], cfg, spacing=(2.0, 1.0, 1.0))
+    np.testing.assert_array_equal(flows.compute(), want)
+    np.testing.assert_array_equal(fg.compute(), want_fg)
+
+
 # ------------------------------------------------------------------ round trip
 
 @pytest.mark.parametrize("seed", range(3))
