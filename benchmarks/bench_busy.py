@@ -30,6 +30,15 @@ transfers: CPU only.
 
 ``--layer`` runs with ``NUMBA_THREADING_LAYER`` set (to measure what the
 threading-layer choice costs); ``--no-original`` skips the original.
+
+``--cases recovery`` (issue 14's cases) times ``postprocess_single`` only,
+on the crowded 128^3 crop (``make_crowded_crop(128, 24, 180, seed=0)``):
+the tubes with the original's diffusion flows of "mito" at 16 nm, group 2,
+200 steps, and the balls with direct flows, group 1, 60 steps (both radius
+3, min_size 5); and on each real mitochondria volume of
+``../shared/realdata`` (256^3, the original's diffusion flows) with the
+original's 16 nm post-processing of "mito" (``get_postprocess_config(16)``:
+group 2, 320 steps, radius 25, min_size 240).
 """
 
 from __future__ import annotations
@@ -62,6 +71,9 @@ def parse(argv=None):
     ap.add_argument("--layer", choices=["tbb", "omp", "workqueue"], default=None,
                     help="set NUMBA_THREADING_LAYER (default: topo_numba's choice)")
     ap.add_argument("--no-original", action="store_true", help="skip the original package")
+    ap.add_argument("--cases", choices=["default", "recovery"], default="default",
+                    help="default: flow targets and recovery at 96^3; recovery: issue 14's "
+                         "recovery cases (128^3 crowded crop, real 256^3 mitochondria)")
     ap.add_argument("--out", type=Path, default=None, help="JSON output path")
     return ap.parse_args(argv)
 
@@ -78,6 +90,25 @@ def inputs():
     if path.exists():
         lab = np.ascontiguousarray(np.load(path)["labels"][REAL_CROP]).astype(np.int32)
         out[f"{REAL_VOLUME} 96^3"] = (lab[None], ["mito"], 0)
+    return out
+
+
+def recovery_inputs():
+    """{name: (instance ids (1, D, H, W) int32, class names, 0, postprocess params)}."""
+    import numpy as np
+
+    from topo_numba import get_postprocess_config
+    from topo_numba.synthetic import make_crowded_crop
+
+    tubes, balls = make_crowded_crop(128, 24, 180, seed=0)
+    out = {"crowded tubes 128^3": (tubes[None].astype(np.int32), ["mito"], 0,
+                                   dict(PP_PARAMS, n_steps=200, group=2)),
+           "crowded balls 128^3": (balls[None].astype(np.int32), ["ves"], 0,
+                                   dict(PP_PARAMS, n_steps=60, group=1))}
+    pp_mito = get_postprocess_config(16)["mito"]
+    for path in sorted(REALDATA.glob("urocell_mito_*.npz")):
+        lab = np.load(path)["labels"].astype(np.int32)
+        out[f"{path.stem} 256^3"] = (lab[None], ["mito"], 0, dict(pp_mito))
     return out
 
 
@@ -166,7 +197,12 @@ def main(argv=None) -> int:
            "repeats": args.repeats, "original_repeats": args.original_repeats,
            "postprocess_params": PP_PARAMS, "cases": {}}
     cases = {}
-    for name, (ids, classes, pp_class) in inputs().items():
+    if args.cases == "recovery":
+        case_inputs = recovery_inputs()
+        res["postprocess_params"] = {n: v[3] for n, v in case_inputs.items()}
+    else:
+        case_inputs = {n: v + (PP_PARAMS,) for n, v in inputs().items()}
+    for name, (ids, classes, pp_class, pp) in case_inputs.items():
         flows, _ = tn.compute_flow_targets(ids, classes, cfg)
         fg = ids[pp_class] > 0
         flow = np.ascontiguousarray(flows[3 * pp_class:3 * pp_class + 3])
@@ -174,14 +210,16 @@ def main(argv=None) -> int:
                               "postprocess_class": classes[pp_class], "labels": describe(ids)}
         ops = {"compute_flow_targets": {"ours": partial(tn.compute_flow_targets, ids, classes,
                                                         cfg)},
-               "postprocess_single": {"ours": partial(tn.postprocess_single, fg, flow,
-                                                      **PP_PARAMS)}}
+               "postprocess_single": {"ours": partial(tn.postprocess_single, fg, flow, **pp)}}
+        if args.cases == "recovery":
+            del ops["compute_flow_targets"]
         if original:
             ocfg = original.config.get_instance_class_config(16)
-            ops["compute_flow_targets"]["original"] = partial(
-                original.flow.compute_flow_targets, ids, classes, ocfg)
+            if "compute_flow_targets" in ops:
+                ops["compute_flow_targets"]["original"] = partial(
+                    original.flow.compute_flow_targets, ids, classes, ocfg)
             ops["postprocess_single"]["original"] = partial(
-                original.postprocess.postprocess_single, fg, flow, **PP_PARAMS)
+                original.postprocess.postprocess_single, fg, flow, **pp)
         for op, fns in ops.items():
             calls = {}
             if "original" in fns:
@@ -214,6 +252,7 @@ def main(argv=None) -> int:
         if "original" in row:
             orig = row["original"]["median_s"]
             row["speedup_1_thread"] = orig / one
+            row["speedup_all_threads"] = orig / row["ours all threads"]["median_s"]
             row["speedup_default"] = orig / default
     res["rows"] = rows
     busy = [r["default_over_1_thread"] for r in rows if r["condition"] == "busy"]
@@ -223,6 +262,7 @@ def main(argv=None) -> int:
     res["wall_s"] = (C.now() - started).total_seconds()
     if args.out is None:
         tag = f"_{args.layer}" if args.layer else ""
+        tag += "_recovery" if args.cases == "recovery" else ""
         args.out = C.RESULTS_DIR / f"busy_{started.strftime('%Y%m%d-%H%M%S')}{tag}.json"
     res["output"] = str(args.out)
     C.write_json(args.out, res)
@@ -243,7 +283,7 @@ def report(res):
     head = f"  {'case':<30} {'op':<21} {'cores':<5}"
     head += " original s" if orig else ""
     head += "  ours 1t s  ours all s  ours def s"
-    head += "  x orig/1t  x orig/def" if orig else ""
+    head += "  x orig/1t  x orig/all  x orig/def" if orig else ""
     head += "  all/1t  def/1t  def threads"
     print(head)
     for r in res["rows"]:
@@ -253,7 +293,8 @@ def report(res):
         line += (f"   {f(r['ours 1 thread']['median_s'])}   {f(r['ours all threads']['median_s'])}"
                  f"   {f(r['ours default']['median_s'])}")
         if orig:
-            line += f"   {r['speedup_1_thread']:8.1f}   {r['speedup_default']:8.1f}"
+            line += (f"   {r['speedup_1_thread']:8.1f}   {r['speedup_all_threads']:8.1f}"
+                     f"   {r['speedup_default']:8.1f}")
         chosen = sorted(set(r["ours default"]["threads_chosen"]))
         line += (f"   {r['all_threads_over_1_thread']:5.2f}   {r['default_over_1_thread']:5.2f}"
                  f"  {','.join(map(str, chosen))}")
