@@ -140,7 +140,9 @@ def get_instance_class_config(resolution_nm: float | None = None, *,
     {'group': 2, 'flow_type': 'diffusion', 'diffusion_iters': 1000}
     """
     res = _nearest_resolution(resolution_nm)
-    _check_flag(recommended, "recommended")
+    from ._core.params import check_flag
+
+    recommended = check_flag(recommended, "recommended")
     config: dict[str, ClassConfig] = {}
     for name in EVALUATED_INSTANCE_CLASSES:
         entry: ClassConfig = {"group": _GROUPS[name], "flow_type": "direct"}
@@ -153,11 +155,6 @@ def get_instance_class_config(resolution_nm: float | None = None, *,
             entry = _recommended_flows(name, entry)
         config[name] = entry
     return config
-
-
-def _check_flag(value, name: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool; got {value!r}")
 
 
 def _recommended_flows(name: str, entry: ClassConfig) -> ClassConfig:
@@ -208,7 +205,9 @@ def get_postprocess_config(resolution_nm: float | None = None, *,
     {'group': 1, 'n_steps': 28, 'step_size': 1.0, 'convergence_radius': 2.7, 'min_size': 14}
     """
     res = _nearest_resolution(resolution_nm)
-    _check_flag(recommended, "recommended")
+    from ._core.params import check_flag
+
+    recommended = check_flag(recommended, "recommended")
     config = {
         name: {"group": _GROUPS[name], "n_steps": n, "step_size": 1.0,
                "convergence_radius": r, "min_size": m}

@@ -29,6 +29,13 @@ def check_mode(mode, name: str = "mode") -> str:
     return mode
 
 
+def check_flag(value, name: str) -> bool:
+    """A bool (NumPy's included)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; got {value!r}")
+    return bool(value)
+
+
 def auto_as_diffusion(flow_type: str, mode: str, where: str = "") -> tuple[str, str]:
     """(flow_type, diffusion mode) with ``flow_type="auto"`` spelled as the
     diffusion mode it is run by: ``("diffusion", "auto")``.
@@ -56,10 +63,9 @@ class Diffusion:
     def check(cls, n_iter, adaptive_iters, adaptive_factor, mode="coordinates",
               name: str = "n_iter", mode_name: str = "mode") -> Diffusion:
         n_iter = V.check_int(n_iter, name, minimum=1)
-        if not isinstance(adaptive_iters, (bool, np.bool_)):
-            raise TypeError(f"adaptive_iters must be a bool; got {adaptive_iters!r}")
+        adaptive_iters = check_flag(adaptive_iters, "adaptive_iters")
         adaptive_factor = V.check_real(adaptive_factor, "adaptive_factor", positive=True)
-        return cls(n_iter, bool(adaptive_iters), adaptive_factor, check_mode(mode, mode_name))
+        return cls(n_iter, adaptive_iters, adaptive_factor, check_mode(mode, mode_name))
 
 
 @dataclass(frozen=True)
@@ -154,13 +160,6 @@ def check_targets(shape, class_names, class_config, diffusion_iters, adaptive_it
 # --------------------------------------------------------------------------
 # recovery
 # --------------------------------------------------------------------------
-
-
-def check_flag(value, name: str) -> bool:
-    """A bool (NumPy's included)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool; got {value!r}")
-    return bool(value)
 
 
 def check_group(group, name: str = "group") -> int:

@@ -195,6 +195,14 @@ def split_components(inst: np.ndarray, n_inst: int, comp: np.ndarray, n_comp: in
     return out
 
 
+@njit(cache=True, inline="always")
+def _smaller_label(best, v):
+    """The smaller of two labels, 0 meaning none."""
+    if v > 0 and (best == 0 or v < best):
+        return v
+    return best
+
+
 @njit(parallel=True, cache=True)
 def _orphan_round(labels, orphans, new):
     """new[i] = the smallest label > 0 among the face neighbours of orphan
@@ -209,29 +217,17 @@ def _orphan_round(labels, orphans, new):
             y = (p // W) % H
             x = p % W
             if z > 0:
-                v = flat[p - H * W]
-                if v > 0 and (best == 0 or v < best):
-                    best = v
+                best = _smaller_label(best, flat[p - H * W])
             if z < D - 1:
-                v = flat[p + H * W]
-                if v > 0 and (best == 0 or v < best):
-                    best = v
+                best = _smaller_label(best, flat[p + H * W])
             if y > 0:
-                v = flat[p - W]
-                if v > 0 and (best == 0 or v < best):
-                    best = v
+                best = _smaller_label(best, flat[p - W])
             if y < H - 1:
-                v = flat[p + W]
-                if v > 0 and (best == 0 or v < best):
-                    best = v
+                best = _smaller_label(best, flat[p + W])
             if x > 0:
-                v = flat[p - 1]
-                if v > 0 and (best == 0 or v < best):
-                    best = v
+                best = _smaller_label(best, flat[p - 1])
             if x < W - 1:
-                v = flat[p + 1]
-                if v > 0 and (best == 0 or v < best):
-                    best = v
+                best = _smaller_label(best, flat[p + 1])
         new[i] = best
 
 
@@ -261,13 +257,13 @@ def attach_orphans(fg: np.ndarray, labels: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     fg : (D, H, W) ndarray of bool
-    labels : (D, H, W) ndarray of int32, C-contiguous
-        Filled in place (a fresh array of the pipeline) and returned.
+    labels : (D, H, W) ndarray of int32 or int64, C-contiguous
+        Filled in place (a fresh array of the caller) and returned.
     """
     orphans = np.flatnonzero(fg & (labels == 0))
     if orphans.size == 0 or not labels.any():
         return labels
-    new = np.zeros(orphans.size, np.int32)
+    new = np.zeros(orphans.size, labels.dtype)
     while orphans.size:
         _orphan_round(labels, orphans, new)
         if _orphan_apply(labels, orphans, new) == 0:

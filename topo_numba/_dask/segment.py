@@ -432,20 +432,12 @@ def fill_orphans_in_block(fg, labels):
     grown block's internal faces, can stay 0 or take another label
     (tests/test_segment_fill_orphans_backends.py checks these cases).
 
-    `labels` (int32 or int64, a fresh array of `_final_task`) is returned
-    with its dtype; int64 labels (beyond 2**31 - 1 instances) are numbered
-    1..n within the block for the rounds, in their order, so the smallest
-    label wins as before.
+    `labels` (int32 or int64, a fresh array of `_final_task`) is filled and
+    returned with its dtype.
     """
     from .._cpu.relabel import attach_orphans
 
-    if labels.dtype == np.int32:
-        return attach_orphans(fg, np.ascontiguousarray(labels))
-    present, local = np.unique(labels, return_inverse=True)
-    if present[0] != 0:                   # no zero: no orphan either
-        return labels
-    local = np.ascontiguousarray(local.reshape(labels.shape), np.int32)
-    return present[attach_orphans(fg, local)].astype(labels.dtype, copy=False)
+    return attach_orphans(fg, np.ascontiguousarray(labels))
 
 
 def _forward_neighbours(grid: Grid, idx):
