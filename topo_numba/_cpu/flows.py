@@ -218,10 +218,10 @@ def auto_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, 
     centres = (stats.sums - stats.counts[:, None] * stats.lo) / counts
     blocked = stats.cut.astype(np.uint8)
     blocked[0] = 1
+    if keep is not None:
+        blocked[~keep] = 1   # not tested: their flows are not written here
     blocked_instances(lab, centres, stats.lo, blocked)
     chosen = blocked == 0
-    if keep is not None:
-        chosen &= keep
     use = chosen.astype(np.uint8)
     if use.any():
         sinks = np.floor(centres + 0.5).astype(np.int64)
