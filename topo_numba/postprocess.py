@@ -51,7 +51,7 @@ __all__ = [
 
 @host_tensors("sem_mask", "flow")
 def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
-                interpolation: str = "nearest", *, spacing=None):
+                interpolation: str = "nearest", *, spacing=None, tracking: str = "euler"):
     """Move every foreground voxel along the flow field (Euler integration).
 
     Each foreground voxel starts at its own coordinate p and takes `n_steps`
@@ -87,6 +87,18 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
         ``int(p)`` (floor), so a particle that moves a hundredth of a voxel
         down from an object's bottom slice reads the slice below, outside
         the object, and stops there.
+    tracking : {"euler", "jump"}, default "euler"
+        "euler" (the original rule): every particle takes its `n_steps`
+        steps. "jump": every foreground voxel's successor is the foreground
+        voxel nearest to where 8 of these steps from its centre lead (among
+        the 8 lattice points around it); the successor map is applied by
+        pointer jumping (O(log) passes) and the last 1 to 8 steps are
+        exact. It snaps particles to voxel centres every 8 steps, so its
+        end points differ from the Euler rule's by up to about a voxel
+        where the flow converges, and more where it does not; with
+        ``n_steps <= 8`` it is the Euler rule. A particle whose jump lands
+        where no foreground voxel is near takes its remaining steps by the
+        Euler rule. See docs/recovery.md.
 
     Returns
     -------
@@ -104,7 +116,7 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
     ValueError
         If `sem_mask` is not 3-D or holds NaN, `flow` does not have shape
         (3, D, H, W) or holds NaN / inf, ``n_steps < 1``, ``step_size <= 0``
-        or an unknown `interpolation`.
+        or an unknown `interpolation` or `tracking`.
 
     Notes
     -----
@@ -129,7 +141,8 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
         h = P.check_spacing(spacing, 2)
         coords, ends = track_flows(
             P.lift(sem_mask, "sem_mask"), P.lift_flow(flow, "flow", sem_mask, "sem_mask"),
-            n_steps, step_size, interpolation, spacing=None if h is None else tuple(h))
+            n_steps, step_size, interpolation, spacing=None if h is None else tuple(h),
+            tracking=tracking)
         return P.drop_points(coords), P.drop_points(ends)
     h = P.check_spacing(spacing)
     if backend_of("track_flows", sem_mask=sem_mask, flow=flow) == "gpu":
@@ -138,14 +151,14 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
         b = gpu_backend()
         fg = V.device_foreground(b, sem_mask, "sem_mask")
         flow = V.device_flow(b, flow, "flow", tuple(fg.shape))
-        tracking = Tracking.check(n_steps, step_size, interpolation)
-        coords, positions = gpu.track(b, fg, flow, tracking, h)
+        params = Tracking.check(n_steps, step_size, interpolation, tracking)
+        coords, positions = gpu.track(b, fg, flow, params, h)
         return b.wrap(coords, sem_mask), b.wrap(positions, sem_mask)
     from ._cpu import recovery as cpu
 
     fg = V.as_foreground(sem_mask, "sem_mask")
     flow = V.as_flow(flow, "flow", fg.shape)
-    return cpu.track(fg, flow, Tracking.check(n_steps, step_size, interpolation), h)
+    return cpu.track(fg, flow, Tracking.check(n_steps, step_size, interpolation, tracking), h)
 
 
 @host_tensors("fg_coords", "final_positions")

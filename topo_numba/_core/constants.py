@@ -14,6 +14,10 @@ DIFFUSION_MODES = ("coordinates", "source", "auto")
 # morphology groups of the recovery pipeline and tracking interpolations (SPEC 3)
 GROUPS = (1, 2, 3)
 INTERPOLATIONS = ("nearest", "trilinear")
+# tracking rules: the Euler rule, or the successor graph with pointer jumping
+TRACKINGS = ("euler", "jump")
+# Euler steps per jump of ``tracking="jump"`` (n_steps <= JUMP_HOP is the Euler rule)
+JUMP_HOP = 8
 
 # defaults of `postprocess_single` / of a class without its own recovery settings
 POSTPROCESS_DEFAULTS = {"n_steps": 100, "step_size": 1.0, "convergence_radius": 4.0,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import validate as V
-from .constants import DIFFUSION_MODES, FLOW_TYPES, GROUPS, INTERPOLATIONS, POSTPROCESS_DEFAULTS
+from .constants import (DIFFUSION_MODES, FLOW_TYPES, GROUPS, INTERPOLATIONS, POSTPROCESS_DEFAULTS,
+                        TRACKINGS)
 
 # --------------------------------------------------------------------------
 # flows
@@ -186,13 +187,16 @@ class Tracking:
     n_steps: int
     step_size: float
     interpolation: str
+    method: str = "euler"   # "euler" or "jump" (`_cpu.jump`)
 
     @classmethod
-    def check(cls, n_steps, step_size, interpolation, where: str = "") -> Tracking:
+    def check(cls, n_steps, step_size, interpolation, method="euler",
+              where: str = "") -> Tracking:
         n_steps = V.check_int(n_steps, f"{where}n_steps", minimum=1)
         step_size = V.check_real(step_size, f"{where}step_size", positive=True)
         V.check_choice(interpolation, f"{where}interpolation", INTERPOLATIONS)
-        return cls(n_steps, step_size, interpolation)
+        V.check_choice(method, f"{where}tracking", TRACKINGS)
+        return cls(n_steps, step_size, interpolation, method)
 
     @property
     def trilinear(self) -> bool:
@@ -211,9 +215,9 @@ class Recovery:
 
     @classmethod
     def check(cls, n_steps, step_size, convergence_radius, min_size, group, interpolation,
-              physical_shape, fill_orphans=False) -> Recovery:
+              physical_shape, fill_orphans=False, tracking="euler") -> Recovery:
         """`physical_shape`: the volume's shape times the relative voxel size."""
-        tracking = Tracking.check(n_steps, step_size, interpolation)
+        tracking = Tracking.check(n_steps, step_size, interpolation, tracking)
         radius = V.check_real(convergence_radius, "convergence_radius", positive=True)
         min_size = V.check_int(min_size, "min_size", minimum=0)
         group = check_group(group)
@@ -292,6 +296,7 @@ def check_segment_classes(names, class_config, threshold, physical_shape,
                                f"{where}['min_size']", minimum=0)
         interpolation = V.check_choice(cfg.get("interpolation", "nearest"),
                                        f"{where}['interpolation']", INTERPOLATIONS)
+        method = V.check_choice(cfg.get("tracking", "euler"), f"{where}['tracking']", TRACKINGS)
         check = None
         if threshold > 0:
             flow_type, iters, mode = flow_defaults.get(name, ("direct", 200, "coordinates"))
@@ -305,8 +310,8 @@ def check_segment_classes(names, class_config, threshold, physical_shape,
                 V.check_int(cfg.get("diffusion_iters", iters), f"{where}['diffusion_iters']",
                             minimum=1), mode)
         fill = check_flag(cfg.get("fill_orphans", False), f"{where}['fill_orphans']")
-        recovery = Recovery(Tracking(n_steps, step_size, interpolation), radius, min_size,
-                            group, fill)
+        recovery = Recovery(Tracking(n_steps, step_size, interpolation, method), radius,
+                            min_size, group, fill)
         settings[name] = SegmentClass(c, recovery, check)
     return settings
 

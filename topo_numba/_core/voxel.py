@@ -281,6 +281,69 @@ def euler_step(step_trilinear, step_nearest, clip):
     return advance
 
 
+def row_node(coords, row_start, H, z, y, x):
+    """Index of the node at voxel (z, y, x), or -1 when it is no node.
+
+    `coords` (N, 3) are the nodes (foreground voxels) in C order and
+    ``row_start[z * H + y]`` the first node of row (z, y) (length D * H + 1):
+    a binary search over the row's x values.
+
+    Compiled by `_cpu.jump` and `_gpu.jump` (the successor graph).
+    """
+    r = z * H + y
+    lo = row_start[r]
+    hi = row_start[r + 1]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if coords[mid, 2] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < row_start[r + 1] and coords[lo, 2] == x:
+        return lo
+    return -1
+
+
+def snap_node(node_at):
+    """Build ``snap(coords, row_start, D, H, W, pz, py, px)``: the node
+    nearest to the point p among the (up to) 8 lattice points around it,
+    ``floor(p)`` and ``floor(p) + 1`` per axis (clipped to the volume), or -1
+    when none of them is a node. Ties: the rounded point ``floor(p + 0.5)``
+    when it is a node, else the first in (z, y, x) order.
+    From `node_at`, the target's compiled `row_node`.
+
+    Compiled by `_cpu.jump` and `_gpu.jump` (the successor graph).
+    """
+    def snap(coords, row_start, D, H, W, pz, py, px):
+        # the nearest lattice point first (rounding half up; p lies in [0, n - 1]):
+        # inside an object it is a node, and the search ends there
+        best = node_at(coords, row_start, H, int(pz + 0.5), int(py + 0.5), int(px + 0.5))
+        if best >= 0:
+            return best
+        z0 = int(pz)  # truncation is floor
+        y0 = int(py)
+        x0 = int(px)
+        best_d = 4.0  # above any squared distance to a lattice corner (at most 3)
+        for a in range(2):
+            zz = min(z0 + a, D - 1)
+            dz = zz - pz
+            for b in range(2):
+                yy = min(y0 + b, H - 1)
+                dy = yy - py
+                for c in range(2):
+                    xx = min(x0 + c, W - 1)
+                    dx = xx - px
+                    d = dz * dz + dy * dy + dx * dx
+                    if d < best_d:
+                        j = node_at(coords, row_start, H, zz, yy, xx)
+                        if j >= 0:
+                            best = j
+                            best_d = d
+        return best
+
+    return snap
+
+
 # ----------------------------------------------------------------- group-2 merge
 
 

@@ -21,17 +21,25 @@ from .threads import kernel_threads
 
 @kernel_threads
 def track(fg: np.ndarray, flow: np.ndarray, tracking: Tracking, h=None):
-    """Foreground coordinates (N, 3) int64 and their end points (N, 3) float64."""
+    """Foreground coordinates (N, 3) int64 and their end points (N, 3) float64,
+    by the Euler rule (`_cpu.track`) or by jump tracking (`_cpu.jump`)."""
+    from .._core.constants import JUMP_HOP
     from .._core.planar import scaled_flow
-    from .track import foreground_coords, track as kernel
+    from .jump import track as jump
+    from .track import foreground_rows, track as euler
 
     flow = scaled_flow(np, flow, h)
-    coords = foreground_coords(fg)
+    coords, row_start = foreground_rows(fg)
     positions = np.empty(coords.shape, np.float64)
     if coords.shape[0] == 0:
         return coords, positions
-    kernel(coords, flow, tracking.n_steps, flow.dtype.type(tracking.step_size),
-           tracking.step_size, tracking.trilinear, positions)
+    step_flow = flow.dtype.type(tracking.step_size)
+    if tracking.method == "jump":
+        jump(coords, row_start, flow, tracking.n_steps, JUMP_HOP, step_flow,
+             tracking.step_size, tracking.trilinear, positions)
+    else:
+        euler(coords, flow, tracking.n_steps, step_flow, tracking.step_size,
+              tracking.trilinear, positions)
     return coords, positions
 
 

@@ -249,19 +249,39 @@ def _fill_coords(fg, offsets, out):
                 j += 1
 
 
+def foreground_rows(fg: np.ndarray):
+    """``np.argwhere(fg)`` and where each row's voxels start in it.
+
+    Parameters
+    ----------
+    fg : (D, H, W) ndarray of bool
+        C-contiguous foreground mask.
+
+    Returns
+    -------
+    coords : (N, 3) ndarray of int64
+        C-contiguous, in C order (row-parallel fill).
+    row_start : (D * H + 1,) ndarray of int64
+        ``coords[row_start[z * H + y]:row_start[z * H + y + 1]]`` are the
+        voxels of row (z, y).
+    """
+    if fg.size == 0:
+        return np.zeros((0, 3), np.int64), np.zeros(fg.shape[0] * fg.shape[1] + 1, np.int64)
+    counts = _row_counts(fg)
+    offsets = np.zeros(counts.size + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    out = np.empty((int(offsets[-1]), 3), np.int64)
+    _fill_coords(fg, offsets, out)
+    return out, offsets
+
+
 def foreground_coords(fg: np.ndarray) -> np.ndarray:
-    """``np.argwhere(fg)`` as a C-contiguous (N, 3) int64 array, row-parallel.
+    """``np.argwhere(fg)`` as a C-contiguous (N, 3) int64 array, row-parallel
+    (`foreground_rows` without the row starts).
 
     Parameters
     ----------
     fg : (D, H, W) ndarray of bool
         C-contiguous foreground mask.
     """
-    if fg.size == 0:
-        return np.zeros((0, 3), np.int64)
-    counts = _row_counts(fg)
-    offsets = np.zeros(counts.size + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    out = np.empty((int(offsets[-1]), 3), np.int64)
-    _fill_coords(fg, offsets, out)
-    return out
+    return foreground_rows(fg)[0]

@@ -1,0 +1,220 @@
+"""CPU kernels of jump tracking (SPEC 3, ``tracking="jump"``): a successor
+graph on the foreground voxels, followed by pointer jumping.
+
+Every foreground voxel is a node. Its successor is found by taking `hop`
+Euler steps from the voxel's centre (the same step as `_cpu.track`) and
+snapping the point reached to the nearest foreground voxel among the 8
+lattice points around it (`_core.voxel.snap_node`); a node with no
+foreground voxel there is a terminal. ``n_steps = K * hop + r`` with
+``1 <= r <= hop``: K applications of the successor map are
+``ceil(log2(K))`` pointer-jumping passes over the nodes (a pass costs one
+random read per node), and the last r steps are exact Euler steps from the
+node reached. A particle that meets a terminal after d < K jumps takes its
+remaining ``n_steps - d * hop`` steps exactly, from that terminal's centre.
+So the cost is O(N (hop + log(n_steps / hop))) instead of O(N n_steps), and
+``n_steps <= hop`` is the Euler rule itself.
+
+Private: `_cpu.recovery.track` calls `track`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .._core import voxel
+from .track import GROUP, _euler_step
+
+_node_at = njit(cache=True, inline="always")(voxel.row_node)
+_snap = njit(cache=True, inline="always")(voxel.snap_node(_node_at))
+
+
+@njit(cache=True, inline="always")
+def _walk(flow, pz, py, px, steps, zmax, ymax, xmax, trilinear, step_flow, step_f64):
+    """`steps` Euler steps from p, ending early (exactly) at a fixed point or
+    on a period-2 hop, as `_cpu.track` does."""
+    qz = -1.0
+    qy = -1.0
+    qx = -1.0
+    left = steps
+    while left > 0:
+        nz, ny, nx = _euler_step(flow, pz, py, px, zmax, ymax, xmax, trilinear, step_flow,
+                                 step_f64)
+        left -= 1
+        if nz == pz and ny == py and nx == px:
+            break
+        if nz == qz and ny == qy and nx == qx:
+            if left % 2 == 1:
+                nz, ny, nx = pz, py, px
+            pz, py, px = nz, ny, nx
+            break
+        qz, qy, qx = pz, py, px
+        pz, py, px = nz, ny, nx
+    return pz, py, px
+
+
+@njit(parallel=True, cache=True)
+def successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, succ, jumps, ends):
+    """The successor map.
+
+    Parameters
+    ----------
+    coords : (N, 3) int64
+        Nodes (foreground voxels) in C order.
+    row_start : (D * H + 1,) int64
+        First node of each (z, y) row.
+    flow : (3, D, H, W) float32 or float64
+        Finite flow.
+    hop : int
+        Euler steps per jump (>= 1).
+    step_flow, step_f64, trilinear
+        As `_cpu.track._track_grouped`.
+    succ : (N,) int32 or int64
+        Written: the successor node; a terminal is its own successor.
+    jumps : (N,) int32 or int64
+        Written: 1, or 0 for a terminal (jumps counted by a path).
+    ends : (N, 3) float64
+        Written: the point reached by `hop` steps from the node's centre.
+    """
+    D, H, W = flow.shape[1], flow.shape[2], flow.shape[3]
+    zmax = float(D - 1)
+    ymax = float(H - 1)
+    xmax = float(W - 1)
+    n = coords.shape[0]
+    for g in prange((n + GROUP - 1) // GROUP):
+        i0 = g * GROUP
+        m = min(GROUP, n - i0)
+        p = np.empty((GROUP, 3))
+        for k in range(m):
+            p[k, 0] = float(coords[i0 + k, 0])
+            p[k, 1] = float(coords[i0 + k, 1])
+            p[k, 2] = float(coords[i0 + k, 2])
+        # the group's nodes step in turn, so that their reads are in flight
+        # together (a fixed point or a 2-cycle simply repeats: no shortcut needed)
+        for _ in range(hop):
+            for k in range(m):
+                p[k, 0], p[k, 1], p[k, 2] = _euler_step(flow, p[k, 0], p[k, 1], p[k, 2], zmax,
+                                                        ymax, xmax, trilinear, step_flow,
+                                                        step_f64)
+        for k in range(m):
+            i = i0 + k
+            ends[i, 0] = p[k, 0]
+            ends[i, 1] = p[k, 1]
+            ends[i, 2] = p[k, 2]
+            j = _snap(coords, row_start, D, H, W, p[k, 0], p[k, 1], p[k, 2])
+            if j < 0:
+                succ[i] = i
+                jumps[i] = 0
+            else:
+                succ[i] = j
+                jumps[i] = 1
+
+
+@njit(parallel=True, cache=True)
+def compose(a_node, a_jumps, b_node, b_jumps, out_node, out_jumps):
+    """Follow map a, then map b: ``out_node = b_node[a_node]``, jumps added."""
+    for i in prange(a_node.size):
+        j = a_node[i]
+        out_node[i] = b_node[j]
+        out_jumps[i] = a_jumps[i] + b_jumps[j]
+
+
+def power(succ: np.ndarray, jumps: np.ndarray, k: int):
+    """(node, jumps made) of every node after `k` applications of the map
+    (binary exponentiation: about 2 log2(k) `compose` passes)."""
+    node = np.arange(succ.size, dtype=succ.dtype)
+    made = np.zeros(succ.size, jumps.dtype)
+    step_node, step_jumps = succ, jumps
+    while k:
+        if k & 1:
+            nxt_node, nxt_jumps = np.empty_like(node), np.empty_like(made)
+            compose(node, made, step_node, step_jumps, nxt_node, nxt_jumps)
+            node, made = nxt_node, nxt_jumps
+        k >>= 1
+        if k:
+            nxt_node, nxt_jumps = np.empty_like(step_node), np.empty_like(step_jumps)
+            compose(step_node, step_jumps, step_node, step_jumps, nxt_node, nxt_jumps)
+            step_node, step_jumps = nxt_node, nxt_jumps
+    return node, made
+
+
+@njit(parallel=True, cache=True)
+def _tails(coords, node, made, k, flow, steps, step_flow, step_f64, trilinear, tails):
+    """`steps` Euler steps from the centre of every node that some particle
+    reaches after all `k` jumps (other rows of `tails` are left as they are)."""
+    D, H, W = flow.shape[1], flow.shape[2], flow.shape[3]
+    used = np.zeros(coords.shape[0], np.bool_)
+    for i in prange(node.size):
+        if made[i] == k:
+            used[node[i]] = True   # every writer writes True
+    for u in prange(coords.shape[0]):
+        if used[u]:
+            pz, py, px = _walk(flow, float(coords[u, 0]), float(coords[u, 1]),
+                               float(coords[u, 2]), steps, D - 1.0, H - 1.0, W - 1.0,
+                               trilinear, step_flow, step_f64)
+            tails[u, 0] = pz
+            tails[u, 1] = py
+            tails[u, 2] = px
+
+
+@njit(parallel=True, cache=True)
+def _finish(coords, node, made, k, hop, n_steps, tails, flow, step_flow, step_f64, trilinear,
+            out):
+    """End points: the node's tail after all `k` jumps; else (a terminal met
+    after d jumps) the remaining ``n_steps - d * hop`` steps from its centre."""
+    D, H, W = flow.shape[1], flow.shape[2], flow.shape[3]
+    for i in prange(node.size):
+        u = node[i]
+        if made[i] == k:
+            out[i, 0] = tails[u, 0]
+            out[i, 1] = tails[u, 1]
+            out[i, 2] = tails[u, 2]
+        else:
+            pz, py, px = _walk(flow, float(coords[u, 0]), float(coords[u, 1]),
+                               float(coords[u, 2]), n_steps - made[i] * hop, D - 1.0,
+                               H - 1.0, W - 1.0, trilinear, step_flow, step_f64)
+            out[i, 0] = pz
+            out[i, 1] = py
+            out[i, 2] = px
+
+
+def track(coords, row_start, flow, n_steps, hop, step_flow, step_f64, trilinear, out) -> None:
+    """End points of `n_steps` steps of every node by jump tracking, into `out`.
+
+    Parameters
+    ----------
+    coords : (N, 3) ndarray of int64
+        Foreground voxels in C order (N >= 1).
+    row_start : (D * H + 1,) ndarray of int64
+        First node of each (z, y) row (`_cpu.track.foreground_rows`).
+    flow : (3, D, H, W) ndarray of float32 or float64
+        Finite flow (already scaled for anisotropic voxels).
+    n_steps, hop : int
+        Steps (>= 1) and Euler steps per jump (>= 1).
+    step_flow, step_f64, trilinear
+        As `_cpu.track.track`.
+    out : (N, 3) ndarray of float64
+        Written: end points.
+    """
+    n = coords.shape[0]
+    k = (n_steps - 1) // hop          # jumps; the last r = n_steps - k * hop steps are exact
+    r = n_steps - k * hop
+    index = np.int32 if n < 2 ** 31 else np.int64
+    count = np.int32 if k < 2 ** 31 else np.int64
+    succ, jumps = np.empty(n, index), np.empty(n, count)
+    ends = np.empty((n, 3), np.float64)
+    if k == 0:
+        succ[:], jumps[:] = np.arange(n, dtype=index), 0   # the Euler rule itself
+        tails = np.empty((n, 3), np.float64)
+        _tails(coords, succ, jumps, 0, flow, r, step_flow, step_f64, trilinear, tails)
+        out[:] = tails
+        return
+    successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, succ, jumps, ends)
+    node, made = power(succ, jumps, k)
+    if r == hop:
+        tails = ends                      # hop steps from a node's centre: computed already
+    else:
+        tails = np.empty((n, 3), np.float64)
+        _tails(coords, node, made, k, flow, r, step_flow, step_f64, trilinear, tails)
+    _finish(coords, node, made, k, hop, n_steps, tails, flow, step_flow, step_f64, trilinear,
+            out)
