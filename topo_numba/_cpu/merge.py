@@ -202,14 +202,12 @@ def _find_in_row(coords, lo, hi, x):
 
 
 @njit(cache=True)
-def count_components(labels, coords):
-    """Number of 6-connected components of equal non-zero labels.
-
-    Union-find over the foreground voxels `coords` (C order, as
-    ``np.argwhere``), which must hold every voxel with a non-zero label;
-    face neighbours at +y and +z are found by binary search in their row.
-    O(N log W) for N foreground voxels, instead of a pass over the volume.
-    """
+def _union_faces(labels, coords):
+    """Union-find forest of the 6-connected pieces of equal non-zero labels
+    over the voxels `coords` (C order, as ``np.argwhere``, holding every
+    voxel with a non-zero label); each root is its piece's first voxel (the
+    smaller index wins). Face neighbours at +y and +z are found by binary
+    search in their row: O(N log W), no pass over the volume."""
     D, H, W = labels.shape
     n = coords.shape[0]
     row_start = np.zeros(D * H + 1, np.int64)
@@ -239,8 +237,42 @@ def count_components(labels, coords):
             b = _find(parent, j)
             if a != b:
                 parent[max(a, b)] = min(a, b)
+    return parent
+
+
+@njit(cache=True)
+def count_components(labels, coords):
+    """Number of 6-connected components of equal non-zero labels (`_union_faces`)."""
+    parent = _union_faces(labels, coords)
     count = 0
-    for i in range(n):
+    for i in range(coords.shape[0]):
         if parent[i] == i and labels[coords[i, 0], coords[i, 1], coords[i, 2]] != 0:
             count += 1
     return count
+
+
+@njit(cache=True)
+def component_ids(labels, coords):
+    """6-connected components of equal non-zero labels at the voxels `coords`.
+
+    Returns
+    -------
+    ids : (N,) ndarray of int64
+        Component of each voxel of `coords`, 1..n_comp numbered in C order
+        of their first voxel; 0 where the label is 0.
+    n_comp : int
+    """
+    parent = _union_faces(labels, coords)
+    n = coords.shape[0]
+    ids = np.zeros(n, np.int64)
+    count = 0
+    for i in range(n):
+        if labels[coords[i, 0], coords[i, 1], coords[i, 2]] == 0:
+            continue
+        r = _find(parent, i)
+        if r == i:
+            count += 1
+            ids[i] = count
+        else:
+            ids[i] = ids[r]   # r < i: numbered already
+    return ids, count

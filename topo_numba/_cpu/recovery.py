@@ -91,19 +91,14 @@ def compact_relabel(labels: np.ndarray) -> np.ndarray:
 @kernel_threads
 def split(labels: np.ndarray, ratio: float) -> np.ndarray:
     """`split_disconnected` of validated labels."""
-    from skimage.measure import label as connected_components
-
     from .labels import compact_labels
     from .relabel import split_components
+    from .track import foreground_coords
 
     compact, ids = compact_labels(labels)
     if ids.size == 0:
         return compact
-    comp, n_comp = connected_components(compact, background=0, connectivity=1,
-                                        return_num=True)
-    if n_comp == ids.size:  # every instance is connected
-        return compact
-    return split_components(compact, ids.size, comp, n_comp, ratio)
+    return split_components(compact, ids.size, foreground_coords(compact != 0), ratio)
 
 
 # --------------------------------------------------------------------------
@@ -156,16 +151,13 @@ def postprocess(fg: np.ndarray, flow: np.ndarray, p: Recovery, h=None) -> np.nda
     the tests check it), minus their repeated validation and compaction and
     the full-volume passes those imply: cluster sizes are counted at the N
     foreground voxels; in group 2 the size filter and the merge are applied
-    to the volume as one relabelling table, and the full-volume
-    connected-components pass of the split runs only when a union-find over
-    the foreground voxels finds an instance in several pieces. `h`: relative
+    to the volume as one relabelling table, and the split's components come
+    from a union-find over the foreground voxels (no full-volume pass). `h`: relative
     voxel size (tracking, clustering and orphan recovery in physical units),
     None for isotropic voxels.
     """
-    from skimage.measure import label as connected_components
-
     from .cluster import cluster_labels
-    from .merge import count_components, merge_table, touching_pairs
+    from .merge import merge_table, touching_pairs
     from .relabel import apply_table, keep_table, split_components
 
     coords, ends = track(fg, flow, p.tracking, h)
@@ -183,10 +175,7 @@ def postprocess(fg: np.ndarray, flow: np.ndarray, p: Recovery, h=None) -> np.nda
         labels = apply_table(labels, table)
     if p.group == 2:
         n = int(table.max())
-        if count_components(labels, coords) != n:   # some instance is not 6-connected
-            comp, n_comp = connected_components(labels, background=0, connectivity=1,
-                                                return_num=True)
-            labels = split_components(labels, n, comp, n_comp, 0.1)
+        labels = split_components(labels, n, coords, 0.1)  # unchanged when all connected
     elif p.group == 3:
         labels = recover_orphans(fg, labels, h)
     if p.fill_orphans and p.group != 3:   # group 3 has labelled every orphan already

@@ -59,27 +59,25 @@ def keep_table(counts: np.ndarray, min_size: int) -> np.ndarray:
 
 
 @njit(cache=True)
-def _component_stats(comp, inst, n_comp):
-    """Size, instance and first voxel (flat C index) of every component."""
+def _component_stats(comp_of, inst_of, n_comp):
+    """Size, instance and first point (index into the C-ordered points) of
+    every component, from the component and instance of each point."""
     size = np.zeros(n_comp + 1, np.int64)
     parent = np.zeros(n_comp + 1, np.int32)
     first = np.full(n_comp + 1, -1, np.int64)
-    c_flat = comp.ravel()
-    i_flat = inst.ravel()
-    for i in range(c_flat.size):
-        c = c_flat[i]
-        if c == 0:
-            continue
+    for i in range(comp_of.size):
+        c = comp_of[i]
         if size[c] == 0:
             first[c] = i
-            parent[c] = i_flat[i]
+            parent[c] = inst_of[i]
         size[c] += 1
     return size, parent, first
 
 
 @njit(parallel=True, cache=True)
-def _mark_sites(comp, sites, pending, out):
-    """out = 1 on boundary voxels of site components, 2 on pending voxels, else 0.
+def _mark_sites(comp, pts, sites, pending, out):
+    """out[i] = 1 when point i is a boundary voxel of a site component, 2 when
+    it is pending, else 0.
 
     A boundary voxel has a face neighbour inside the array that is not in its
     component. The voxel of a component nearest to any voxel outside it is
@@ -88,25 +86,24 @@ def _mark_sites(comp, sites, pending, out):
     are the only candidates for "nearest".
     """
     D, H, W = comp.shape
-    for z in prange(D):
-        for y in range(H):
-            for x in range(W):
-                c = comp[z, y, x]
-                mark = 0
-                if pending[c]:
-                    mark = 2
-                elif sites[c]:
-                    if ((z > 0 and comp[z - 1, y, x] != c)
-                            or (z < D - 1 and comp[z + 1, y, x] != c)
-                            or (y > 0 and comp[z, y - 1, x] != c)
-                            or (y < H - 1 and comp[z, y + 1, x] != c)
-                            or (x > 0 and comp[z, y, x - 1] != c)
-                            or (x < W - 1 and comp[z, y, x + 1] != c)):
-                        mark = 1
-                out[z, y, x] = mark
+    for i in prange(pts.shape[0]):
+        z, y, x = pts[i, 0], pts[i, 1], pts[i, 2]
+        c = comp[z, y, x]
+        mark = 0
+        if pending[c]:
+            mark = 2
+        elif sites[c]:
+            if ((z > 0 and comp[z - 1, y, x] != c)
+                    or (z < D - 1 and comp[z + 1, y, x] != c)
+                    or (y > 0 and comp[z, y - 1, x] != c)
+                    or (y < H - 1 and comp[z, y + 1, x] != c)
+                    or (x > 0 and comp[z, y, x - 1] != c)
+                    or (x < W - 1 and comp[z, y, x + 1] != c)):
+                mark = 1
+        out[i] = mark
 
 
-def _absorb(inst, comp, out, sites, pending, new_id):
+def _absorb(inst, comp, pts, out, sites, pending, new_id):
     """Give each pending voxel the id of the nearest site voxel of its own instance.
 
     One k-d tree holds the boundary voxels of all site components, with the
@@ -117,11 +114,10 @@ def _absorb(inst, comp, out, sites, pending, new_id):
     """
     from scipy.spatial import cKDTree
 
-    marks = np.empty(comp.shape, np.uint8)
-    _mark_sites(comp, sites, pending, marks)
-    site_at = np.nonzero(marks == 1)
-    pend_at = np.nonzero(marks == 2)
-    del marks
+    marks = np.empty(pts.shape[0], np.uint8)
+    _mark_sites(comp, pts, sites, pending, marks)
+    site_at = tuple(pts[marks == 1].T)     # C order, as the points
+    pend_at = tuple(pts[marks == 2].T)
     spread = float(sum(comp.shape) + 1)  # more than any distance inside the volume
 
     def points(at):
@@ -132,18 +128,21 @@ def _absorb(inst, comp, out, sites, pending, new_id):
     out[pend_at] = new_id[near_comp]
 
 
-def split_components(inst: np.ndarray, n_inst: int, comp: np.ndarray, n_comp: int,
+def split_components(inst: np.ndarray, n_inst: int, coords: np.ndarray,
                      ratio: float) -> np.ndarray:
     """Split instances into large 6-connected components (SPEC 3, split_disconnected).
+
+    O(foreground): the components come from a union-find over `coords`
+    (`_cpu.merge.component_ids`), and only the voxels of `coords` are visited.
 
     Parameters
     ----------
     inst : (D, H, W) ndarray of int32
         Compact instance labels 1..n_inst.
     n_inst : int
-    comp : (D, H, W) ndarray of int
-        6-connected components of equal labels, 1..n_comp, 0 on background.
-    n_comp : int
+    coords : (N, 3) ndarray of int64
+        Voxels in C order, including every voxel with a non-zero label (as
+        ``np.argwhere(inst)``, or the tracked foreground).
     ratio : float
         A component is large when it holds at least
         ``max(1, int(instance voxels * ratio))`` voxels.
@@ -151,13 +150,23 @@ def split_components(inst: np.ndarray, n_inst: int, comp: np.ndarray, n_comp: in
     Returns
     -------
     out : (D, H, W) ndarray of int32
-        Instances in increasing input id order, each either kept whole
+        `inst` itself when every instance is 6-connected; else a new array:
+        instances in increasing input id order, each either kept whole
         (one component, or no large component) or split into its large
         components (in C order of their first voxel); each voxel of a small
         component takes the id of the nearest voxel (Euclidean) of a large
         component of its own instance (ties: any of the nearest).
     """
-    size, parent, first = _component_stats(comp, inst, n_comp)
+    from .merge import component_ids
+
+    comp_at, n_comp = component_ids(inst, coords)
+    if n_comp == n_inst:
+        return inst
+    on = comp_at > 0
+    pts = np.ascontiguousarray(coords[on])
+    comp_of = comp_at[on]
+    inst_of = inst[pts[:, 0], pts[:, 1], pts[:, 2]]
+    size, parent, first = _component_stats(comp_of, inst_of, n_comp)
     size, parent, first = size[1:], parent[1:], first[1:]
     total = np.zeros(n_inst + 1, np.int64)
     np.add.at(total, parent, size)
@@ -181,17 +190,20 @@ def split_components(inst: np.ndarray, n_inst: int, comp: np.ndarray, n_comp: in
     pending = np.zeros(n_comp + 1, bool)
     pending[order + 1] = in_split & ~large[order]
     new_id[pending] = 0
-    out = apply_table(comp, new_id)
+    out = np.zeros(inst.shape, np.int32)
+    out[pts[:, 0], pts[:, 1], pts[:, 2]] = new_id[comp_of]
     if not pending.any():
         return out
 
     # sites: large components of the instances that have small ones
+    comp = np.zeros(inst.shape, np.int32 if n_comp < 2 ** 31 else np.int64)
+    comp[pts[:, 0], pts[:, 1], pts[:, 2]] = comp_of
     parent_full = np.concatenate(([0], parent))
     has_pending = np.zeros(n_inst + 1, bool)
     has_pending[parent_full[pending]] = True
     sites = np.zeros(n_comp + 1, bool)
     sites[1:] = large & has_pending[parent]
-    _absorb(inst, comp, out, sites, pending, new_id)
+    _absorb(inst, comp, pts, out, sites, pending, new_id)
     return out
 
 

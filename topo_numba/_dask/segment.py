@@ -73,26 +73,29 @@ def local_labels(fg_ext, flow_ext, ext_start, vol_shape, p):
     exits : (G, 3) ndarray of int64
         Global exit voxel of each escape group (sorted).
     """
-    from skimage.measure import label as connected_components
-
-    from .._cpu.merge import count_components
     from .._cpu.relabel import split_components
     from .._cpu.threads import threads_for
     from .._core.planar import scaled_flow
-    from .._cpu.track import foreground_coords, track
+    from .._core.constants import JUMP_HOP
+    from .._cpu.jump import track as jump
+    from .._cpu.track import foreground_rows, track
 
     fg = V.as_foreground(fg_ext, "sem_mask")
     flow = V.as_flow(flow_ext, "flow", fg.shape)
     labels = np.zeros(fg.shape, np.int32)
     no_exits = np.zeros((0, 3), np.int64)
     with threads_for(fg.size):
-        coords = foreground_coords(fg)
+        coords, row_start = foreground_rows(fg)
         if coords.shape[0] == 0:
             return labels, 0, no_exits
         ends = np.empty(coords.shape, np.float64)
-        track(coords, scaled_flow(np, flow, p.get("h")), p["n_steps"],
-              flow.dtype.type(p["step_size"]), p["step_size"], p["interpolation"] == "trilinear",
-              ends)
+        flow = scaled_flow(np, flow, p.get("h"))
+        step_flow, trilinear = flow.dtype.type(p["step_size"]), p["interpolation"] == "trilinear"
+        if p.get("tracking", "euler") == "jump":
+            jump(coords, row_start, flow, p["n_steps"], JUMP_HOP, step_flow, p["step_size"],
+                 trilinear, ends)
+        else:
+            track(coords, flow, p["n_steps"], step_flow, p["step_size"], trilinear, ends)
         shape = np.asarray(fg.shape)
         ext_start = np.asarray(ext_start, np.int64)
         inner_lo = ext_start > 0
@@ -105,12 +108,12 @@ def local_labels(fg_ext, flow_ext, ext_start, vol_shape, p):
             c_in = np.ascontiguousarray(coords[stay])
             labels, n = _cluster_on_global_grid(c_in, ends[stay], ext_start, fg.shape,
                                                 vol_shape, p["radius"], p.get("h"))
-            if p["group"] == 2 and n > 0 and count_components(labels, c_in) != n:
-                # a cluster in pieces; the merge of agreeing clusters is global (`_tables`)
-                comp, n_comp = connected_components(labels, background=0, connectivity=1,
-                                                    return_num=True)
-                labels = split_components(labels, n, comp, n_comp, 0.1)
-                n = int(labels.max())
+            if p["group"] == 2 and n > 0:
+                # a cluster in pieces is split; the merge of agreeing clusters is
+                # global (`_tables`)
+                split = split_components(labels, n, c_in, 0.1)
+                if split is not labels:
+                    labels, n = split, int(split.max())
         exits = no_exits
         if escaped.any():
             exit_voxel = np.floor(ends[escaped]).astype(np.int64) + ext_start
