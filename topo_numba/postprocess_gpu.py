@@ -92,7 +92,7 @@ def run_instance_segmentation_gpu(semantic_pred, flow_pred, device="cuda", class
 def postprocess_single_gpu(sem_mask, flow, device="cuda", n_steps: int = 100,
                            step_size: float = 1.0, convergence_radius: float = 4.0,
                            min_size: int = 50, group: int = 1, *, interpolation: str = "nearest",
-                           spacing=None):
+                           spacing=None, tracking: str = "euler"):
     """`postprocess_single` on `device` (the original GPU port's name and order).
 
     Parameters
@@ -107,6 +107,9 @@ def postprocess_single_gpu(sem_mask, flow, device="cuda", n_steps: int = 100,
         As in `postprocess_single`, same defaults.
     interpolation, spacing : keyword-only
         Additions, as in `postprocess_single`.
+    tracking : {"euler", "jump"}, keyword-only, default "euler"
+        An addition, as in `postprocess_single`: "euler" is the original
+        rule, "jump" the successor graph with pointer jumping.
 
     Returns
     -------
@@ -117,12 +120,13 @@ def postprocess_single_gpu(sem_mask, flow, device="cuda", n_steps: int = 100,
     with where.context():
         out = postprocess_single(where.put(sem_mask, "sem_mask"), where.put(flow, "flow"),
                                  n_steps, step_size, convergence_radius, min_size, group,
-                                 interpolation=interpolation, spacing=spacing)
+                                 interpolation=interpolation, spacing=spacing,
+                                 tracking=tracking)
         return _like(out, sem_mask)
 
 
 def track_flows_gpu(sem_mask, flow, device, n_steps: int, step_size: float = 1.0, *,
-                    interpolation: str = "nearest", spacing=None):
+                    interpolation: str = "nearest", spacing=None, tracking: str = "euler"):
     """`track_flows` on `device` (the original GPU port's name and order).
 
     Parameters
@@ -138,6 +142,10 @@ def track_flows_gpu(sem_mask, flow, device, n_steps: int, step_size: float = 1.0
     step_size : float, default 1.0
     interpolation, spacing : keyword-only
         Additions, as in `track_flows`.
+    tracking : {"euler", "jump"}, keyword-only, default "euler"
+        An addition, as in `track_flows`: "euler" is the original rule,
+        "jump" the successor graph with pointer jumping (end points within
+        about a voxel of the Euler rule's where the flow converges).
 
     Returns
     -------
@@ -150,7 +158,7 @@ def track_flows_gpu(sem_mask, flow, device, n_steps: int, step_size: float = 1.0
     where = _where(device, "track_flows_gpu")
     with where.context():
         out = track_flows(where.put(sem_mask, "sem_mask"), where.put(flow, "flow"), n_steps,
-                          step_size, interpolation, spacing=spacing)
+                          step_size, interpolation, spacing=spacing, tracking=tracking)
         return _like(out, sem_mask)
 
 

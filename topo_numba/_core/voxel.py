@@ -281,6 +281,38 @@ def euler_step(step_trilinear, step_nearest, clip):
     return advance
 
 
+def euler_walk(advance):
+    """Build ``walk(flow, pz, py, px, steps, zmax, ymax, xmax, trilinear,
+    step_flow, step_f64)``: `steps` Euler steps from p by `advance` (the
+    target's compiled `euler_step`), ending early, with the same result, at
+    a fixed point or on a period-2 hop (an odd number of steps left ends
+    one position back), as the Euler tracking kernels do.
+
+    Compiled by `_cpu.jump` and `_gpu.jump` (tails and terminals).
+    """
+    def walk(flow, pz, py, px, steps, zmax, ymax, xmax, trilinear, step_flow, step_f64):
+        qz = -1.0  # the position one step back (-1: none; positions are >= 0)
+        qy = -1.0
+        qx = -1.0
+        left = steps
+        while left > 0:
+            nz, ny, nx = advance(flow, pz, py, px, zmax, ymax, xmax, trilinear, step_flow,
+                                 step_f64)
+            left -= 1
+            if nz == pz and ny == py and nx == px:
+                break
+            if nz == qz and ny == qy and nx == qx:
+                if left % 2 == 1:
+                    nz, ny, nx = pz, py, px
+                pz, py, px = nz, ny, nx
+                break
+            qz, qy, qx = pz, py, px
+            pz, py, px = nz, ny, nx
+        return pz, py, px
+
+    return walk
+
+
 def row_node(coords, row_start, H, z, y, x):
     """Index of the node at voxel (z, y, x), or -1 when it is no node.
 

@@ -27,30 +27,7 @@ from .track import GROUP, _euler_step
 
 _node_at = njit(cache=True, inline="always")(voxel.row_node)
 _snap = njit(cache=True, inline="always")(voxel.snap_node(_node_at))
-
-
-@njit(cache=True, inline="always")
-def _walk(flow, pz, py, px, steps, zmax, ymax, xmax, trilinear, step_flow, step_f64):
-    """`steps` Euler steps from p, ending early (exactly) at a fixed point or
-    on a period-2 hop, as `_cpu.track` does."""
-    qz = -1.0
-    qy = -1.0
-    qx = -1.0
-    left = steps
-    while left > 0:
-        nz, ny, nx = _euler_step(flow, pz, py, px, zmax, ymax, xmax, trilinear, step_flow,
-                                 step_f64)
-        left -= 1
-        if nz == pz and ny == py and nx == px:
-            break
-        if nz == qz and ny == qy and nx == qx:
-            if left % 2 == 1:
-                nz, ny, nx = pz, py, px
-            pz, py, px = nz, ny, nx
-            break
-        qz, qy, qx = pz, py, px
-        pz, py, px = nz, ny, nx
-    return pz, py, px
+_walk = njit(cache=True, inline="always")(voxel.euler_walk(_euler_step))
 
 
 @njit(parallel=True, cache=True)

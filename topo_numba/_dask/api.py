@@ -11,7 +11,7 @@ import numpy as np
 
 from .._core import planar as P
 from .._core import validate as V
-from .._core.constants import INTERPOLATIONS
+from .._core.constants import INTERPOLATIONS, TRACKINGS
 from .._core.params import (
     Diffusion,
     SegmentClass,
@@ -305,7 +305,8 @@ def _labels_of_class(fg_src, flow_src, params, halo):
 def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.0,
                        convergence_radius: float = 4.0, min_size: int = 50, group: int = 1,
                        *, interpolation: str = "nearest", halo: int | None = None,
-                       spacing=None, fill_orphans: bool = False) -> da.Array:
+                       spacing=None, fill_orphans: bool = False,
+                       tracking: str = "euler") -> da.Array:
     """Out-of-core `topo_numba.postprocess_single`: instance labels of one class.
 
     Parameters
@@ -326,6 +327,9 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
     fill_orphans : bool, default False, keyword-only
         As in `topo_numba.postprocess_single` (groups 1 and 2), applied to
         each grown block (see Notes).
+    tracking : {"euler", "jump"}, default "euler", keyword-only
+        As in `topo_numba.postprocess_single`; each grown block is tracked
+        by the same kernels.
 
     Returns
     -------
@@ -390,6 +394,7 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
         "interpolation": V.check_choice(interpolation, "interpolation", INTERPOLATIONS),
         "h": P.check_spacing(spacing),
         "fill_orphans": check_flag(fill_orphans, "fill_orphans"),
+        "tracking": V.check_choice(tracking, "tracking", TRACKINGS),
     }
     check_radius_fits(params["radius"], sem.shape if params["h"] is None
                        else np.multiply(sem.shape, params["h"]), "convergence_radius")
@@ -494,7 +499,7 @@ def _segment_class(fg_src, flow_src, s: SegmentClass, halo, h=None):
     t = r.tracking
     params = {"n_steps": t.n_steps, "step_size": t.step_size, "radius": r.radius,
               "min_size": r.min_size, "group": r.group, "interpolation": t.interpolation,
-              "h": h, "fill_orphans": r.fill_orphans}
+              "h": h, "fill_orphans": r.fill_orphans, "tracking": t.method}
     grow = _segment_halo(halo, fg_src.grid.chunks, r.radius, t.n_steps, t.step_size)
     return _labels_of_class(fg_src, flow_src, params, grow)
 

@@ -18,15 +18,23 @@ from .backend import Backend
 
 
 def track(b: Backend, fg, flow, tracking: Tracking, h=None):
-    """`_cpu.recovery.track` of a validated device mask and flow.
+    """`_cpu.recovery.track` of a validated device mask and flow: the Euler
+    rule (`_gpu.track`) or jump tracking (`_gpu.jump`), by `tracking.method`.
 
     Returns (coords (N, 3) int64, positions (N, 3) float64) device arrays.
     """
+    from .._core.constants import JUMP_HOP
     from .._core.planar import scaled_flow
-    from .track import track as kernels
 
     flow = scaled_flow(b.xp, flow, h)
-    return kernels(b, fg, flow, tracking.n_steps, tracking.step_size, tracking.trilinear)
+    if tracking.method == "jump":
+        from .jump import track as jump
+
+        return jump(b, fg, flow, tracking.n_steps, JUMP_HOP, tracking.step_size,
+                    tracking.trilinear)
+    from .track import track as euler
+
+    return euler(b, fg, flow, tracking.n_steps, tracking.step_size, tracking.trilinear)
 
 
 def cluster(b: Backend, coords, positions, shape, radius: float, min_size: int, h=None):

@@ -227,15 +227,13 @@ def attach_orphans(b: Backend, fg, labels):
 
 def postprocess(b: Backend, fg, flow, p: Recovery, h=None):
     """`_cpu.recovery.postprocess` on validated device arrays."""
-    from .._core.planar import scaled_flow
     from .cluster import cluster_labels
     from .merge import touching_pairs
-    from .track import track
+    from .recovery import track
 
     xp = b.xp
     shape = tuple(int(s) for s in fg.shape)
-    t = p.tracking
-    coords, ends = track(b, fg, scaled_flow(xp, flow, h), t.n_steps, t.step_size, t.trilinear)
+    coords, ends = track(b, fg, flow, p.tracking, h)   # Euler or jump tracking
     radius, min_size, group = p.radius, p.min_size, p.group
     if coords.shape[0] == 0:
         return xp.zeros(shape, np.int32)
