@@ -644,3 +644,88 @@ def ref_auto_flows(labels, n_iter=200, adaptive_iters=True, adaptive_factor=6,
         f[(norm == 0) | (coords == sink).all(axis=1)] = 0.0
         flows[(slice(None),) + tuple((coords + lo).T)] = f.T
     return flows.astype(np.float32)
+
+
+# ------------------------------------------------------------ jump tracking
+#
+# tracking="jump" (SPEC 3), written from the formulation of `_cpu/jump.py`:
+# the nodes are the foreground voxels (C order); a node's successor is the
+# node nearest to where `hop` Euler steps from its centre lead, among the 8
+# lattice points floor(p) and floor(p) + 1 per axis (clipped to the volume):
+# the rounded point floor(p + 0.5) when it is a node, else the nearest node,
+# the first in (z, y, x) order on ties; a node with none is a terminal. With
+# k = (n_steps - 1) // hop, a particle follows the successor map k times (one
+# jump at a time here, no pointer jumping), then takes the remaining
+# r = n_steps - k * hop Euler steps from the centre of the node reached; one
+# that meets a terminal after d < k jumps takes n_steps - d * hop Euler steps
+# from the terminal's centre. The Euler step is that of
+# tests/reference_recovery.py (`track_nearest`, `track_trilinear`).
+
+def _euler_point(flow, p, step, step_size, trilinear):
+    """One Euler step of the point p (list of 3 floats), as the reference
+    trackers of tests/reference_recovery.py take it: nearest, ``step * f``
+    in the flow's precision (`step` of its dtype) added to the float64
+    position; trilinear, all float64; clipped to [0, n - 1]."""
+    from reference_recovery import _trilinear
+
+    shape = flow.shape[1:]
+    if trilinear:
+        f = [_trilinear(flow, c, p) for c in range(3)]
+        return [min(max(p[a] + step_size * f[a], 0.0), float(shape[a] - 1)) for a in range(3)]
+    z, y, x = (int(v) for v in p)
+    return [min(max(p[a] + float(step * flow[a, z, y, x]), 0.0), float(shape[a] - 1))
+            for a in range(3)]
+
+
+def _snap(nodes, shape, p):
+    """The node (index) the point p snaps to, or -1 (a terminal)."""
+    rounded = tuple(math.floor(v + 0.5) for v in p)
+    if rounded in nodes:
+        return nodes[rounded]
+    corners = [(math.floor(v), min(math.floor(v) + 1, n - 1)) for v, n in zip(p, shape)]
+    best, best_d = -1, math.inf
+    for zz in corners[0]:
+        for yy in corners[1]:
+            for xx in corners[2]:
+                if (zz, yy, xx) not in nodes:
+                    continue
+                dz, dy, dx = zz - p[0], yy - p[1], xx - p[2]
+                d = dz * dz + dy * dy + dx * dx
+                if d < best_d:   # strictly: the first in (z, y, x) order on ties
+                    best, best_d = nodes[(zz, yy, xx)], d
+    return best
+
+
+def ref_jump_track(fg, flow, n_steps, step_size=1.0, interpolation="nearest", hop=8):
+    """(coords (N, 3) int64, end points (N, 3) float64) of jump tracking.
+
+    `fg` (D, H, W), foreground where > 0; `flow` (3, D, H, W) float32 or
+    float64, already scaled for anisotropic voxels.
+    """
+    fg = np.asarray(fg) > 0
+    flow = np.asarray(flow)
+    shape = fg.shape
+    coords = np.argwhere(fg)
+    nodes = {tuple(int(v) for v in c): i for i, c in enumerate(coords)}
+    step = flow.dtype.type(step_size)
+    trilinear = interpolation == "trilinear"
+    walked = {}
+
+    def walk(i, steps):
+        """`steps` Euler steps from the centre of node i (memoised)."""
+        if (i, steps) not in walked:
+            p = [float(v) for v in coords[i]]
+            for _ in range(steps):
+                p = _euler_point(flow, p, step, step_size, trilinear)
+            walked[i, steps] = p
+        return walked[i, steps]
+
+    k = (n_steps - 1) // hop
+    succ = [_snap(nodes, shape, walk(i, hop)) for i in range(len(coords))] if k else []
+    out = np.zeros(coords.shape, np.float64)
+    for i in range(len(coords)):
+        u, d = i, 0
+        while d < k and succ[u] >= 0:
+            u, d = succ[u], d + 1
+        out[i] = walk(u, n_steps - d * hop)
+    return coords, out

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reference as R
 import reference_recovery as ref
 from backends import CPU
 from topo_numba.flow import generate_direct_flows
@@ -200,15 +201,21 @@ def test_layouts_and_inputs_untouched():
     step_size=st.floats(0.05, 3.0),
     interpolation=st.sampled_from(["nearest", "trilinear"]),
     seed=st.integers(0, 2**32 - 1),
+    tracking=st.sampled_from(["euler", "jump"]),
 )
 def test_hypothesis_shapes_and_dtypes(shape, mask_dtype, flow_dtype, n_steps, step_size,
-                                      interpolation, seed):
+                                      interpolation, seed, tracking):
     rng = np.random.default_rng(seed)
     mask = (rng.random(shape) < 0.6).astype(mask_dtype)
     flow = (rng.normal(size=(3,) + shape) * 2).astype(flow_dtype)
     # the kernels compute in float64 for float64 flows, float32 otherwise
     ref_flow = flow if flow.dtype == np.float64 else flow.astype(np.float32)
-    coords, ends = track_flows(mask, flow, n_steps, step_size, interpolation)
+    coords, ends = track_flows(mask, flow, n_steps, step_size, interpolation, tracking=tracking)
+    if tracking == "jump":   # bit for bit (tests/test_track_jump.py)
+        rc, re = R.ref_jump_track(mask, ref_flow, n_steps, step_size, interpolation)
+        np.testing.assert_array_equal(coords, rc)
+        np.testing.assert_array_equal(ends, re)
+        return
     reference = ref.track_nearest if interpolation == "nearest" else ref.track_trilinear
     rc, re = reference(mask, ref_flow, n_steps, step_size)
     np.testing.assert_array_equal(coords, rc)

@@ -112,8 +112,9 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
         (GPU) arrays mixed.
     ValueError
         On a non-3-D mask, a flow of another shape or with NaN / inf,
-        ``n_steps < 1``, a radius or step size <= 0, ``min_size < 0``, or a
-        group other than 1, 2, 3.
+        ``n_steps < 1``, a radius or step size <= 0, ``min_size < 0``, a
+        group other than 1, 2, 3, or an unknown `interpolation` or
+        `tracking`.
 
     Notes
     -----
@@ -358,10 +359,11 @@ def run_instance_segmentation(semantic_pred, flow_pred, class_names=None, class_
         The N class names; default `EVALUATED_INSTANCE_CLASSES` (N = 9).
     class_config : dict, optional
         ``{name: {"group", "n_steps", "step_size", "convergence_radius",
-        "min_size", "interpolation", "fill_orphans"[, "flow_type",
-        "diffusion_iters", "diffusion_mode"]}}`` (the last three only for the
-        flow check; "interpolation" and "fill_orphans" as in
-        `postprocess_single`, default "nearest" and False); missing keys take
+        "min_size", "interpolation", "fill_orphans", "tracking"[,
+        "flow_type", "diffusion_iters", "diffusion_mode"]}}`` (the last three
+        only for the flow check; "interpolation", "fill_orphans" and
+        "tracking" as in `postprocess_single`, default "nearest", False and
+        "euler"); missing keys take
         the defaults of `postprocess_single` (group 1). Classes not in it are
         skipped (absent from the result). Default:
         ``get_postprocess_config(resolution_nm)``.
