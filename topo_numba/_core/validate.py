@@ -175,7 +175,8 @@ def as_foreground(value, name: str) -> np.ndarray:
     Returns
     -------
     foreground : (D, H, W) ndarray of bool
-        A new C-contiguous array.
+        C-contiguous; `value` itself when it is a C-contiguous bool ndarray
+        (callers only read it), else a new array.
 
     Raises
     ------
@@ -191,6 +192,8 @@ def as_foreground(value, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be 3-D (D, H, W); got {_describe(arr)}")
     if arr.dtype.kind == "f" and arr.size and np.isnan(arr.min()):
         raise ValueError(f"{name} must not hold NaN; got an array of {_describe(arr)}")
+    if arr.dtype == np.bool_ and arr.flags.c_contiguous:
+        return arr
     return np.ascontiguousarray(arr > 0)
 
 

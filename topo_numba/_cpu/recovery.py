@@ -158,7 +158,7 @@ def postprocess(fg: np.ndarray, flow: np.ndarray, p: Recovery, h=None) -> np.nda
     """
     from .cluster import cluster_labels
     from .merge import merge_table, touching_pairs
-    from .relabel import apply_table, keep_table, split_components
+    from .relabel import apply_table_at, keep_table, split_components
 
     coords, ends = track(fg, flow, p.tracking, h)
     if coords.shape[0] == 0:
@@ -172,7 +172,8 @@ def postprocess(fg: np.ndarray, flow: np.ndarray, p: Recovery, h=None) -> np.nda
         agree = (mean_dot > 0.0) & (first > 0) & (second > 0)
         table = merge_table(int(table.max()), first[agree], second[agree])[table]
     if not np.array_equal(table, np.arange(n + 1)):
-        labels = apply_table(labels, table)
+        # labels is our own array, non-zero at the foreground voxels only
+        labels = apply_table_at(labels, coords, table)
     if p.group == 2:
         n = int(table.max())
         labels = split_components(labels, n, coords, 0.1)  # unchanged when all connected

@@ -38,6 +38,34 @@ def apply_table(labels: np.ndarray, table: np.ndarray) -> np.ndarray:
     return out
 
 
+@njit(parallel=True, cache=True)
+def _gather_at(labels, coords, table):
+    for i in prange(coords.shape[0]):
+        z, y, x = coords[i, 0], coords[i, 1], coords[i, 2]
+        labels[z, y, x] = table[labels[z, y, x]]
+
+
+def apply_table_at(labels: np.ndarray, coords: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``labels[c] = table[labels[c]]`` in place at the voxels `coords` only.
+
+    Parameters
+    ----------
+    labels : (D, H, W) ndarray of int32
+        Written in place; must be 0 outside `coords` with ``table[0] == 0``
+        for the result to equal `apply_table`.
+    coords : (N, 3) ndarray of int64
+        Distinct voxels.
+    table : (K,) ndarray of int32
+
+    Returns
+    -------
+    labels : the same array.
+    """
+    if coords.shape[0]:
+        _gather_at(labels, coords, table)
+    return labels
+
+
 def keep_table(counts: np.ndarray, min_size: int) -> np.ndarray:
     """Relabel table that drops labels with fewer than `min_size` voxels.
 

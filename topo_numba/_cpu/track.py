@@ -167,23 +167,32 @@ def _track_nearest(coords, flow, n_steps, step, out):
         done = 0
         while done < n_steps:
             block = min(BLOCK, n_steps - done)
-            # positions one and two steps before the end of the block
-            az1, ay1, ax1, bz1, by1, bx1 = az, ay, ax, bz, by, bx
-            cz1, cy1, cx1, dz1, dy1, dx1 = cz, cy, cx, dz, dy, dx
-            az2, ay2, ax2, bz2, by2, bx2 = az, ay, ax, bz, by, bx
-            cz2, cy2, cx2, dz2, dy2, dx2 = cz, cy, cx, dz, dy, dx
-            for _ in range(block):
-                az2, ay2, ax2, bz2, by2, bx2 = az1, ay1, ax1, bz1, by1, bx1
-                cz2, cy2, cx2, dz2, dy2, dx2 = cz1, cy1, cx1, dz1, dy1, dx1
-                az1, ay1, ax1, bz1, by1, bx1 = az, ay, ax, bz, by, bx
-                cz1, cy1, cx1, dz1, dy1, dx1 = cz, cy, cx, dz, dy, dx
+            if block < 2:
                 az, ay, ax = _advance(flow, az, ay, ax, zmax, ymax, xmax, step)
                 bz, by, bx = _advance(flow, bz, by, bx, zmax, ymax, xmax, step)
                 cz, cy, cx = _advance(flow, cz, cy, cx, zmax, ymax, xmax, step)
                 dz, dy, dx = _advance(flow, dz, dy, dx, zmax, ymax, xmax, step)
-            done += block
-            if block < 2:
+                done += block
                 continue
+            for _ in range(block - 2):   # no copies: the checks look at the last two
+                az, ay, ax = _advance(flow, az, ay, ax, zmax, ymax, xmax, step)
+                bz, by, bx = _advance(flow, bz, by, bx, zmax, ymax, xmax, step)
+                cz, cy, cx = _advance(flow, cz, cy, cx, zmax, ymax, xmax, step)
+                dz, dy, dx = _advance(flow, dz, dy, dx, zmax, ymax, xmax, step)
+            # positions two steps and one step before the end of the block
+            az2, ay2, ax2, bz2, by2, bx2 = az, ay, ax, bz, by, bx
+            cz2, cy2, cx2, dz2, dy2, dx2 = cz, cy, cx, dz, dy, dx
+            az, ay, ax = _advance(flow, az, ay, ax, zmax, ymax, xmax, step)
+            bz, by, bx = _advance(flow, bz, by, bx, zmax, ymax, xmax, step)
+            cz, cy, cx = _advance(flow, cz, cy, cx, zmax, ymax, xmax, step)
+            dz, dy, dx = _advance(flow, dz, dy, dx, zmax, ymax, xmax, step)
+            az1, ay1, ax1, bz1, by1, bx1 = az, ay, ax, bz, by, bx
+            cz1, cy1, cx1, dz1, dy1, dx1 = cz, cy, cx, dz, dy, dx
+            az, ay, ax = _advance(flow, az, ay, ax, zmax, ymax, xmax, step)
+            bz, by, bx = _advance(flow, bz, by, bx, zmax, ymax, xmax, step)
+            cz, cy, cx = _advance(flow, cz, cy, cx, zmax, ymax, xmax, step)
+            dz, dy, dx = _advance(flow, dz, dy, dx, zmax, ymax, xmax, step)
+            done += block
             sa = _settled(az, ay, ax, az1, ay1, ax1, az2, ay2, ax2)
             sb = _settled(bz, by, bx, bz1, by1, bx1, bz2, by2, bx2)
             sc = _settled(cz, cy, cx, cz1, cy1, cx1, cz2, cy2, cx2)
@@ -238,9 +247,11 @@ def _row_counts(fg):
 def _fill_coords(fg, offsets, out):
     D, H, W = fg.shape
     for r in prange(D * H):
+        j = offsets[r]
+        if offsets[r + 1] == j:
+            continue   # an empty row (most of them in sparse volumes)
         z = r // H
         y = r - z * H
-        j = offsets[r]
         for x in range(W):
             if fg[z, y, x]:
                 out[j, 0] = z
