@@ -31,7 +31,12 @@ transfers: CPU only.
 ``--layer`` runs with ``NUMBA_THREADING_LAYER`` set (to measure what the
 threading-layer choice costs); ``--no-original`` skips the original.
 
-``--cases recovery`` (issue 14's cases) times ``postprocess_single`` only,
+``--cases recovery`` (issue 14's cases) times ``postprocess_single`` (the
+Euler rule, and ``tracking="jump"``, both against the original's Euler
+rule, timed once per case and cores in the Euler row), and ``remove_bad_flow_masks`` (threshold 0.4, direct flows: the
+original's check) of the ground truth with its flows, and records per case
+the F1 (IoU 0.5) against the ground truth of the original's, our Euler and
+our jump labels and the agreement of jump with Euler,
 on the crowded 128^3 crop (``make_crowded_crop(128, 24, 180, seed=0)``):
 the tubes with the original's diffusion flows of "mito" at 16 nm, group 2,
 200 steps, and the balls with direct flows, group 1, 60 steps (both radius
@@ -109,6 +114,27 @@ def recovery_inputs():
     for path in sorted(REALDATA.glob("urocell_mito_*.npz")):
         lab = np.load(path)["labels"].astype(np.int32)
         out[f"{path.stem} 256^3"] = (lab[None], ["mito"], 0, dict(pp_mito))
+    return out
+
+
+def recovery_quality(tn, original, truth, fg, flow, pp):
+    """F1 at IoU 0.5 against the ground truth of the original's labels, ours
+    (Euler rule) and ours with jump tracking, and the agreement (F1 at IoU
+    0.5 of one labelling against the other) of the jump labels with the
+    Euler ones and of ours with the original's; instance counts."""
+    from topo_numba.metrics import matching
+
+    labels = {"ours euler": tn.postprocess_single(fg, flow, **pp),
+              "ours jump": tn.postprocess_single(fg, flow, tracking="jump", **pp)}
+    if original is not None:
+        labels["original"] = original.postprocess.postprocess_single(fg, flow, **pp)
+    out = {f"f1_truth {k}": matching(truth, v, 0.5).f1 for k, v in labels.items()}
+    out.update({f"instances {k}": int(v.max()) for k, v in labels.items()})
+    out["instances truth"] = int(len(set(truth.ravel().tolist())) - (truth == 0).any())
+    out["agreement jump vs euler"] = matching(labels["ours euler"], labels["ours jump"], 0.5).f1
+    if original is not None:
+        out["agreement euler vs original"] = matching(labels["original"], labels["ours euler"],
+                                                      0.5).f1
     return out
 
 
@@ -213,6 +239,13 @@ def main(argv=None) -> int:
                "postprocess_single": {"ours": partial(tn.postprocess_single, fg, flow, **pp)}}
         if args.cases == "recovery":
             del ops["compute_flow_targets"]
+            truth = ids[pp_class]
+            ops["postprocess_single jump"] = {"ours": partial(
+                tn.postprocess_single, fg, flow, tracking="jump", **pp)}
+            ops["remove_bad_flow_masks"] = {"ours": partial(
+                tn.remove_bad_flow_masks, truth, flow, 0.4)}
+            res["cases"][name]["quality"] = recovery_quality(
+                tn, original, truth, fg, flow, pp)
         if original:
             ocfg = original.config.get_instance_class_config(16)
             if "compute_flow_targets" in ops:
@@ -220,6 +253,9 @@ def main(argv=None) -> int:
                     original.flow.compute_flow_targets, ids, classes, ocfg)
             ops["postprocess_single"]["original"] = partial(
                 original.postprocess.postprocess_single, fg, flow, **pp)
+            if "remove_bad_flow_masks" in ops:
+                ops["remove_bad_flow_masks"]["original"] = partial(
+                    original.postprocess.remove_bad_flow_masks, truth, flow, 0.4)
         for op, fns in ops.items():
             calls = {}
             if "original" in fns:
@@ -243,7 +279,12 @@ def main(argv=None) -> int:
             res[f"loadavg_1min_start_{condition}"] = load0
         finally:
             stop_busy(procs)
+    euler_rows = {(r["case"], r["condition"]): r for r in rows if r["op"] == "postprocess_single"}
     for row in rows:
+        if row["op"] == "postprocess_single jump" and "original" in euler_rows.get(
+                (row["case"], row["condition"]), {}):
+            # the original has one rule: its time is that of the Euler row (same case, cores)
+            row["original"] = euler_rows[(row["case"], row["condition"])]["original"]
         one, default = row["ours 1 thread"]["median_s"], row["ours default"]["median_s"]
         row["default_over_1_thread"] = default / one
         row["default_over_1_thread_min"] = (row["ours default"]["min_s"]
@@ -280,14 +321,14 @@ def report(res):
           f"processes; load (1 min) at the end: idle {res['loadavg_1min_end_idle']:.1f}, "
           f"busy {res['loadavg_1min_end_busy']:.1f}")
     orig = any("original" in r for r in res["rows"])
-    head = f"  {'case':<30} {'op':<21} {'cores':<5}"
+    head = f"  {'case':<30} {'op':<23} {'cores':<5}"
     head += " original s" if orig else ""
     head += "  ours 1t s  ours all s  ours def s"
     head += "  x orig/1t  x orig/all  x orig/def" if orig else ""
     head += "  all/1t  def/1t  def threads"
     print(head)
     for r in res["rows"]:
-        line = f"  {r['case']:<30} {r['op']:<21} {r['condition']:<5}"
+        line = f"  {r['case']:<30} {r['op']:<23} {r['condition']:<5}"
         if orig:
             line += f"   {f(r['original']['median_s'])}"
         line += (f"   {f(r['ours 1 thread']['median_s'])}   {f(r['ours all threads']['median_s'])}"
@@ -299,6 +340,11 @@ def report(res):
         line += (f"   {r['all_threads_over_1_thread']:5.2f}   {r['default_over_1_thread']:5.2f}"
                  f"  {','.join(map(str, chosen))}")
         print(line)
+    for name, case in res["cases"].items():
+        if "quality" in case:
+            q = case["quality"]
+            print(f"  {name}: " + ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in q.items()))
     print(f"  busy cores: default / 1 thread at most {res['busy_default_over_1_thread_max']:.2f} "
           "(< 1: the default is faster)")
     print(f"  wall {res['wall_s']:.0f} s; JSON: {res['output']}")

@@ -61,6 +61,14 @@ SEG_CONFIG = {"ves": {"group": 1, "n_steps": 40, "step_size": 1.0, "convergence_
                        "min_size": 50}}
 
 
+
+def seg_config(tracking: str) -> dict:
+    """SEG_CONFIG with every class tracked by `tracking` ("euler": as is)."""
+    if tracking == "euler":
+        return SEG_CONFIG
+    return {name: dict(entry, tracking=tracking) for name, entry in SEG_CONFIG.items()}
+
+
 # --------------------------------------------------------------------------
 # synthetic volume, generated chunk by chunk
 # --------------------------------------------------------------------------
@@ -176,7 +184,7 @@ def _stage(args) -> dict:
     elif args.stage == "segment":
         targets = work / f"targets_{args.scheduler}.zarr"
         tnd.segment_to_zarr(str(targets / "class_fg"), str(targets / "flows"),
-                            work / f"seg_{args.scheduler}.zarr", NAMES, SEG_CONFIG,
+                            work / f"seg_{args.scheduler}.zarr", NAMES, seg_config(args.tracking),
                             overwrite=True)
     wall = time.perf_counter() - t0
     out = {"stage": args.stage, "scheduler": args.scheduler, "wall_s": wall,
@@ -192,7 +200,7 @@ def run_stage(stage: str, scheduler: str, args, env_extra=None) -> dict:
     cmd = [sys.executable, __file__, "--stage", stage, "--scheduler", scheduler,
            "--work", str(args.work), "--size", str(args.size), "--chunk", str(args.chunk),
            "--seed", str(args.seed), "--workers", str(args.workers),
-           "--worker-memory", args.worker_memory]
+           "--worker-memory", args.worker_memory, "--tracking", args.tracking]
     env = dict(os.environ)
     # task parallelism: each Dask worker thread runs single-threaded kernels
     env.setdefault("NUMBA_NUM_THREADS", "1")
@@ -222,7 +230,7 @@ def truth_f1(work: Path, scheduler: str) -> dict:
     return out
 
 
-def compare_in_memory(size: int, chunk: int, seed: int) -> dict:
+def compare_in_memory(size: int, chunk: int, seed: int, tracking: str = "euler") -> dict:
     """Out-of-core vs in-memory on a volume where both fit."""
     import dask
     import dask.array as da
@@ -252,12 +260,13 @@ def compare_in_memory(size: int, chunk: int, seed: int) -> dict:
                               "instances": int(np.unique(ids[c]).size - 1)}
     res["class_fg_identical"] = bool(np.array_equal(fg, ref_fg))
     t0 = time.perf_counter()
-    ref = tn.run_instance_segmentation(ref_fg, ref_f, NAMES, SEG_CONFIG)
+    config = seg_config(tracking)
+    ref = tn.run_instance_segmentation(ref_fg, ref_f, NAMES, config)
     res["in_memory_s"]["segment"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     got = tnd.run_instance_segmentation(da.from_array(ref_fg, chunks=(1,) + (chunk,) * 3),
                                         da.from_array(ref_f, chunks=(3,) + (chunk,) * 3),
-                                        NAMES, SEG_CONFIG)
+                                        NAMES, config)
     got = dict(zip(got, dask.compute(*got.values())))
     res["out_of_core_s"]["segment"] = time.perf_counter() - t0
     for c, name in enumerate(NAMES):
@@ -290,6 +299,8 @@ def main():
     p.add_argument("--work", default=None, help="directory for the Zarr stores (default: temp)")
     p.add_argument("--keep", action="store_true", help="keep the Zarr stores")
     p.add_argument("--out", default=None)
+    p.add_argument("--tracking", choices=["euler", "jump"], default="euler",
+                   help="tracking rule of every class's segmentation (default: euler)")
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     p.add_argument("--scheduler", default="threads", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -313,7 +324,7 @@ def main():
           f"{_gib(sizes['flows_bytes'])} (6 x float32), class_fg {_gib(sizes['class_fg_bytes'])}")
     record = {"machine": C.machine_info(), "versions": C.versions(), "date": C.now().isoformat(),
               "args": {k: str(v) for k, v in vars(args).items()}, "sizes": sizes,
-              "flow_config": FLOW_CONFIG, "seg_config": SEG_CONFIG, "runs": []}
+              "flow_config": FLOW_CONFIG, "seg_config": seg_config(args.tracking), "runs": []}
     import dask
     import distributed
     import zarr
@@ -343,7 +354,7 @@ def main():
             f"{k} {v['f1']:.4f} ({v['n_pred']}/{v['n_true']})" for k, v in f1.items()))
 
     cmp_chunk = min(args.chunk, args.compare_size)
-    cmp = compare_in_memory(args.compare_size, cmp_chunk, args.seed)
+    cmp = compare_in_memory(args.compare_size, cmp_chunk, args.seed, args.tracking)
     record["compare_in_memory"] = cmp
     print(f"  agreement with the in-memory functions at {args.compare_size}^3 "
           f"({cmp_chunk}^3 chunks):")
