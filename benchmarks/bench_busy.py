@@ -33,8 +33,11 @@ threading-layer choice costs); ``--no-original`` skips the original.
 
 ``--cases recovery`` (issue 14's cases) times ``postprocess_single`` (the
 Euler rule, and ``tracking="jump"``, both against the original's Euler
-rule, timed once per case and cores in the Euler row), and ``remove_bad_flow_masks`` (threshold 0.4, direct flows: the
-original's check) of the ground truth with its flows, and records per case
+rule, timed once per case and cores in the Euler row), and
+``remove_bad_flow_masks`` (threshold 0.4, direct flows: the original's
+check) of the ground truth with its flows (a fresh copy of the labels in
+every call on both sides: the original writes into its argument), and
+records per case
 the F1 (IoU 0.5) against the ground truth of the original's, our Euler and
 our jump labels and the agreement of jump with Euler,
 on the crowded 128^3 crop (``make_crowded_crop(128, 24, 180, seed=0)``):
@@ -242,8 +245,10 @@ def main(argv=None) -> int:
             truth = ids[pp_class]
             ops["postprocess_single jump"] = {"ours": partial(
                 tn.postprocess_single, fg, flow, tracking="jump", **pp)}
-            ops["remove_bad_flow_masks"] = {"ours": partial(
-                tn.remove_bad_flow_masks, truth, flow, 0.4)}
+            # the original writes into its `instances` argument: both sides get a
+            # fresh copy in every call (the copy is in both times)
+            ops["remove_bad_flow_masks"] = {"ours": lambda t=truth, f=flow: (
+                tn.remove_bad_flow_masks(t.copy(), f, 0.4))}
             res["cases"][name]["quality"] = recovery_quality(
                 tn, original, truth, fg, flow, pp)
         if original:
@@ -254,8 +259,8 @@ def main(argv=None) -> int:
             ops["postprocess_single"]["original"] = partial(
                 original.postprocess.postprocess_single, fg, flow, **pp)
             if "remove_bad_flow_masks" in ops:
-                ops["remove_bad_flow_masks"]["original"] = partial(
-                    original.postprocess.remove_bad_flow_masks, truth, flow, 0.4)
+                ops["remove_bad_flow_masks"]["original"] = lambda t=truth, f=flow: (
+                    original.postprocess.remove_bad_flow_masks(t.copy(), f, 0.4))
         for op, fns in ops.items():
             calls = {}
             if "original" in fns:

@@ -314,12 +314,23 @@ def main(argv=None) -> int:
     labels_gpu = cupy.asnumpy(tn.cluster_convergence(coords, ends, shape, 3.0, 5))
     c_cpu, e_cpu = tn.track_flows(ids[0, 0] > 0, flows_gpu[0, 0:3], args.track_steps)
     labels_cpu = tn.cluster_convergence(c_cpu, e_cpu, shape, 3.0, 5)
+    jump_t = timed(cupy, lambda: tn.track_flows(fg_d, flow_d, args.track_steps,
+                                                tracking="jump"), args.repeats)
+    ends_jump = cupy.asnumpy(tn.track_flows(fg_d, flow_d, args.track_steps,
+                                            tracking="jump")[1])
+    ends_jump_cpu = tn.track_flows(ids[0, 0] > 0, flows_gpu[0, 0:3], args.track_steps,
+                                   tracking="jump")[1]
     res["recovery"] = {"foreground_voxels": n_fg, "n_steps": args.track_steps,
                        "track": track_t,
                        "nominal_voxel_steps_per_s": n_fg * args.track_steps
                        / track_t["median_s"],
                        "cluster": cluster_t,
-                       "labels_identical_to_cpu": bool(np.array_equal(labels_gpu, labels_cpu))}
+                       "labels_identical_to_cpu": bool(np.array_equal(labels_gpu, labels_cpu)),
+                       "track_jump": jump_t,
+                       "jump_end_points_identical_to_cpu": bool(np.array_equal(ends_jump,
+                                                                               ends_jump_cpu)),
+                       "jump_end_points_max_abs_diff_to_cpu": float(
+                           np.abs(ends_jump - ends_jump_cpu).max()) if ends_jump.size else 0.0}
 
     out = args.out or C.RESULTS_DIR / (
         f"gpu_{res['machine']['host']}_{started.strftime('%Y%m%d-%H%M%S')}"
@@ -361,6 +372,9 @@ def print_report(res: dict, out: Path) -> None:
           f"voxels x {r['n_steps']} steps = {r['nominal_voxel_steps_per_s']:.3g} "
           f"voxel-steps/s; cluster_convergence {C.fmt_time(r['cluster']['median_s'])}; "
           f"labels identical to CPU: {r['labels_identical_to_cpu']}")
+    print(f"track_flows(tracking='jump'): {C.fmt_time(r['track_jump']['median_s'])}; end "
+          f"points identical to CPU: {r['jump_end_points_identical_to_cpu']} (max |diff| "
+          f"{r['jump_end_points_max_abs_diff_to_cpu']:.3g})")
     if "agreement_vs_cpu" in res:
         for name in NAMES:
             a = res["agreement_vs_cpu"][name]

@@ -15,9 +15,12 @@ spatial mask) and every flow type
 * ``coordinates``  - `generate_diffusion_flows(mode="coordinates")` (SPEC 2.2, defaults),
 * ``source``       - `generate_diffusion_flows(mode="source")` (defaults),
 * ``auto``         - `generate_diffusion_flows(mode="auto")` (defaults),
-  recovered with ``interpolation="trilinear"`` and ``fill_orphans=True``
-  (the recommended configuration); every other flow type with the
-  original's nearest rule,
+  recovered with ``interpolation="trilinear"``, ``fill_orphans=True`` and
+  ``tracking="jump"`` (the recommended configuration); every other flow
+  type with the original's nearest Euler rule; each recovery is repeated
+  with the other tracking rule on the same flows (pooled F1@.5 against the
+  truth of both, and of the jump labels against the Euler labels, in a
+  second table),
 
 it computes the flows of the ground truth and recovers the instances from
 them with a plain Euler round trip (`postprocess_single`, n_steps=1000,
@@ -90,7 +93,11 @@ FLOWS = {
 # tracking (docs/flows.md); the others keep the original's nearest-voxel rule
 INTERPOLATION = {"auto": "trilinear"}
 # further recovery keywords per flow type (the recommended configuration's)
-EXTRA = {"auto": {"fill_orphans": True}}
+EXTRA = {"auto": {"fill_orphans": True, "tracking": "jump"}}
+# every recovery is repeated with the other tracking rule on the same flows:
+# each row records the pooled F1@.5 against the truth of the Euler and of the
+# jump labels ("euler_g1_50", "jump_g1_50", ...) and of the jump labels
+# against the Euler labels ("agreement_g1", "agreement_g2")
 SHIFT = np.array([9, 14, 19])  # second placement in the translation test
 MARGIN = 3
 
@@ -328,6 +335,8 @@ def left_fraction(labels, flows, interpolation="nearest"):
 def run_case(name, volumes, tiles, flow_name):
     fn = FLOWS[flow_name]
     sinks, f1 = [], {k: [0, 0] for k in ("g1_50", "g1_75", "g2_50", "g2_75")}
+    twin = {k: [0, 0] for k in ("euler_g1_50", "euler_g2_50", "jump_g1_50", "jump_g2_50",
+                                "agreement_g1", "agreement_g2")}
     t_flow, zero, left, fg_total, cos_sum, cos_n = 0.0, 0, 0, 0, 0.0, 0
     for labels in volumes:
         labels = np.ascontiguousarray(labels)
@@ -347,6 +356,18 @@ def run_case(name, volumes, tiles, flow_name):
                 m = matching(labels, rec, thr)
                 f1[key][0] += 2 * m.tp
                 f1[key][1] += m.n_true + m.n_pred
+            extra = EXTRA.get(flow_name, {})
+            rule = extra.get("tracking", "euler")
+            other = "euler" if rule == "jump" else "jump"
+            rec2 = postprocess_single(fg, flows, group=group, interpolation=interp,
+                                      **dict(extra, tracking=other), **RECOVERY)
+            by_rule = {rule: rec, other: rec2}
+            for key, m in ((f"euler_g{group}_50", matching(labels, by_rule["euler"], 0.5)),
+                           (f"jump_g{group}_50", matching(labels, by_rule["jump"], 0.5)),
+                           (f"agreement_g{group}", matching(by_rule["euler"], by_rule["jump"],
+                                                            0.5))):
+                twin[key][0] += 2 * m.tp
+                twin[key][1] += m.n_true + m.n_pred
         if tiles is None:
             s, n = translation_cosine(fn, labels)
             cos_sum, cos_n = cos_sum + s, cos_n + n
@@ -357,10 +378,24 @@ def run_case(name, volumes, tiles, flow_name):
         "sinks_mean": float(sinks.mean()), "sinks_max": int(sinks.max()),
         "one_sink_fraction": float(np.mean(sinks == 1)),
         **{f"f1_{k}": (v[0] / v[1] if v[1] else 1.0) for k, v in f1.items()},
+        **{k: (v[0] / v[1] if v[1] else 1.0) for k, v in twin.items()},
+        "tracking": EXTRA.get(flow_name, {}).get("tracking", "euler"),
         "translation_cosine": cos_sum / cos_n if cos_n else None,
         "zero_fraction": zero / fg_total, "left_fraction": left / fg_total,
         "flow_time_s": t_flow,
     }
+
+
+def twin_table(rows):
+    """Jump tracking against the Euler rule on the same flows, every row."""
+    lines = ["| case | flow | F1@.5 g1 Euler / jump | agreement g1 | F1@.5 g2 Euler / jump "
+             "| agreement g2 |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['flow']} | {r['euler_g1_50']:.3f} / "
+                     f"{r['jump_g1_50']:.3f} | {r['agreement_g1']:.3f} | "
+                     f"{r['euler_g2_50']:.3f} / {r['jump_g2_50']:.3f} | "
+                     f"{r['agreement_g2']:.3f} |")
+    return "\n".join(lines)
 
 
 def table(rows):
@@ -614,6 +649,9 @@ def main(argv=None):
     print(f"{machine['cpu_model']}, {machine['numba_threads']} Numba threads, load average "
           f"{machine['loadavg_1_5_15'][0]:.2f} at the end; recovery {RECOVERY}\n")
     print(table(rows))
+    print("\nJump tracking against the Euler rule on the same flows (pooled F1@.5 against "
+          "the truth, and agreement: F1@.5 of the jump labels against the Euler labels):\n")
+    print(twin_table(rows))
     print("  iteration sweep (source mode)", file=sys.stderr, flush=True)
     sweep = iteration_sweep(args.quick)
     print("\nSource mode, iterations = max(ceil(adaptive_factor * ecc / 2), ecc + 1):\n")

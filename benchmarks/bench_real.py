@@ -37,10 +37,15 @@ box), per volume. Configurations (flows; recovery):
 * ``source``       - `generate_diffusion_flows(gt, mode="source")`; group 1,
   nearest,
 * ``auto``         - `generate_diffusion_flows(gt, mode="auto")`; group 1,
-  trilinear, ``fill_orphans=True``: **the recommended configuration**,
+  trilinear, ``fill_orphans=True``, ``tracking="jump"``: **the recommended
+  configuration**,
 * ``auto+spacing`` - as ``auto`` with ``spacing=spacing_zyx`` given to the
   flows and to `postprocess_single`; only for volumes whose spacing is not
   all equal,
+* ``<config> euler`` / ``<config> jump`` - every recovery above (clean and
+  noisy) again by the other tracking rule, on the same flows; the row
+  records the agreement of the two (``agreement``: F1 at IoU 0.5 of the
+  jump labels against the Euler labels),
 * ``cellpose``     - Cellpose's own 3-D flows of ``gt``
   (``_cellpose_peer.cellpose_flows``: heat diffusion from each instance's
   centre, Cellpose's default iterations) recovered by Cellpose's own 3-D
@@ -166,16 +171,29 @@ CONFIGS = {
 }
 # recovery keywords beyond the group and the interpolation: the recommended
 # configuration attaches unlabelled foreground to the instance it touches
-EXTRA = {"auto": {"fill_orphans": True}, "auto+spacing": {"fill_orphans": True}}
+EXTRA = {"auto": {"fill_orphans": True, "tracking": "jump"},
+         "auto+spacing": {"fill_orphans": True, "tracking": "jump"}}
+# the recommended configuration tracks by jumps, the others by the Euler rule;
+# every recovery is repeated with the other rule on the same flows (config
+# "<name> euler" or "<name> jump"), and the row records the agreement of the
+# two (F1 at IoU 0.5 of the jump labels against the Euler labels, "agreement")
+
+
+def rule_of(config):
+    """(this configuration's tracking rule, the other one)."""
+    rule = EXTRA.get(config, {}).get("tracking", "euler")
+    return rule, ("euler" if rule == "jump" else "jump")
 CONFIG_TEXT = {
     "direct": "generate_direct_flows(gt); postprocess_single group 1, nearest",
     "coordinates": "generate_diffusion_flows(gt); group 2, nearest",
     "source": "generate_diffusion_flows(gt, mode='source'); group 1, nearest",
-    "auto": "generate_diffusion_flows(gt, mode='auto'); group 1, trilinear, fill_orphans "
-            "(recommended)",
+    "auto": "generate_diffusion_flows(gt, mode='auto'); group 1, trilinear, fill_orphans, "
+            "tracking='jump' (recommended)",
     "auto+spacing": "generate_diffusion_flows(gt, mode='auto', spacing=spacing_zyx); "
-                    "group 1, trilinear, fill_orphans, spacing=spacing_zyx (anisotropic "
-                    "volumes only)",
+                    "group 1, trilinear, fill_orphans, tracking='jump', spacing=spacing_zyx "
+                    "(anisotropic volumes only)",
+    "<config> euler | jump": "the same recovery by the other tracking rule, on the same "
+                             "flows",
     "cellpose": "_cellpose_peer.cellpose_flows(gt); _cellpose_peer.cellpose_recover(flows, "
                 "foreground) (Cellpose's defaults)",
 }
@@ -366,17 +384,33 @@ def run_volume(name, gt, spacing, source, timer, cellpose, rows):
             f"flows {'-' if flow_t is None else C.fmt_time(flow_t)}  "
             f"recovery {C.fmt_time(rec_t)}")
 
+    def add_twin(variant, config, sem, flows, group, interp, sp, kw, pred_main, sem_voxels):
+        """The same recovery by the other tracking rule; the row just added
+        gets the agreement of the two."""
+        main_row = rows[-1]
+        rule, other = rule_of(config)
+        kw = dict(kw, tracking=other)
+        pred, tr = timer(("recover", group, interp, sp is not None, other),
+                         lambda: postprocess_single(sem, flows, group=group,
+                                                    interpolation=interp, spacing=sp, **kw))
+        euler, jump = (pred_main, pred) if rule == "euler" else (pred, pred_main)
+        main_row["agreement"] = matching(euler, jump, 0.5).f1
+        add(variant, f"{config} {other}", pred, None, tr, n_steps, sem_voxels, kw["min_size"])
+
     kept = {}
     for config, (gen, group, interp, use_sp) in CONFIGS.items():
         if use_sp and not aniso:
             continue
         sp = spacing if use_sp else None
         flows, tf = timer(("flows", config), lambda: gen(gt, sp))
-        pred, tr = timer(("recover", group, interp, use_sp),
+        extra = EXTRA.get(config, {})
+        pred, tr = timer(("recover", group, interp, use_sp, extra.get("tracking", "euler")),
                          lambda: postprocess_single(fg, flows, group=group,
                                                     interpolation=interp, spacing=sp,
-                                                    **rec_kw, **EXTRA.get(config, {})))
+                                                    **rec_kw, **extra))
         add("clean", config, pred, tf, tr, n_steps, vol["fg_voxels"])
+        add_twin("clean", config, fg, flows, group, interp, sp, dict(rec_kw, **extra), pred,
+                 vol["fg_voxels"])
         if config in NOISY_CONFIGS:
             kept[config] = flows
         del flows, pred
@@ -400,11 +434,15 @@ def run_volume(name, gt, spacing, source, timer, cellpose, rows):
                 else:
                     _, group, interp, _ = CONFIGS[config]
                     kw = dict(rec_kw, min_size=ms, **EXTRA.get(config, {}))
-                    pred, tr = timer(("recover", group, interp, False),
+                    pred, tr = timer(("recover", group, interp, False,
+                                      kw.get("tracking", "euler")),
                                      lambda: postprocess_single(sem, noisy, group=group,
                                                                 interpolation=interp, **kw))
                     steps = n_steps
                 add(case, config, pred, None, tr, steps, int(sem.sum()), ms)
+                if config != "cellpose":
+                    add_twin(case, config, sem, noisy, group, interp, None, kw, pred,
+                             int(sem.sum()))
         kept[config] = None
         noisy = None  # free it before the next perturbation
     return info
@@ -457,6 +495,28 @@ def detail_table(rows, infos, keys, min_size=MIN_SIZE):
     return "\n".join(lines)
 
 
+def agreement_table(rows, infos):
+    """One line per volume, variant, min_size and configuration with a twin."""
+    idx = {(r["volume"], r["variant"], r["config"], r["min_size"]): r for r in rows}
+    lines = ["| volume | variant | min_size | config | Euler | jump | agreement "
+             "| recovery Euler / jump |", "|---|---|---|---|---|---|---|---|"]
+    for info in infos:
+        for r in rows:
+            if r["volume"] != info["volume"] or "agreement" not in r:
+                continue
+            rule, other = rule_of(r["config"])
+            t = idx.get((r["volume"], r["variant"], f"{r['config']} {other}", r["min_size"]))
+            if t is None:
+                continue
+            e, j = (r, t) if rule == "euler" else (t, r)
+            lines.append(f"| {r['volume']} | {r['variant']} | {r['min_size']} | {r['config']} "
+                         f"| {e['f1_50']:.3f} / {e['f1_75']:.3f} "
+                         f"| {j['f1_50']:.3f} / {j['f1_75']:.3f} | {r['agreement']:.3f} "
+                         f"| {C.fmt_time(e['recovery_time_s'])} / "
+                         f"{C.fmt_time(j['recovery_time_s'])} |")
+    return "\n".join(lines)
+
+
 def report(rows, infos, cellpose):
     clean = [(c, "clean", c) for c in CONFIGS] + ([("cellpose", "clean", "cellpose")]
                                                   if cellpose else [])
@@ -473,6 +533,10 @@ def report(rows, infos, cellpose):
                "anisotropic volumes), clean round trip:\n")
     out.append(detail_table(rows, infos, [("clean", RECOMMENDED),
                                           ("clean", RECOMMENDED + "+spacing")]))
+    out.append("\nJump tracking against the Euler rule on the same flows: F1@.5 / F1@.75 "
+               "against all true instances, Euler | jump, and the agreement (F1@.5 of the "
+               "jump labels against the Euler labels):\n")
+    out.append(agreement_table(rows, infos))
     for ms in NOISY_MIN_SIZES:
         for suffix, what in (("", "all true instances"),
                              ("_min", f"true instances of >= {MIN_SIZE} voxels")):

@@ -653,7 +653,9 @@ def ref_auto_flows(labels, n_iter=200, adaptive_iters=True, adaptive_factor=6,
 # node nearest to where `hop` Euler steps from its centre lead, among the 8
 # lattice points floor(p) and floor(p) + 1 per axis (clipped to the volume):
 # the rounded point floor(p + 0.5) when it is a node, else the nearest node,
-# the first in (z, y, x) order on ties; a node with none is a terminal. With
+# the first in (z, y, x) order on ties; a node with none, whose particle
+# stopped (its last step left it where it was), or (nearest reads) whose end
+# point lies in a background voxel, is a terminal. With
 # k = (n_steps - 1) // hop, a particle follows the successor map k times (one
 # jump at a time here, no pointer jumping), then takes the remaining
 # r = n_steps - k * hop Euler steps from the centre of the node reached; one
@@ -720,8 +722,19 @@ def ref_jump_track(fg, flow, n_steps, step_size=1.0, interpolation="nearest", ho
             walked[i, steps] = p
         return walked[i, steps]
 
+    def successor(i):
+        """-1 (a terminal) when the particle stopped (its last step left it
+        where it was: a fixed point) or, nearest reads, its end point lies in
+        a background voxel; else the node its end point snaps to."""
+        before, end = walk(i, hop - 1), walk(i, hop)
+        if before == end:
+            return -1
+        if not trilinear and tuple(int(v) for v in end) not in nodes:
+            return -1
+        return _snap(nodes, shape, end)
+
     k = (n_steps - 1) // hop
-    succ = [_snap(nodes, shape, walk(i, hop)) for i in range(len(coords))] if k else []
+    succ = [successor(i) for i in range(len(coords))] if k else []
     out = np.zeros(coords.shape, np.float64)
     for i in range(len(coords)):
         u, d = i, 0

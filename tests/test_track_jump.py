@@ -185,16 +185,21 @@ def test_snap_ties_by_hand():
     ([(3, 3, 1), (2, 3, 0), (4, 5, 0)], (3, 3, 1)),   # the nearest of the 8 only
     ([(2, 3, 0), (4, 5, 0)], None),                   # none of the 8: a terminal
 ])
-def test_snap_ties_in_three_dimensions(others, snapped):
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+def test_snap_ties_in_three_dimensions(others, snapped, interpolation):
     """From (0, 0, 0), 8 steps of (7/16, 7/16, 0) lead to (3.5, 3.5, 0);
-    9 steps end one step past the voxel it snaps to."""
+    9 steps end one step past the voxel it snaps to. Nearest reads: the
+    voxel containing the point, (3, 3, 0), must be foreground, else the
+    node is a terminal (the Euler rule reads that voxel next)."""
     fg = np.zeros((8, 8, 2), bool)
     fg[0, 0, 0] = True
     for v in others:
         fg[v] = True
     flow = np.zeros((3,) + fg.shape, np.float32)
     flow[0], flow[1] = 0.4375, 0.4375
-    coords, ends = assert_matches_reference(fg, flow, 9)
+    if interpolation == "nearest" and not fg[3, 3, 0]:
+        snapped = None
+    coords, ends = assert_matches_reference(fg, flow, 9, interpolation=interpolation)
     assert tuple(coords[0]) == (0, 0, 0)
     start = (0, 0, 0) if snapped is None else snapped   # a terminal: 9 steps from itself
     steps = 9 if snapped is None else 1
@@ -444,3 +449,20 @@ def test_class_config_tracking_jump():
     want = postprocess_single(labels > 0, flow, 30, 0.7, 3.0, 5, tracking="jump")
     np.testing.assert_array_equal(out["ves"], want)
     np.testing.assert_array_equal(out["ves"], labels)
+
+
+@pytest.mark.parametrize("interpolation", ["nearest"])
+def test_stopped_particles_are_not_snapped_back(interpolation):
+    """A particle that runs out of the object onto background flow 0 stops
+    there under the (nearest) Euler rule; jump tracking must not snap it back
+    into the foreground: every end point equals the Euler rule's. (Trilinear
+    reads slow such a particle down towards the edge instead of stopping it,
+    and jumps snap it; the reference tests cover that.)"""
+    fg = np.zeros((3, 3, 40), bool)
+    fg[1, 1, 2:22] = True
+    flow = np.zeros((3,) + fg.shape, np.float32)
+    flow[2, 1, 1, 2:22] = 0.75            # towards +x, nothing beyond the object
+    _, ends = assert_matches_reference(fg, flow, 60, interpolation=interpolation)
+    _, euler = track_flows(fg, flow, 60, interpolation=interpolation)
+    np.testing.assert_array_equal(ends, euler)
+    assert (ends[:, 2] >= 21.0).all()     # all left the object and stopped

@@ -4,8 +4,12 @@ graph on the foreground voxels, followed by pointer jumping.
 Every foreground voxel is a node. Its successor is found by taking `hop`
 Euler steps from the voxel's centre (the same step as `_cpu.track`) and
 snapping the point reached to the nearest foreground voxel among the 8
-lattice points around it (`_core.voxel.snap_node`); a node with no
-foreground voxel there is a terminal. ``n_steps = K * hop + r`` with
+lattice points around it (`_core.voxel.snap_node`). A node is a terminal
+when its particle stops (a fixed point, e.g. on background flow 0: the Euler
+rule leaves it there, and snapping it back into the foreground would not),
+when no foreground voxel is near the point reached, or, for nearest reads,
+when the voxel containing that point (the one the Euler rule reads next) is
+background. ``n_steps = K * hop + r`` with
 ``1 <= r <= hop``: K applications of the successor map are
 ``ceil(log2(K))`` pointer-jumping passes over the nodes (a pass costs one
 random read per node), and the last r steps are exact Euler steps from the
@@ -47,7 +51,10 @@ def successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, suc
     step_flow, step_f64, trilinear
         As `_cpu.track._track_grouped`.
     succ : (N,) int32 or int64
-        Written: the successor node; a terminal is its own successor.
+        Written: the successor node; a terminal (its particle stopped at a
+        fixed point within the `hop` steps, no foreground voxel is near the
+        point reached, or, nearest reads, the voxel containing it is
+        background) is its own successor.
     jumps : (N,) int32 or int64
         Written: 1, or 0 for a terminal (jumps counted by a path).
     ends : (N, 3) float64
@@ -68,17 +75,27 @@ def successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, suc
             p[k, 2] = float(coords[i0 + k, 2])
         # the group's nodes step in turn, so that their reads are in flight
         # together (a fixed point or a 2-cycle simply repeats: no shortcut needed)
-        for _ in range(hop):
+        for _ in range(hop - 1):
             for k in range(m):
                 p[k, 0], p[k, 1], p[k, 2] = _euler_step(flow, p[k, 0], p[k, 1], p[k, 2], zmax,
                                                         ymax, xmax, trilinear, step_flow,
                                                         step_f64)
+        q = p.copy()   # one step before the end: equal to the end at a fixed point
+        for k in range(m):
+            p[k, 0], p[k, 1], p[k, 2] = _euler_step(flow, p[k, 0], p[k, 1], p[k, 2], zmax,
+                                                    ymax, xmax, trilinear, step_flow, step_f64)
         for k in range(m):
             i = i0 + k
             ends[i, 0] = p[k, 0]
             ends[i, 1] = p[k, 1]
             ends[i, 2] = p[k, 2]
-            j = _snap(coords, row_start, D, H, W, p[k, 0], p[k, 1], p[k, 2])
+            j = -1   # a particle that stopped (a fixed point) is never snapped
+            if p[k, 0] != q[k, 0] or p[k, 1] != q[k, 1] or p[k, 2] != q[k, 2]:
+                # the nearest rule reads the voxel containing p next: off the
+                # foreground, the particle goes on by the Euler rule (a terminal)
+                if trilinear or _node_at(coords, row_start, H, int(p[k, 0]), int(p[k, 1]),
+                                         int(p[k, 2])) >= 0:
+                    j = _snap(coords, row_start, D, H, W, p[k, 0], p[k, 1], p[k, 2])
             if j < 0:
                 succ[i] = i
                 jumps[i] = 0

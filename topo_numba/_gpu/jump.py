@@ -3,7 +3,8 @@
 
 The same formulation in the same order: every foreground voxel is a node
 whose successor is the node nearest to where `hop` Euler steps from its
-centre lead (`_core.voxel.snap_node`; none near: a terminal, its own
+centre lead (`_core.voxel.snap_node`; a particle that stopped, none
+near, or, nearest reads, a point in a background voxel: a terminal, its own
 successor with 0 jumps); ``n_steps = K * hop + r`` (``1 <= r <= hop``); K
 applications of the successor map by pointer jumping (binary
 exponentiation, one `_compose` pass per squaring or product), the last r
@@ -56,13 +57,21 @@ def _successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, su
     pz = float64(coords[i, 0])
     py = float64(coords[i, 1])
     px = float64(coords[i, 2])
-    for _ in range(hop):
+    for _ in range(hop - 1):
         pz, py, px = _euler_step(flow, pz, py, px, zmax, ymax, xmax, trilinear, step_flow,
                                  step_f64)
+    qz = pz  # one step before the end: equal to the end at a fixed point
+    qy = py
+    qx = px
+    pz, py, px = _euler_step(flow, pz, py, px, zmax, ymax, xmax, trilinear, step_flow, step_f64)
     ends[i, 0] = pz
     ends[i, 1] = py
     ends[i, 2] = px
-    j = _snap(coords, row_start, D, H, W, pz, py, px)
+    j = -1  # a particle that stopped (a fixed point) is never snapped
+    if pz != qz or py != qy or px != qx:
+        # nearest reads: off the foreground, the particle goes on by the Euler rule
+        if trilinear or _node_at(coords, row_start, H, int(pz), int(py), int(px)) >= 0:
+            j = _snap(coords, row_start, D, H, W, pz, py, px)
     if j < 0:
         succ[i] = i
         jumps[i] = 0
