@@ -30,13 +30,27 @@ def direct_flows(labels: np.ndarray, annotated: np.ndarray | None, out=None,
     return out
 
 
-def direct_flows_into(labels, annotated, out, h=None) -> None:
-    from .direct import cut_instance_centre, direct_flow_kernel
+def direct_geometry(labels, annotated, h=None):
+    """What direct flows need of validated labels, or None without instances.
+
+    Returns
+    -------
+    lab : (D, H, W) ndarray of int32
+        Compact labels 1..K.
+    centres : (K + 1, 3) ndarray of float64
+        Centre of each instance (centroid, or the distance-transform peak of
+        an instance cut by the unannotated region).
+    sinks : (K + 1, 3) ndarray of int64
+        The voxel nearest to each centre when it is in the instance, else -1.
+    counts : (K + 1,) ndarray of int64
+        Voxels of each instance (entry 0: background).
+    """
+    from .direct import cut_instance_centre
     from .labels import InstanceStats, compact_labels
 
     lab, ids = compact_labels(labels)
     if ids.size == 0:
-        return
+        return None
     stats = InstanceStats(lab, ids.size, annotated)
     counts = np.maximum(stats.counts, 1)[:, None]
     centres = stats.sums / counts
@@ -46,6 +60,16 @@ def direct_flows_into(labels, annotated, out, h=None) -> None:
     sinks = np.clip(np.rint(centres), 0, shape - 1).astype(np.int64)
     is_sink = lab[sinks[:, 0], sinks[:, 1], sinks[:, 2]] == np.arange(ids.size + 1)
     sinks[~is_sink] = -1
+    return lab, centres, sinks, stats.counts
+
+
+def direct_flows_into(labels, annotated, out, h=None) -> None:
+    from .direct import direct_flow_kernel
+
+    geometry = direct_geometry(labels, annotated, h)
+    if geometry is None:
+        return
+    lab, centres, sinks, _ = geometry
     direct_flow_kernel(lab, centres, sinks, np.ones(3) if h is None else h, out)
 
 

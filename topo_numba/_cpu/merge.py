@@ -168,6 +168,51 @@ def _chunk_squared_error(lab, own, pred, n_labels, n_chunks):
     return sums
 
 
+_direct_vector = njit(cache=True, inline="always")(voxel.direct_vector)
+
+
+@njit(parallel=True, cache=True)
+def _chunk_direct_error(lab, centres, sinks, h, pred, n_labels, n_chunks):
+    """`_chunk_squared_error` with the own flow computed on the fly: each
+    instance's direct vector, rounded to float32 as `direct_flow_kernel`
+    stores it (the same values, without the (3, D, H, W) array)."""
+    D, H, W = lab.shape
+    rows = D * H
+    sums = np.zeros((n_chunks, n_labels + 1), np.float64)
+    for c in prange(n_chunks):
+        r0 = c * rows // n_chunks
+        r1 = (c + 1) * rows // n_chunks
+        for r in range(r0, r1):
+            z = r // H
+            y = r - z * H
+            for x in range(W):
+                k = lab[z, y, x]
+                if k == 0:
+                    continue
+                fz, fy, fx = _direct_vector(centres, sinks, h, k, z, y, x)
+                ez = float(np.float32(fz)) - float(pred[0, z, y, x])
+                ey = float(np.float32(fy)) - float(pred[1, z, y, x])
+                ex = float(np.float32(fx)) - float(pred[2, z, y, x])
+                s = 0.0
+                s += ez * ez
+                s += ey * ey
+                s += ex * ex
+                sums[c, k] += s
+    return sums
+
+
+def _chunks(lab, n_labels):
+    budget = max(1, (64 * 2**20) // (8 * (n_labels + 1)))
+    return int(max(1, min(numba.get_num_threads(), lab.shape[0] * lab.shape[1], budget)))
+
+
+def direct_error_sums(lab, centres, sinks, h, pred, n_labels: int) -> np.ndarray:
+    """`squared_error_sums` against the direct flows of `lab` (compact labels
+    with the `_cpu.flows.direct_geometry` of them), without writing them."""
+    return _chunk_direct_error(lab, centres, sinks, h, pred, n_labels,
+                               _chunks(lab, n_labels)).sum(axis=0)
+
+
 def squared_error_sums(lab: np.ndarray, own: np.ndarray, pred: np.ndarray,
                        n_labels: int) -> np.ndarray:
     """Sum over each label's voxels and the 3 channels of (own - pred)**2.
@@ -180,9 +225,7 @@ def squared_error_sums(lab: np.ndarray, own: np.ndarray, pred: np.ndarray,
     sums : (n_labels + 1,) ndarray of float64
         Entry 0 (background) is 0.
     """
-    budget = max(1, (64 * 2**20) // (8 * (n_labels + 1)))
-    n_chunks = int(max(1, min(numba.get_num_threads(), lab.shape[0] * lab.shape[1], budget)))
-    return _chunk_squared_error(lab, own, pred, n_labels, n_chunks).sum(axis=0)
+    return _chunk_squared_error(lab, own, pred, n_labels, _chunks(lab, n_labels)).sum(axis=0)
 
 
 # --------------------------------------------------------------------------

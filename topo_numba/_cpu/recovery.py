@@ -191,20 +191,28 @@ def remove_bad(labels: np.ndarray, pred: np.ndarray, check: FlowCheck, h=None) -
     """`remove_bad_flow_masks` of validated labels and predicted flow.
 
     Each instance's own flow is computed by the flow cores (`flows_of`) with
-    the class's flow type, then compared with `pred`.
+    the class's flow type, then compared with `pred`; direct flows are
+    computed where they are compared (`direct_error_sums`), never written.
     """
-    from .flows import flows_of
+    from .flows import direct_geometry, flows_of
     from .labels import compact_labels
-    from .merge import squared_error_sums
+    from .merge import direct_error_sums, squared_error_sums
     from .relabel import apply_table, keep_table
 
     compact, ids = compact_labels(labels)
     n = ids.size
     if n == 0:
         return compact
-    own = flows_of(compact, None, check.flow_type, check.diffusion(), h=h)
-    sums = squared_error_sums(compact, own, pred, n)
-    counts = np.bincount(compact.ravel(), minlength=n + 1)
+    if check.flow_type == "direct":
+        # the own direct flow is computed voxel by voxel where it is compared
+        _, centres, sinks, counts = direct_geometry(compact, None, h)
+        sums = direct_error_sums(compact, centres, sinks, np.ones(3) if h is None else h,
+                                 pred, n)
+        counts = counts.astype(np.int64, copy=True)
+    else:
+        own = flows_of(compact, None, check.flow_type, check.diffusion(), h=h)
+        sums = squared_error_sums(compact, own, pred, n)
+        counts = np.bincount(compact.ravel(), minlength=n + 1)
     counts[0] = 1
     mse = sums / (3.0 * counts)
     bad = mse > check.threshold
