@@ -15,12 +15,12 @@ spatial mask) and every flow type
 * ``coordinates``  - `generate_diffusion_flows(mode="coordinates")` (SPEC 2.2, defaults),
 * ``source``       - `generate_diffusion_flows(mode="source")` (defaults),
 * ``auto``         - `generate_diffusion_flows(mode="auto")` (defaults),
-  recovered with ``interpolation="trilinear"``, ``fill_orphans=True`` and
-  ``tracking="jump"`` (the recommended configuration); every other flow
-  type with the original's nearest Euler rule; each recovery is repeated
-  with the other tracking rule on the same flows (pooled F1@.5 against the
-  truth of both, and of the jump labels against the Euler labels, in a
-  second table),
+  recovered with ``interpolation="trilinear"`` and ``fill_orphans=True``
+  (the recommended configuration); every other flow type with the
+  original's nearest rule; each recovery is repeated with
+  ``tracking="jump"`` on the same flows (pooled F1@.5 against the truth of
+  both, and of the jump labels against the Euler labels, in a second
+  table),
 
 it computes the flows of the ground truth and recovers the instances from
 them with a plain Euler round trip (`postprocess_single`, n_steps=1000,
@@ -93,7 +93,7 @@ FLOWS = {
 # tracking (docs/flows.md); the others keep the original's nearest-voxel rule
 INTERPOLATION = {"auto": "trilinear"}
 # further recovery keywords per flow type (the recommended configuration's)
-EXTRA = {"auto": {"fill_orphans": True, "tracking": "jump"}}
+EXTRA = {"auto": {"fill_orphans": True}}
 # every recovery is repeated with the other tracking rule on the same flows:
 # each row records the pooled F1@.5 against the truth of the Euler and of the
 # jump labels ("euler_g1_50", "jump_g1_50", ...) and of the jump labels

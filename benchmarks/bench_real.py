@@ -37,15 +37,14 @@ box), per volume. Configurations (flows; recovery):
 * ``source``       - `generate_diffusion_flows(gt, mode="source")`; group 1,
   nearest,
 * ``auto``         - `generate_diffusion_flows(gt, mode="auto")`; group 1,
-  trilinear, ``fill_orphans=True``, ``tracking="jump"``: **the recommended
-  configuration**,
+  trilinear, ``fill_orphans=True``: **the recommended configuration**,
 * ``auto+spacing`` - as ``auto`` with ``spacing=spacing_zyx`` given to the
   flows and to `postprocess_single`; only for volumes whose spacing is not
   all equal,
-* ``<config> euler`` / ``<config> jump`` - every recovery above (clean and
-  noisy) again by the other tracking rule, on the same flows; the row
-  records the agreement of the two (``agreement``: F1 at IoU 0.5 of the
-  jump labels against the Euler labels),
+* ``<config> jump`` - every recovery above (clean and noisy) again with
+  ``tracking="jump"``, on the same flows; the row records the agreement of
+  the two (``agreement``: F1 at IoU 0.5 of the jump labels against the
+  Euler labels),
 * ``cellpose``     - Cellpose's own 3-D flows of ``gt``
   (``_cellpose_peer.cellpose_flows``: heat diffusion from each instance's
   centre, Cellpose's default iterations) recovered by Cellpose's own 3-D
@@ -171,12 +170,11 @@ CONFIGS = {
 }
 # recovery keywords beyond the group and the interpolation: the recommended
 # configuration attaches unlabelled foreground to the instance it touches
-EXTRA = {"auto": {"fill_orphans": True, "tracking": "jump"},
-         "auto+spacing": {"fill_orphans": True, "tracking": "jump"}}
-# the recommended configuration tracks by jumps, the others by the Euler rule;
-# every recovery is repeated with the other rule on the same flows (config
-# "<name> euler" or "<name> jump"), and the row records the agreement of the
-# two (F1 at IoU 0.5 of the jump labels against the Euler labels, "agreement")
+EXTRA = {"auto": {"fill_orphans": True}, "auto+spacing": {"fill_orphans": True}}
+# every configuration tracks by the Euler rule; every recovery is repeated
+# with jump tracking on the same flows (config "<name> jump"), and the row
+# records the agreement of the two (F1 at IoU 0.5 of the jump labels against
+# the Euler labels, "agreement")
 
 
 def rule_of(config):
@@ -187,11 +185,11 @@ CONFIG_TEXT = {
     "direct": "generate_direct_flows(gt); postprocess_single group 1, nearest",
     "coordinates": "generate_diffusion_flows(gt); group 2, nearest",
     "source": "generate_diffusion_flows(gt, mode='source'); group 1, nearest",
-    "auto": "generate_diffusion_flows(gt, mode='auto'); group 1, trilinear, fill_orphans, "
-            "tracking='jump' (recommended)",
+    "auto": "generate_diffusion_flows(gt, mode='auto'); group 1, trilinear, fill_orphans "
+            "(recommended)",
     "auto+spacing": "generate_diffusion_flows(gt, mode='auto', spacing=spacing_zyx); "
-                    "group 1, trilinear, fill_orphans, tracking='jump', spacing=spacing_zyx "
-                    "(anisotropic volumes only)",
+                    "group 1, trilinear, fill_orphans, spacing=spacing_zyx (anisotropic "
+                    "volumes only)",
     "<config> euler | jump": "the same recovery by the other tracking rule, on the same "
                              "flows",
     "cellpose": "_cellpose_peer.cellpose_flows(gt); _cellpose_peer.cellpose_recover(flows, "

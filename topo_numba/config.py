@@ -181,13 +181,13 @@ def get_postprocess_config(resolution_nm: float | None = None, *,
         ``get_instance_class_config(recommended=True)``: the same steps,
         radii and minimum sizes, ``"interpolation": "trilinear"``, the
         groups of that table (1, or 3 for "mt"), ``"fill_orphans": True``
-        (group 1), ``"flow_type": "auto"`` (what the flow check of
-        `run_instance_segmentation` compares with) and ``"tracking":
-        "jump"``: trilinear tracking is what keeps particles of one object
-        out of a touching neighbour and off a smeared sink on real volumes
-        (docs/real-data.md), no foreground voxel connected to an instance is
-        left unlabelled, and jump tracking gives the Euler rule's instances
-        on these flows at a fraction of its cost (docs/recovery.md).
+        (group 1) and ``"flow_type": "auto"`` (what the flow check of
+        `run_instance_segmentation` compares with): trilinear tracking is
+        what keeps particles of one object out of a touching neighbour and
+        off a smeared sink on real volumes (docs/real-data.md), and no
+        foreground voxel connected to an instance is left unlabelled. The
+        tracking rule stays the Euler rule; ``"tracking": "jump"`` is
+        several times faster on these flows (docs/recovery.md).
 
     Returns
     -------
@@ -218,7 +218,7 @@ def get_postprocess_config(resolution_nm: float | None = None, *,
     if recommended:
         for name, entry in config.items():
             entry.update(group=3 if name == "mt" else 1, interpolation="trilinear",
-                         fill_orphans=name != "mt", flow_type="auto", tracking="jump")
+                         fill_orphans=name != "mt", flow_type="auto")
     return config
 
 

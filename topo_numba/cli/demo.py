@@ -5,7 +5,7 @@ tubes: class ``mito``; small balls: class ``ves``), computes the flow
 targets with the recommended configuration (``"flow_type": "auto"``:
 direct flows for robustly star-shaped objects, heat-source flows for the
 others, one sink per object, see docs/flows.md), recovers the instances
-from them (group 1, trilinear jump tracking, orphans attached), prints accuracy
+from them (group 1, trilinear tracking, orphans attached), prints accuracy
 (F1 at IoU 0.5, instance counts) and timings, and writes a PNG figure and
 the arrays. Part of the command line (it prints through the CLI's console);
 the library itself never prints.
@@ -25,9 +25,9 @@ from ..io import VolumeIOError, open_output, write_png
 CLASSES = ("mito", "ves")
 FLOW_CONFIG = {"mito": {"flow_type": "auto"}, "ves": {"flow_type": "auto"}}
 RECOVERY = {"mito": dict(n_steps=100, convergence_radius=3.0, min_size=5, group=1,
-                         interpolation="trilinear", fill_orphans=True, tracking="jump"),
+                         interpolation="trilinear", fill_orphans=True),
             "ves": dict(n_steps=30, convergence_radius=3.0, min_size=5, group=1,
-                        interpolation="trilinear", fill_orphans=True, tracking="jump")}
+                        interpolation="trilinear", fill_orphans=True)}
 MARKER = "demo.json"
 
 

@@ -754,9 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
                         '"nearest"|"trilinear", "fill_orphans": bool, "tracking": '
                         '"euler"|"jump"}}')
     p.add_argument("--recommended", action="store_true",
-                   help="with --resolution: the recommended table (trilinear jump "
-                        "tracking, group 1, orphans attached; for flows made with "
-                        "--recommended)")
+                   help="with --resolution: the recommended table (trilinear tracking, "
+                        "group 1, orphans attached; for flows made with --recommended)")
     p.add_argument("--classes", nargs="+", metavar="NAME",
                    help="class name of each channel (default: the class_names stored with "
                         "FLOWS or PROBS)")
