@@ -115,16 +115,19 @@ def test_merge_hypothesis_odd_shapes(lab, seed):
                       elements=st.sampled_from([0, 0, 1, 2, 3])),
        extra=st.integers(0, 2**16))
 def test_component_count_matches_connected_components(lab, extra):
-    """The foreground union-find that decides whether group 2 must split."""
+    """The foreground union-find that decides whether group 2 must split and
+    gives its components (numbered in C order of their first voxel)."""
     from skimage.measure import label
 
-    from topo_numba._cpu.merge import count_components
+    from topo_numba._cpu.merge import component_ids
 
     rng = np.random.default_rng(extra)
     fg = (lab > 0) | (rng.random(lab.shape) < 0.2)   # unlabelled foreground too
     coords = np.argwhere(fg)
-    assert count_components(lab, coords) == label(lab, background=0, connectivity=1,
-                                                  return_num=True)[1]
+    comp, n_comp = label(lab, background=0, connectivity=1, return_num=True)
+    ids, n = component_ids(lab, coords)
+    assert n == n_comp
+    np.testing.assert_array_equal(ids, comp[tuple(coords.T)])
 
 
 

@@ -288,7 +288,8 @@ def euler_walk(advance):
     a fixed point or on a period-2 hop (an odd number of steps left ends
     one position back), as the Euler tracking kernels do.
 
-    Compiled by `_cpu.jump` and `_gpu.jump` (tails and terminals).
+    Compiled by `_gpu.track` (the Euler kernel), `_cpu.jump` and `_gpu.jump`
+    (tails and terminals).
     """
     def walk(flow, pz, py, px, steps, zmax, ymax, xmax, trilinear, step_flow, step_f64):
         qz = -1.0  # the position one step back (-1: none; positions are >= 0)

@@ -27,15 +27,15 @@ import numpy as np
 from numba import njit, prange
 
 from .._core import voxel
-from .track import GROUP, _euler_step
+from .track import _euler_step, track as euler
 
 _node_at = njit(cache=True, inline="always")(voxel.row_node)
 _snap = njit(cache=True, inline="always")(voxel.snap_node(_node_at))
 _walk = njit(cache=True, inline="always")(voxel.euler_walk(_euler_step))
 
 
-@njit(parallel=True, cache=True)
-def successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, succ, jumps, ends):
+def successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, succ, jumps,
+               ends) -> None:
     """The successor map.
 
     Parameters
@@ -49,7 +49,7 @@ def successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, suc
     hop : int
         Euler steps per jump (>= 1).
     step_flow, step_f64, trilinear
-        As `_cpu.track._track_grouped`.
+        As `_cpu.track.track`.
     succ : (N,) int32 or int64
         Written: the successor node; a terminal (its particle stopped at a
         fixed point within the `hop` steps, no foreground voxel is near the
@@ -59,49 +59,43 @@ def successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, suc
         Written: 1, or 0 for a terminal (jumps counted by a path).
     ends : (N, 3) float64
         Written: the point reached by `hop` steps from the node's centre.
+
+    Notes
+    -----
+    The first ``hop - 1`` steps are the Euler tracking kernels' (`_cpu.track`),
+    the last one `_last_step`'s, which also tells whether the particle stopped.
     """
+    before = coords.astype(np.float64)
+    if hop > 1:
+        euler(coords, flow, hop - 1, step_flow, step_f64, trilinear, before)
+    _last_step(coords, row_start, flow, before, step_flow, step_f64, trilinear, succ, jumps,
+               ends)
+
+
+@njit(parallel=True, cache=True)
+def _last_step(coords, row_start, flow, before, step_flow, step_f64, trilinear, succ, jumps,
+               ends):
+    """The last Euler step of every node from `before`, and its successor."""
     D, H, W = flow.shape[1], flow.shape[2], flow.shape[3]
-    zmax = float(D - 1)
-    ymax = float(H - 1)
-    xmax = float(W - 1)
-    n = coords.shape[0]
-    for g in prange((n + GROUP - 1) // GROUP):
-        i0 = g * GROUP
-        m = min(GROUP, n - i0)
-        p = np.empty((GROUP, 3))
-        for k in range(m):
-            p[k, 0] = float(coords[i0 + k, 0])
-            p[k, 1] = float(coords[i0 + k, 1])
-            p[k, 2] = float(coords[i0 + k, 2])
-        # the group's nodes step in turn, so that their reads are in flight
-        # together (a fixed point or a 2-cycle simply repeats: no shortcut needed)
-        for _ in range(hop - 1):
-            for k in range(m):
-                p[k, 0], p[k, 1], p[k, 2] = _euler_step(flow, p[k, 0], p[k, 1], p[k, 2], zmax,
-                                                        ymax, xmax, trilinear, step_flow,
-                                                        step_f64)
-        q = p.copy()   # one step before the end: equal to the end at a fixed point
-        for k in range(m):
-            p[k, 0], p[k, 1], p[k, 2] = _euler_step(flow, p[k, 0], p[k, 1], p[k, 2], zmax,
-                                                    ymax, xmax, trilinear, step_flow, step_f64)
-        for k in range(m):
-            i = i0 + k
-            ends[i, 0] = p[k, 0]
-            ends[i, 1] = p[k, 1]
-            ends[i, 2] = p[k, 2]
-            j = -1   # a particle that stopped (a fixed point) is never snapped
-            if p[k, 0] != q[k, 0] or p[k, 1] != q[k, 1] or p[k, 2] != q[k, 2]:
-                # the nearest rule reads the voxel containing p next: off the
-                # foreground, the particle goes on by the Euler rule (a terminal)
-                if trilinear or _node_at(coords, row_start, H, int(p[k, 0]), int(p[k, 1]),
-                                         int(p[k, 2])) >= 0:
-                    j = _snap(coords, row_start, D, H, W, p[k, 0], p[k, 1], p[k, 2])
-            if j < 0:
-                succ[i] = i
-                jumps[i] = 0
-            else:
-                succ[i] = j
-                jumps[i] = 1
+    for i in prange(coords.shape[0]):
+        qz, qy, qx = before[i, 0], before[i, 1], before[i, 2]
+        pz, py, px = _euler_step(flow, qz, qy, qx, D - 1.0, H - 1.0, W - 1.0, trilinear,
+                                 step_flow, step_f64)
+        ends[i, 0] = pz
+        ends[i, 1] = py
+        ends[i, 2] = px
+        j = -1   # a particle that stopped (a fixed point) is never snapped
+        if pz != qz or py != qy or px != qx:
+            # the nearest rule reads the voxel containing p next: off the
+            # foreground, the particle goes on by the Euler rule (a terminal)
+            if trilinear or _node_at(coords, row_start, H, int(pz), int(py), int(px)) >= 0:
+                j = _snap(coords, row_start, D, H, W, pz, py, px)
+        if j < 0:
+            succ[i] = i
+            jumps[i] = 0
+        else:
+            succ[i] = j
+            jumps[i] = 1
 
 
 @njit(parallel=True, cache=True)
@@ -193,16 +187,13 @@ def track(coords, row_start, flow, n_steps, hop, step_flow, step_f64, trilinear,
     n = coords.shape[0]
     k = (n_steps - 1) // hop          # jumps; the last r = n_steps - k * hop steps are exact
     r = n_steps - k * hop
+    if k == 0:                        # no jump: the Euler rule itself
+        euler(coords, flow, n_steps, step_flow, step_f64, trilinear, out)
+        return
     index = np.int32 if n < 2 ** 31 else np.int64
     count = np.int32 if k < 2 ** 31 else np.int64
     succ, jumps = np.empty(n, index), np.empty(n, count)
     ends = np.empty((n, 3), np.float64)
-    if k == 0:
-        succ[:], jumps[:] = np.arange(n, dtype=index), 0   # the Euler rule itself
-        tails = np.empty((n, 3), np.float64)
-        _tails(coords, succ, jumps, 0, flow, r, step_flow, step_f64, trilinear, tails)
-        out[:] = tails
-        return
     successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, succ, jumps, ends)
     node, made = power(succ, jumps, k)
     if r == hop:

@@ -145,37 +145,16 @@ def merge_table(n_labels, first, second):
 # flow check: per-instance sum of squared differences between two flows
 # --------------------------------------------------------------------------
 
-@njit(parallel=True, cache=True)
-def _chunk_squared_error(lab, own, pred, n_labels, n_chunks):
-    D, H, W = lab.shape
-    rows = D * H
-    sums = np.zeros((n_chunks, n_labels + 1), np.float64)
-    for c in prange(n_chunks):
-        r0 = c * rows // n_chunks
-        r1 = (c + 1) * rows // n_chunks
-        for r in range(r0, r1):
-            z = r // H
-            y = r - z * H
-            for x in range(W):
-                k = lab[z, y, x]
-                if k == 0:
-                    continue
-                s = 0.0
-                for d in range(3):
-                    e = float(own[d, z, y, x]) - float(pred[d, z, y, x])
-                    s += e * e
-                sums[c, k] += s
-    return sums
-
-
 _direct_vector = njit(cache=True, inline="always")(voxel.direct_vector)
 
 
 @njit(parallel=True, cache=True)
-def _chunk_direct_error(lab, centres, sinks, h, pred, n_labels, n_chunks):
-    """`_chunk_squared_error` with the own flow computed on the fly: each
-    instance's direct vector, rounded to float32 as `direct_flow_kernel`
-    stores it (the same values, without the (3, D, H, W) array)."""
+def _chunk_squared_error(lab, own, pred, n_labels, n_chunks, direct, centres, sinks, h):
+    """Per-chunk sums of (own - pred)**2 per label. `own` is the (3, D, H, W)
+    flow, or, when `direct`, each instance's direct vector computed here
+    (`_core.voxel.direct_vector` of `centres`, `sinks`, `h`, rounded to
+    float32 as `direct_flow_kernel` stores it: the same values, without the
+    array)."""
     D, H, W = lab.shape
     rows = D * H
     sums = np.zeros((n_chunks, n_labels + 1), np.float64)
@@ -189,10 +168,18 @@ def _chunk_direct_error(lab, centres, sinks, h, pred, n_labels, n_chunks):
                 k = lab[z, y, x]
                 if k == 0:
                     continue
-                fz, fy, fx = _direct_vector(centres, sinks, h, k, z, y, x)
-                ez = float(np.float32(fz)) - float(pred[0, z, y, x])
-                ey = float(np.float32(fy)) - float(pred[1, z, y, x])
-                ex = float(np.float32(fx)) - float(pred[2, z, y, x])
+                if direct:
+                    fz, fy, fx = _direct_vector(centres, sinks, h, k, z, y, x)
+                    oz = float(np.float32(fz))
+                    oy = float(np.float32(fy))
+                    ox = float(np.float32(fx))
+                else:
+                    oz = float(own[0, z, y, x])
+                    oy = float(own[1, z, y, x])
+                    ox = float(own[2, z, y, x])
+                ez = oz - float(pred[0, z, y, x])
+                ey = oy - float(pred[1, z, y, x])
+                ex = ox - float(pred[2, z, y, x])
                 s = 0.0
                 s += ez * ez
                 s += ey * ey
@@ -202,6 +189,7 @@ def _chunk_direct_error(lab, centres, sinks, h, pred, n_labels, n_chunks):
 
 
 def _chunks(lab, n_labels):
+    """Chunks of (z, y) rows: one per thread, partial sums bounded to ~64 MiB."""
     budget = max(1, (64 * 2**20) // (8 * (n_labels + 1)))
     return int(max(1, min(numba.get_num_threads(), lab.shape[0] * lab.shape[1], budget)))
 
@@ -209,8 +197,9 @@ def _chunks(lab, n_labels):
 def direct_error_sums(lab, centres, sinks, h, pred, n_labels: int) -> np.ndarray:
     """`squared_error_sums` against the direct flows of `lab` (compact labels
     with the `_cpu.flows.direct_geometry` of them), without writing them."""
-    return _chunk_direct_error(lab, centres, sinks, h, pred, n_labels,
-                               _chunks(lab, n_labels)).sum(axis=0)
+    no_flow = np.zeros((3, 1, 1, 1), np.float32)
+    return _chunk_squared_error(lab, no_flow, pred, n_labels, _chunks(lab, n_labels), True,
+                                centres, sinks, h).sum(axis=0)
 
 
 def squared_error_sums(lab: np.ndarray, own: np.ndarray, pred: np.ndarray,
@@ -225,7 +214,9 @@ def squared_error_sums(lab: np.ndarray, own: np.ndarray, pred: np.ndarray,
     sums : (n_labels + 1,) ndarray of float64
         Entry 0 (background) is 0.
     """
-    return _chunk_squared_error(lab, own, pred, n_labels, _chunks(lab, n_labels)).sum(axis=0)
+    return _chunk_squared_error(lab, own, pred, n_labels, _chunks(lab, n_labels), False,
+                                np.zeros((1, 3)), np.zeros((1, 3), np.int64),
+                                np.ones(3)).sum(axis=0)
 
 
 # --------------------------------------------------------------------------
@@ -281,17 +272,6 @@ def _union_faces(labels, coords):
             if a != b:
                 parent[max(a, b)] = min(a, b)
     return parent
-
-
-@njit(cache=True)
-def count_components(labels, coords):
-    """Number of 6-connected components of equal non-zero labels (`_union_faces`)."""
-    parent = _union_faces(labels, coords)
-    count = 0
-    for i in range(coords.shape[0]):
-        if parent[i] == i and labels[coords[i, 0], coords[i, 1], coords[i, 2]] != 0:
-            count += 1
-    return count
 
 
 @njit(cache=True)

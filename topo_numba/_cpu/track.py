@@ -164,35 +164,29 @@ def _track_nearest(coords, flow, n_steps, step, out):
         bz, by, bx = float(coords[ib, 0]), float(coords[ib, 1]), float(coords[ib, 2])
         cz, cy, cx = float(coords[ic, 0]), float(coords[ic, 1]), float(coords[ic, 2])
         dz, dy, dx = float(coords[idx, 0]), float(coords[idx, 1]), float(coords[idx, 2])
+        az1, ay1, ax1, bz1, by1, bx1 = az, ay, ax, bz, by, bx
+        cz1, cy1, cx1, dz1, dy1, dx1 = cz, cy, cx, dz, dy, dx
+        az2, ay2, ax2, bz2, by2, bx2 = az, ay, ax, bz, by, bx
+        cz2, cy2, cx2, dz2, dy2, dx2 = cz, cy, cx, dz, dy, dx
         done = 0
         while done < n_steps:
             block = min(BLOCK, n_steps - done)
-            if block < 2:
+            for s in range(block):
+                # positions two steps and one step before the end of the block (copied
+                # only there: the checks look at nothing else)
+                if s == block - 2:
+                    az2, ay2, ax2, bz2, by2, bx2 = az, ay, ax, bz, by, bx
+                    cz2, cy2, cx2, dz2, dy2, dx2 = cz, cy, cx, dz, dy, dx
+                elif s == block - 1:
+                    az1, ay1, ax1, bz1, by1, bx1 = az, ay, ax, bz, by, bx
+                    cz1, cy1, cx1, dz1, dy1, dx1 = cz, cy, cx, dz, dy, dx
                 az, ay, ax = _advance(flow, az, ay, ax, zmax, ymax, xmax, step)
                 bz, by, bx = _advance(flow, bz, by, bx, zmax, ymax, xmax, step)
                 cz, cy, cx = _advance(flow, cz, cy, cx, zmax, ymax, xmax, step)
                 dz, dy, dx = _advance(flow, dz, dy, dx, zmax, ymax, xmax, step)
-                done += block
-                continue
-            for _ in range(block - 2):   # no copies: the checks look at the last two
-                az, ay, ax = _advance(flow, az, ay, ax, zmax, ymax, xmax, step)
-                bz, by, bx = _advance(flow, bz, by, bx, zmax, ymax, xmax, step)
-                cz, cy, cx = _advance(flow, cz, cy, cx, zmax, ymax, xmax, step)
-                dz, dy, dx = _advance(flow, dz, dy, dx, zmax, ymax, xmax, step)
-            # positions two steps and one step before the end of the block
-            az2, ay2, ax2, bz2, by2, bx2 = az, ay, ax, bz, by, bx
-            cz2, cy2, cx2, dz2, dy2, dx2 = cz, cy, cx, dz, dy, dx
-            az, ay, ax = _advance(flow, az, ay, ax, zmax, ymax, xmax, step)
-            bz, by, bx = _advance(flow, bz, by, bx, zmax, ymax, xmax, step)
-            cz, cy, cx = _advance(flow, cz, cy, cx, zmax, ymax, xmax, step)
-            dz, dy, dx = _advance(flow, dz, dy, dx, zmax, ymax, xmax, step)
-            az1, ay1, ax1, bz1, by1, bx1 = az, ay, ax, bz, by, bx
-            cz1, cy1, cx1, dz1, dy1, dx1 = cz, cy, cx, dz, dy, dx
-            az, ay, ax = _advance(flow, az, ay, ax, zmax, ymax, xmax, step)
-            bz, by, bx = _advance(flow, bz, by, bx, zmax, ymax, xmax, step)
-            cz, cy, cx = _advance(flow, cz, cy, cx, zmax, ymax, xmax, step)
-            dz, dy, dx = _advance(flow, dz, dy, dx, zmax, ymax, xmax, step)
             done += block
+            if block < 2:
+                continue
             sa = _settled(az, ay, ax, az1, ay1, ax1, az2, ay2, ax2)
             sb = _settled(bz, by, bx, bz1, by1, bx1, bz2, by2, bx2)
             sc = _settled(cz, cy, cx, cz1, cy1, cx1, cz2, cy2, cx2)

@@ -36,11 +36,10 @@ import numpy as np
 from numba import cuda, float64
 
 from .._core import voxel
-from .track import _euler_step
+from .track import _euler_step, _walk
 
 _node_at = cuda.jit(device=True, inline=True)(voxel.row_node)
 _snap = cuda.jit(device=True, inline=True)(voxel.snap_node(_node_at))
-_walk = cuda.jit(device=True, inline=True)(voxel.euler_walk(_euler_step))
 
 
 @cuda.jit

@@ -27,6 +27,8 @@ _trilinear = cuda.jit(device=True, inline=True)(voxel.trilinear)
 _step_trilinear = cuda.jit(device=True, inline=True)(voxel.trilinear_step(_trilinear))
 _euler_step = cuda.jit(device=True, inline=True)(
     voxel.euler_step(_step_trilinear, _step_nearest, _clip))
+# n steps ending early, exactly, at a fixed point or on a period-2 hop
+_walk = cuda.jit(device=True, inline=True)(voxel.euler_walk(_euler_step))
 
 
 @cuda.jit
@@ -39,28 +41,9 @@ def track_kernel(coords, flow, n_steps, step_flow, step_f64, trilinear, out):
     zmax = float64(D - 1)
     ymax = float64(H - 1)
     xmax = float64(W - 1)
-    pz = float64(coords[i, 0])
-    py = float64(coords[i, 1])
-    px = float64(coords[i, 2])
-    qz = -1.0
-    qy = -1.0
-    qx = -1.0
-    left = n_steps
-    while left > 0:
-        nz, ny, nx = _euler_step(flow, pz, py, px, zmax, ymax, xmax, trilinear, step_flow,
-                                 step_f64)
-        left -= 1
-        if nz == pz and ny == py and nx == px:
-            left = 0  # fixed point: every later step stays here
-        elif nz == qz and ny == qy and nx == qx:
-            # period 2: positions alternate p, n, p, n, ... from here on
-            if left % 2 == 1:
-                nz, ny, nx = pz, py, px
-            pz, py, px = nz, ny, nx
-            left = 0
-        else:
-            qz, qy, qx = pz, py, px
-            pz, py, px = nz, ny, nx
+    pz, py, px = _walk(flow, float64(coords[i, 0]), float64(coords[i, 1]),
+                       float64(coords[i, 2]), n_steps, zmax, ymax, xmax, trilinear,
+                       step_flow, step_f64)
     out[i, 0] = pz
     out[i, 1] = py
     out[i, 2] = px
