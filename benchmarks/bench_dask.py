@@ -5,6 +5,11 @@ Usage::
     python benchmarks/bench_dask.py                      # 512^3 in 64^3 chunks (512 chunks)
     python benchmarks/bench_dask.py --size 256           # 256^3 in 64^3 chunks (64 chunks)
     python benchmarks/bench_dask.py --quick              # 128^3 in 32^3 chunks, smoke run
+    python benchmarks/bench_dask.py --blocks 0,64        # default blocks and 64^3 blocks
+
+The stores are chunked in ``--chunk``^3 chunks; the out-of-core functions
+process them in blocks of the library's default (whole store chunks, about
+128^3 voxels: ``--blocks 0``) or of the given edges, each run side by side.
 
 Both directions of the method run on a synthetic volume that is written to
 Zarr chunk by chunk (it is generated lazily, never held whole):
@@ -179,15 +184,15 @@ def _stage(args) -> dict:
         labels.rechunk((1,) + (args.chunk,) * 3).to_zarr(str(work / "labels.zarr"),
                                                          overwrite=True)
     elif args.stage == "flows":
-        tnd.flow_targets_to_zarr(str(work / "labels.zarr"), work / f"targets_{args.scheduler}.zarr",
-                                 NAMES, FLOW_CONFIG, overwrite=True)
+        tnd.flow_targets_to_zarr(str(work / "labels.zarr"), work / f"targets_{_tag(args)}.zarr",
+                                 NAMES, FLOW_CONFIG, overwrite=True, chunks=args.block or None)
     elif args.stage == "segment":
-        targets = work / f"targets_{args.scheduler}.zarr"
+        targets = work / f"targets_{_tag(args)}.zarr"
         tnd.segment_to_zarr(str(targets / "class_fg"), str(targets / "flows"),
-                            work / f"seg_{args.scheduler}.zarr", NAMES, seg_config(args.tracking),
-                            overwrite=True)
+                            work / f"seg_{_tag(args)}.zarr", NAMES, seg_config(args.tracking),
+                            overwrite=True, chunks=args.block or None)
     wall = time.perf_counter() - t0
-    out = {"stage": args.stage, "scheduler": args.scheduler, "wall_s": wall,
+    out = {"stage": args.stage, "scheduler": args.scheduler, "block": args.block, "wall_s": wall,
            "process_peak_rss_bytes": _maxrss_bytes(), "process_rss_before_bytes": rss0}
     if client is not None:
         out["worker_peak_rss_bytes"] = list(client.run(_maxrss_bytes).values())
@@ -196,8 +201,23 @@ def _stage(args) -> dict:
     return out
 
 
-def run_stage(stage: str, scheduler: str, args, env_extra=None) -> dict:
+def _tag(args) -> str:
+    """Name of a run's stores: scheduler and processing blocks."""
+    return f"{args.scheduler}_{args.block or 'default'}"
+
+
+def block_shape(block: int, size: int, chunk: int) -> tuple:
+    """Processing block of a run: `block`^3, or the library's default (0)."""
+    from topo_numba._dask.common import blocks_of_chunks
+
+    if block:
+        return (min(block, size),) * 3
+    return blocks_of_chunks((chunk,) * 3, (size,) * 3)
+
+
+def run_stage(stage: str, scheduler: str, args, block: int = 0, env_extra=None) -> dict:
     cmd = [sys.executable, __file__, "--stage", stage, "--scheduler", scheduler,
+           "--block", str(block),
            "--work", str(args.work), "--size", str(args.size), "--chunk", str(args.chunk),
            "--seed", str(args.seed), "--workers", str(args.workers),
            "--worker-memory", args.worker_memory, "--tracking", args.tracking]
@@ -215,13 +235,13 @@ def run_stage(stage: str, scheduler: str, args, env_extra=None) -> dict:
 # agreement
 # --------------------------------------------------------------------------
 
-def truth_f1(work: Path, scheduler: str) -> dict:
+def truth_f1(work: Path, tag: str) -> dict:
     import zarr
 
     from topo_numba.metrics import matching
 
     truth = zarr.open_array(str(work / "labels.zarr"), mode="r")
-    seg = zarr.open_group(str(work / f"seg_{scheduler}.zarr"), mode="r")
+    seg = zarr.open_group(str(work / f"seg_{tag}.zarr"), mode="r")
     out = {}
     for c, name in enumerate(NAMES):
         m = matching(truth[c], seg[name][...])
@@ -301,6 +321,11 @@ def main():
     p.add_argument("--out", default=None)
     p.add_argument("--tracking", choices=["euler", "jump"], default="euler",
                    help="tracking rule of every class's segmentation (default: euler)")
+    p.add_argument("--blocks", default="0",
+                   help="comma-separated processing block edges to run side by side; 0 is "
+                        "the library's default (whole store chunks, about 128^3 voxels; "
+                        "default: 0 only)")
+    p.add_argument("--block", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     p.add_argument("--scheduler", default="threads", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -336,22 +361,31 @@ def main():
     record["generate"] = gen
     print(f"  synthetic labels written in {gen['wall_s']:.1f} s")
 
+    blocks = [int(b) for b in args.blocks.split(",") if b.strip()]
+    record["blocks"] = {str(b): block_shape(b, args.size, args.chunk) for b in blocks}
     for sched in schedulers:
-        for stage in ("flows", "segment"):
-            r = run_stage(stage, sched, args)
-            r["voxels_per_s"] = n_vox / r["wall_s"]
-            record["runs"].append(r)
-            workers = r.get("worker_peak_rss_bytes")
-            extra = (f", workers peak {', '.join(_gib(w) for w in workers)}" if workers else "")
-            print(f"  {stage:8s} {sched:11s}: {r['wall_s']:7.1f} s, "
-                  f"{r['voxels_per_s'] / 1e6:6.2f} Mvoxel/s, peak RSS process "
-                  f"{_gib(r['process_peak_rss_bytes'])}{extra}")
+        for block in blocks:
+            shape = record["blocks"][str(block)]
+            for stage in ("flows", "segment"):
+                r = run_stage(stage, sched, args, block)
+                r["voxels_per_s"] = n_vox / r["wall_s"]
+                r["block_shape"] = shape
+                record["runs"].append(r)
+                workers = r.get("worker_peak_rss_bytes")
+                extra = (f", workers peak {', '.join(_gib(w) for w in workers)}"
+                         if workers else "")
+                print(f"  {stage:8s} {sched:11s} blocks {'x'.join(map(str, shape)):>11s}"
+                      f"{' (default)' if not block else '':10s}: {r['wall_s']:7.1f} s, "
+                      f"{r['voxels_per_s'] / 1e6:6.2f} Mvoxel/s, peak RSS process "
+                      f"{_gib(r['process_peak_rss_bytes'])}{extra}")
 
     for sched in schedulers:
-        f1 = truth_f1(args.work, sched)
-        record.setdefault("truth_f1", {})[sched] = f1
-        print(f"  F1@0.5 vs synthetic truth ({sched}): " + ", ".join(
-            f"{k} {v['f1']:.4f} ({v['n_pred']}/{v['n_true']})" for k, v in f1.items()))
+        for block in blocks:
+            tag = f"{sched}_{block or 'default'}"
+            f1 = truth_f1(args.work, tag)
+            record.setdefault("truth_f1", {})[tag] = f1
+            print(f"  F1@0.5 vs synthetic truth ({tag}): " + ", ".join(
+                f"{k} {v['f1']:.4f} ({v['n_pred']}/{v['n_true']})" for k, v in f1.items()))
 
     cmp_chunk = min(args.chunk, args.compare_size)
     cmp = compare_in_memory(args.compare_size, cmp_chunk, args.seed, args.tracking)

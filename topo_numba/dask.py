@@ -17,20 +17,24 @@ one chunk at a time and never held whole::
 paths to Zarr paths (the entry points of the command line). Given Zarr
 inputs, their tasks read each (grown) block straight from the store, so no
 chunk is passed between tasks and the memory in use is about one grown block
-per running task, whatever the size of the volume. Dask-array inputs go
-through `dask.array.overlap` instead (faster on one machine: every chunk is
-decompressed once; memory then also holds the chunks waiting for their
-neighbours).
+per running task, whatever the size of the volume. By default a block is
+made of whole store chunks, about 128^3 voxels (a grown block of one chunk
+would decompress its 26 neighbours as well), and the outputs keep the
+input's chunks. `segment_to_zarr` reads and tracks every block once: the
+block-local labels wait in a scratch group of the output for the global
+numbering. Dask-array inputs go through `dask.array.overlap` instead (every
+chunk is decompressed once; memory then also holds the chunks waiting for
+their neighbours).
 
 Results are exactly those of the in-memory functions for flows (every
 instance, whatever the chunking: each is computed on a region that holds
 its whole bounding box), and agree with them for instance labels (blockwise
 tracking with a halo, then a global labelling; see `postprocess_single`).
 
-Each function reads its input twice: once when it is called (per-instance
-sums, or the blockwise labelling that decides the global label numbers;
-held in memory: O(instances), never O(voxels)), and once when the returned
-array is computed. Importing `topo_numba` does not import Dask; importing
+The functions returning Dask arrays read their input twice: once when
+they are called (per-instance sums, or the blockwise labelling that decides
+the global label numbers; held in memory: O(instances), never O(voxels)),
+and once when the returned array is computed. Importing `topo_numba` does not import Dask; importing
 this module does (``pip install "topo-numba[dask]"``).
 """
 

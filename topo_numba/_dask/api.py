@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from .common import (
     ZarrSource,
     as_annotated,
     as_dask,
+    blocks_of_chunks,
     check_halo,
     merge_small_trailing_chunks,
     store,
@@ -295,11 +297,11 @@ def _segment_inputs(sem, flow, name_sem, name_flow):
     return sem, flow
 
 
-def _labels_of_class(fg_src, flow_src, params, halo):
+def _labels_of_class(fg_src, flow_src, params, halo, keep=None):
     from .segment import segment
 
     chunks = merge_small_trailing_chunks(fg_src.grid.chunks, halo)
-    return segment(fg_src.rechunked(chunks), flow_src.rechunked(chunks), params, halo)
+    return segment(fg_src.rechunked(chunks), flow_src.rechunked(chunks), params, halo, keep)
 
 
 def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.0,
@@ -494,14 +496,14 @@ def _segment_settings(class_names, class_config, resolution_nm, flow_error_thres
     return list(class_names), threshold, settings
 
 
-def _segment_class(fg_src, flow_src, s: SegmentClass, halo, h=None):
+def _segment_class(fg_src, flow_src, s: SegmentClass, halo, h=None, keep=None):
     r = s.recovery
     t = r.tracking
     params = {"n_steps": t.n_steps, "step_size": t.step_size, "radius": r.radius,
               "min_size": r.min_size, "group": r.group, "interpolation": t.interpolation,
               "h": h, "fill_orphans": r.fill_orphans, "tracking": t.method}
     grow = _segment_halo(halo, fg_src.grid.chunks, r.radius, t.n_steps, t.step_size)
-    return _labels_of_class(fg_src, flow_src, params, grow)
+    return _labels_of_class(fg_src, flow_src, params, grow, keep)
 
 
 # --------------------------------------------------------------------------
@@ -523,7 +525,14 @@ def exceeds_memory(n_bytes: int, fraction: float = 0.25) -> bool:
 class _Input:
     """An input of the Zarr entry points: a Zarr array (tasks read their regions
     from the store) or an array (NumPy or Dask: blocks through Dask), with the
-    spatial blocks to process."""
+    spatial blocks to process.
+
+    Blocks: `chunks` when given (an int or 3 ints: a block shape; or the blocks
+    of another input); else, for a Zarr array, whole store chunks of about
+    128^3 voxels (`blocks_of_chunks`), for a Dask array its own chunks.
+    `write_chunks` is the chunk shape the outputs are stored with: the given
+    block shape, or the Zarr input's own chunks (None: the blocks).
+    """
 
     def __init__(self, source, name: str, ndims, kinds: str, what: str, chunks=None):
         self.zarr = None
@@ -539,7 +548,12 @@ class _Input:
         self.dask = as_dask(self.dask, name, ndims, kinds, what)
         self.shape, self.dtype, self.ndim = self.dask.shape, self.dask.dtype, self.dask.ndim
         spatial = self.shape[-3:]
-        if chunks is None:
+        self.write_chunks = None
+        if chunks is None and self.zarr is not None:
+            stored = tuple(getattr(self.zarr, "shards", None) or self.zarr.chunks)[-3:]
+            self.chunks = da.core.normalize_chunks(blocks_of_chunks(stored, spatial), spatial)
+            self.write_chunks = tuple(min(int(c), int(n)) for c, n in zip(stored, spatial))
+        elif chunks is None:
             self.chunks = self.dask.chunks[-3:]
         elif isinstance(chunks, tuple) and all(isinstance(c, tuple) for c in chunks):
             self.chunks = chunks                    # the blocks of another input
@@ -547,6 +561,7 @@ class _Input:
             sizes = (chunks,) * 3 if isinstance(chunks, int) else tuple(chunks)[-3:]
             sizes = tuple(V.check_int(c, "chunks", minimum=1) for c in sizes)
             self.chunks = da.core.normalize_chunks(sizes, spatial)
+            self.write_chunks = tuple(min(c, int(n)) for c, n in zip(sizes, spatial))
 
     def source(self, lead=(), transform=None, dtype=None):
         if self.zarr is not None:
@@ -559,7 +574,6 @@ class _Input:
 
 def _progress(progress):
     """A context manager showing a progress bar for local schedulers (tqdm)."""
-    import contextlib
 
     if not progress:
         return contextlib.nullcontext()
@@ -584,13 +598,17 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
         one class. A string is a Zarr array path (``store.zarr/group/array``).
     out : str or path
         Zarr group to write: arrays ``flows`` (N*3, D, H, W) and ``class_fg``
-        (N, D, H, W), float32, chunked like the input (spatially).
+        (N, D, H, W), float32, chunked like the input (spatially), or by `chunks`.
     class_names, class_config, resolution_nm, diffusion_iters, adaptive_iters, adaptive_factor
         As in `topo_numba.compute_flow_targets`.
     spatial_mask : str, path or array, optional
         (D, H, W) annotation mask.
     chunks : int or tuple of 3 int, optional
-        Spatial chunk size to process (and write) with; default the input's.
+        Spatial block size to process (and write) with. Default: for a Zarr
+        input, blocks of whole store chunks holding about 128^3 voxels (a
+        task reads its block grown by the halo, so small blocks decompress
+        each store chunk many times), written with the input's chunks; for a
+        Dask array, its chunks.
     halo : int, optional
         See `generate_diffusion_flows`.
     progress : bool, default False
@@ -626,7 +644,7 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
         ann_src = mask.source(transform=_annotated_block, dtype=np.uint8)
     with _progress(progress):
         flows, class_fg = _targets(sources, ann_src, targets, halo, h)
-        store({"flows": flows, "class_fg": class_fg}, out, overwrite)
+        store({"flows": flows, "class_fg": class_fg}, out, overwrite, ids.write_chunks)
 
 
 def segment_to_zarr(semantic_pred, flow_pred, out, class_names=None, class_config=None, *,
@@ -647,14 +665,18 @@ def segment_to_zarr(semantic_pred, flow_pred, out, class_names=None, class_confi
     class_names, class_config, resolution_nm, flow_error_threshold
         As in `topo_numba.run_instance_segmentation`.
     chunks : int or tuple of 3 int, optional
-        Spatial block size to process (and write) with; default the input's.
+        Spatial block size to process (and write) with. Default: as in
+        `flow_targets_to_zarr` (from `semantic_pred`'s chunks).
     halo, progress, overwrite, spacing
         See `postprocess_single` and `flow_targets_to_zarr`.
 
     Notes
     -----
-    With ``flow_error_threshold > 0`` the labels are written first and the
-    flow check then reads them back, so the blocks are tracked only twice.
+    Every block is read and tracked once: its block-local labels are kept in
+    a scratch group of `out` (``_local_labels``, about the size of the
+    compressed labels, removed at the end) until the global labelling has
+    numbered them. With ``flow_error_threshold > 0`` the labels are written
+    first and the flow check then reads them back with the flows.
     """
     sem = _Input(semantic_pred, "semantic_pred", 4, "biuf", "real (float) values", chunks)
     flows = _Input(flow_pred, "flow_pred", 4, "iuf", "real (float) values", sem.chunks)
@@ -662,18 +684,37 @@ def segment_to_zarr(semantic_pred, flow_pred, out, class_names=None, class_confi
                                                flow_error_threshold, (sem.shape, sem.dtype),
                                                (flows.shape, flows.dtype), spacing)
     h = P.check_spacing(spacing)
-    with _progress(progress):
+    with _progress(progress), _scratch_group(out, LOCAL_LABELS) as scratch:
         labels = {}
         for name, s in settings.items():
             c = s.index
             labels[name] = _segment_class(
                 sem.source((c,), _above_half, bool),
-                flows.source((slice(3 * c, 3 * c + 3),)), s, halo, h)
+                flows.source((slice(3 * c, 3 * c + 3),)), s, halo, h, keep=(scratch, name))
         if threshold > 0 and labels:  # every class then has its flow_check
             from .check import SCRATCH, check_stored_labels
 
-            # written first, then checked from the store: the blocks are tracked twice, not 4x
-            store({f"{SCRATCH}/{name}": lab for name, lab in labels.items()}, out, True)
+            # written first, then checked from the store: the flows are read twice, not 3x
+            store({f"{SCRATCH}/{name}": lab for name, lab in labels.items()}, out, True,
+                  sem.write_chunks)
             check_stored_labels(out, flows.dask, settings, overwrite, h)
         else:
-            store(labels, out, overwrite)
+            store(labels, out, overwrite, sem.write_chunks)
+
+
+# group of the block-local labels inside the output store, removed when done
+LOCAL_LABELS = "_local_labels"
+
+
+@contextlib.contextmanager
+def _scratch_group(out, name: str):
+    """A Zarr group ``out/name`` for intermediate arrays, removed on the way out."""
+    import zarr
+
+    root = zarr.open_group(os.fspath(out), mode="a")
+    group = root.require_group(name)
+    try:
+        yield group
+    finally:
+        if name in root:
+            del root[name]

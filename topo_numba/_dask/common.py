@@ -8,6 +8,7 @@ modules it loads.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 
 import dask
@@ -79,6 +80,44 @@ def chunks_at_least(chunks, halo: int):
             c = (size,) * (total // size) + ((total % size,) if total % size else ())
         out.append(c)
     return merge_small_trailing_chunks(out, halo)
+
+
+# default processing block of the Zarr entry points: about 128^3 voxels
+BLOCK_VOXELS = 1 << 21
+
+
+def blocks_of_chunks(chunk, shape, target: int = BLOCK_VOXELS) -> tuple[int, int, int]:
+    """Default processing block of a Zarr input: whole store chunks per axis.
+
+    A task reads its block grown by a halo, and Zarr decompresses every store
+    chunk that the grown block touches: with blocks of one chunk that is 27
+    chunks per block (the halo reaches into all 26 neighbours). Blocks of
+    several chunks read each chunk fewer times (8 per block of 2^3 chunks)
+    and pay the per-task costs over more voxels. The block grows one chunk at
+    a time along its shortest axis (never past the array) until it holds at
+    least `target` voxels.
+
+    Parameters
+    ----------
+    chunk : sequence of 3 int
+        The store's chunk shape (spatial axes).
+    shape : sequence of 3 int
+        The array's spatial shape.
+
+    Returns
+    -------
+    tuple of 3 int
+    """
+    shape = [int(n) for n in shape]
+    chunk = [max(1, min(int(c), n)) for c, n in zip(chunk, shape)]
+    block = list(chunk)
+    while math.prod(block) < target:
+        growable = [a for a in range(3) if block[a] < shape[a]]
+        if not growable:
+            break
+        a = min(growable, key=lambda i: block[i])
+        block[a] = min(block[a] + chunk[a], shape[a])
+    return tuple(block)
 
 
 def check_halo(halo, name: str = "halo") -> int:
@@ -245,11 +284,18 @@ def tree_reduce(parts, combine, fan_in: int = 16):
     return parts[0]
 
 
-def store(arrays: dict, out, overwrite: bool):
-    """Write {component: dask array} into the Zarr group at `out`, chunk by chunk."""
+def store(arrays: dict, out, overwrite: bool, chunks=None):
+    """Write {component: dask array} into the Zarr group at `out`, chunk by chunk.
+
+    `chunks` (3 int) is the stored chunk shape of the spatial axes (a divisor
+    of the blocks, so that each block is cut, never joined); default the
+    arrays' own blocks.
+    """
     stores = []
     for component, arr in arrays.items():
         regular = tuple(max(c) for c in arr.chunks)
+        if chunks is not None:
+            regular = regular[:-3] + tuple(int(c) for c in chunks)
         arr = arr.rechunk(regular)
         stores.append(da.to_zarr(arr, os.fspath(out), component=component, compute=False,
                                  overwrite=overwrite))

@@ -27,11 +27,14 @@ Design (README "Large volumes"):
 3. The driver joins the links (connected components over all local labels:
    one integer per local label), sums the sizes, drops instances smaller
    than min_size, and numbers the rest 1..K in block order.
-4. The result (lazy): each block is processed again, its local labels mapped
-   through its table, group 3's orphans take the nearest label within the
-   grown block (groups 1 and 2 with ``fill_orphans``: the rounds of
-   `attach_orphans` run on the grown block, see `fill_orphans_in_block`),
-   and the core is returned.
+4. The result (lazy): each block's local labels are mapped through its
+   table, group 3's orphans take the nearest label within the grown block
+   (groups 1 and 2 with ``fill_orphans``: the rounds of `attach_orphans` run
+   on the grown block, see `fill_orphans_in_block`), and the core is
+   returned. The local labels are those of step 1: kept in a Zarr array
+   (`KeptLabels`, one chunk per block) when the caller gives one, so that
+   the flows are read and tracked once; otherwise the block is read and
+   tracked again.
 
 Memory: a task holds one grown block (flows 12 B/voxel, particles ~56 B per
 foreground voxel); the driver holds one integer per local label and the
@@ -189,11 +192,57 @@ class BlockGeometry:
         return self._lateral(axis, slice(i, i + 1))
 
 
-def _summary_task(fg_ext, flow_ext, geom: BlockGeometry, p):
+class KeptLabels:
+    """Where step 1 leaves each block's local labels for step 4: one chunk per
+    block of an int32 Zarr array (n_blocks, d, h, w), zero-padded to the
+    largest block. The core is kept, or the whole grown block where step 4
+    reads around the core (group 3, ``fill_orphans``).
+
+    Parameters
+    ----------
+    group : zarr.Group
+        Where to create the array (replacing one of the same name).
+    name : str
+    grid : Grid
+    halo : int
+    grown : bool
+        Keep the grown blocks (else the cores).
+    """
+
+    def __init__(self, group, name: str, grid: Grid, halo: int, grown: bool):
+        self.grown = bool(grown)
+        shapes = []
+        for idx in grid.blocks():
+            a, b = grid.ext(idx, halo) if self.grown else grid.core(idx)
+            shapes.append(b - a)
+        largest = tuple(int(v) for v in np.max(shapes, axis=0))
+        self.array = group.create_array(name, shape=(len(shapes),) + largest,
+                                        chunks=(1,) + largest, dtype=np.int32, fill_value=0,
+                                        overwrite=True)
+        self.slot = {idx: i for i, idx in enumerate(grid.blocks())}
+
+    def put(self, geom: BlockGeometry, labels):
+        """Keep the (grown-block) local labels of the block at `geom`."""
+        part = labels if self.grown else labels[geom.core]
+        padded = np.zeros(self.array.shape[1:], np.int32)
+        padded[tuple(slice(0, n) for n in part.shape)] = part
+        self.array[self.slot[geom.idx]] = padded
+
+    def get(self, geom: BlockGeometry):
+        """The labels given to `put` for this block."""
+        a, b = (geom.ext_start, geom.ext_stop) if self.grown else (geom.start, geom.stop)
+        shape = tuple(int(n) for n in b - a)
+        return np.asarray(self.array[(self.slot[geom.idx],) +
+                                     tuple(slice(0, n) for n in shape)])
+
+
+def _summary_task(fg_ext, flow_ext, geom: BlockGeometry, p, kept: KeptLabels | None = None):
     from .._cpu.merge import touching_pairs
 
     labels, n_clusters, exits = local_labels(fg_ext, flow_ext, geom.ext_start,
                                              geom.vol_shape, p)
+    if kept is not None:
+        kept.put(geom, labels)
     n_local = n_clusters + exits.shape[0]
     core = np.ascontiguousarray(labels[geom.core])
     counts = np.bincount(core.ravel(), minlength=n_local + 1)
@@ -387,18 +436,41 @@ def _tables(grid: Grid, metas, links, min_size: int, group: int):
     return tables, dtype, n_final
 
 
-def _final_task(fg_ext, flow_ext, geom: BlockGeometry, p, meta, table):
-    from .._cpu.relabel import apply_table
+def _reads_around_core(p) -> bool:
+    """Does step 4 read the grown block around the core (orphans)?"""
+    return p["group"] == 3 or bool(p.get("fill_orphans", False))
 
+
+def _final_task(fg_ext, flow_ext, geom: BlockGeometry, p, meta, table):
+    """Step 4 of a block tracked again."""
     labels, n_clusters, exits = local_labels(fg_ext, flow_ext, geom.ext_start,
                                              geom.vol_shape, p)
     if (n_clusters + exits.shape[0], n_clusters) != tuple(meta[:2]):
         raise RuntimeError(f"block {geom.idx}: the second pass found other local labels "
                            "than the first (non-deterministic input?)")
+    return _final_labels(labels, fg_ext, geom, p, table)
+
+
+def _kept_task(kept: KeptLabels, fg_ext, geom: BlockGeometry, p, table):
+    """Step 4 of a block from its kept local labels (`fg_ext` None unless the
+    orphans need it)."""
+    labels = kept.get(geom)
+    if not kept.grown:
+        return _final_labels(labels, None, geom, p, table, core=True)
+    return _final_labels(labels, fg_ext, geom, p, table)
+
+
+def _final_labels(labels, fg_ext, geom: BlockGeometry, p, table, core: bool = False):
+    """Local labels (of the grown block, or of the core with `core`) -> final labels
+    of the core."""
+    from .._cpu.relabel import apply_table
+
     if table.dtype == np.int32:
-        out = apply_table(labels, table)
+        out = apply_table(np.ascontiguousarray(labels), table)
     else:
         out = table[labels]
+    if core:
+        return out
     if p["group"] == 3:
         from .._cpu.recovery import recover_orphans
 
@@ -452,17 +524,25 @@ def _forward_neighbours(grid: Grid, idx):
             yield nb
 
 
-def segment(fg_src, flow_src, p: dict, halo: int) -> da.Array:
+def segment(fg_src, flow_src, p: dict, halo: int, keep=None) -> da.Array:
     """Labels (D, H, W) of one class as a Dask array; passes 1-3 run now.
 
     `fg_src` and `flow_src` (sources of ``_dask.common``, same chunks) give the
-    grown blocks of the foreground mask and of the (3, ...) flow.
+    grown blocks of the foreground mask and of the (3, ...) flow. `keep`
+    (``(zarr.Group, name)``, optional) is where the local labels of pass 1
+    are kept for the result (`KeptLabels`), which then reads them instead of
+    reading and tracking every block again; the array must outlive the
+    computation of the result.
     """
     grid = fg_src.grid
     fg_ext = fg_src.grown(halo)
     flow_ext = flow_src.grown(halo)
     geoms = {idx: BlockGeometry(grid, idx, halo) for idx in grid.blocks()}
-    summaries = {idx: dask.delayed(_summary_task)(fg_ext[idx], flow_ext[idx], geoms[idx], p)
+    kept = None
+    if keep is not None:
+        kept = KeptLabels(keep[0], keep[1], grid, halo, _reads_around_core(p))
+    summaries = {idx: dask.delayed(_summary_task)(fg_ext[idx], flow_ext[idx], geoms[idx], p,
+                                                  kept)
                  for idx in grid.blocks()}
     metas = [dask.delayed(_meta)(summaries[idx]) for idx in grid.blocks()]
     pairs, link_tasks = [], []
@@ -477,7 +557,12 @@ def segment(fg_src, flow_src, p: dict, halo: int) -> da.Array:
     log.debug("segmentation: %d blocks (halo %d), %d local labels, %d links, %d instances",
               len(metas), halo, sum(m[0] for m in metas),
               sum(v[0].size for v in link_values), n_final)
-    tasks = {idx: dask.delayed(_final_task)(fg_ext[idx], flow_ext[idx], geoms[idx], p,
-                                            tuple(metas[i][:2]), tables[i])
-             for i, idx in enumerate(grid.blocks())}
+    if kept is None:
+        tasks = {idx: dask.delayed(_final_task)(fg_ext[idx], flow_ext[idx], geoms[idx], p,
+                                                tuple(metas[i][:2]), tables[i])
+                 for i, idx in enumerate(grid.blocks())}
+    else:
+        fg_ext = fg_ext if kept.grown else {idx: None for idx in grid.blocks()}
+        tasks = {idx: dask.delayed(_kept_task)(kept, fg_ext[idx], geoms[idx], p, tables[i])
+                 for i, idx in enumerate(grid.blocks())}
     return assemble(grid, tasks, (), dtype)

@@ -399,12 +399,19 @@ def cmd_flows(args, con: _Console) -> int:
     return 0
 
 
+def _blocks(chunks) -> str:
+    """The out-of-core block size, in words."""
+    if chunks is None:
+        return "blocks of whole input chunks, about 128^3 voxels"
+    return f"{chunks}^3 blocks"
+
+
 def _flows_out_of_core(args, con: _Console, ref, names, config, resolution, mask_ref,
                        spacing) -> int:
     """`topo-numba flows` through `topo_numba.dask.flow_targets_to_zarr`."""
     from .. import dask as tnd
 
-    chunks = args.chunks or 64
+    chunks = args.chunks   # None: blocks of whole input chunks (the library's default)
     mask = None
     if mask_ref is not None:
         mask = mask_ref.path if ".zarr" in mask_ref.path else mask_ref.read()
@@ -419,7 +426,7 @@ def _flows_out_of_core(args, con: _Console, ref, names, config, resolution, mask
                  class_config={nm: config[nm] for nm in names}, inputs=[ref.path])
     _record_out_of_core(args.out, attrs, ("flows", "class_fg"))
     n = len(names)
-    con.say(f"wrote {args.out} out of core (Dask, {chunks}^3 chunks): flows "
+    con.say(f"wrote {args.out} out of core (Dask, {_blocks(chunks)}): flows "
             f"{(3 * n,) + tuple(ref.shape[-3:])} float32, class_fg {(n,) + tuple(ref.shape[-3:])}"
             f" float32; {time.perf_counter() - t0:.2f} s")
     return 0
@@ -538,7 +545,7 @@ def _segment_out_of_core(args, con: _Console, probs_ref, flows_ref, names, confi
     """`topo-numba segment` through `topo_numba.dask.segment_to_zarr`."""
     from .. import dask as tnd
 
-    chunks = args.chunks or 64
+    chunks = args.chunks   # None: blocks of whole input chunks (the library's default)
     t0 = time.perf_counter()
     _library("out-of-core segmentation", tnd.segment_to_zarr, probs_ref.path, flows_ref.path,
              args.out, names, {nm: config[nm] for nm in names}, resolution_nm=resolution,
@@ -550,7 +557,7 @@ def _segment_out_of_core(args, con: _Console, probs_ref, flows_ref, names, confi
                  postprocess_config={nm: config[nm] for nm in names},
                  flow_error_threshold=args.flow_error_threshold)
     _record_out_of_core(args.out, attrs, names)
-    con.say(f"wrote {args.out} out of core (Dask, {chunks}^3 blocks): int32 instance labels "
+    con.say(f"wrote {args.out} out of core (Dask, {_blocks(chunks)}): int32 instance labels "
             f"of {', '.join(names)}; {time.perf_counter() - t0:.2f} s")
     return 0
 
