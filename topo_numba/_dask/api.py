@@ -30,8 +30,8 @@ from .common import (
     blocks_of_chunks,
     check_halo,
     merge_small_trailing_chunks,
-    store,
 )
+from .output import PartialOutput
 
 
 DEFAULT_FLOW_HALO = 16
@@ -536,6 +536,8 @@ class _Input:
 
     def __init__(self, source, name: str, ndims, kinds: str, what: str, chunks=None):
         self.zarr = None
+        self.origin = os.fspath(source) if isinstance(source, (str, os.PathLike)) else \
+            type(source).__module__.split(".")[0] + " array"
         if isinstance(source, (str, os.PathLike)):
             import zarr
 
@@ -563,6 +565,11 @@ class _Input:
             self.chunks = da.core.normalize_chunks(sizes, spatial)
             self.write_chunks = tuple(min(c, int(n)) for c, n in zip(sizes, spatial))
 
+    def describe(self) -> dict:
+        """What a resumed run must find again: origin, shape, dtype and blocks."""
+        return {"origin": self.origin, "shape": list(self.shape), "dtype": str(self.dtype),
+                "blocks": [list(c) for c in self.chunks]}
+
     def source(self, lead=(), transform=None, dtype=None):
         if self.zarr is not None:
             return ZarrSource(self.zarr, self.chunks, lead, transform, dtype)
@@ -588,7 +595,7 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
                          adaptive_iters: bool = True, adaptive_factor: float = 6,
                          spatial_mask=None, chunks=None, halo: int | None = None,
                          progress: bool = False, overwrite: bool = False,
-                         spacing=None) -> None:
+                         spacing=None, resume: bool = False) -> None:
     """Flow targets of a label volume in Zarr, written to Zarr chunk by chunk.
 
     Parameters
@@ -615,9 +622,21 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
         Show a progress bar (local schedulers; with a ``distributed`` client
         follow its dashboard instead).
     overwrite : bool, default False
-        Replace existing arrays in `out`.
+        Replace `out` if it exists (once the new group is complete), and
+        discard the work of an interrupted run.
     spacing : sequence of 3 positive floats, optional
         Voxel size (sz, sy, sx), as in `topo_numba.compute_flow_targets`.
+    resume : bool, default False
+        Continue an interrupted run with the same arguments: the blocks it
+        wrote are kept, the others are computed.
+
+    Raises
+    ------
+    FileExistsError
+        `out` exists (without `overwrite`); another run is writing it; or an
+        interrupted run left its work (without `resume` or `overwrite`).
+    ValueError
+        `resume` with other arguments than the interrupted run.
 
     Notes
     -----
@@ -625,6 +644,12 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
     ``distributed.Client`` if one is active. Nothing is held whole: one pass
     reads the labels for the per-instance table, a second computes and
     writes the flows.
+
+    The group is written in a work directory beside `out`
+    (``.<name>.partial``), block by block with a completion record per
+    block, and renamed to `out` when complete: `out` is never half-written.
+    An interruption (Ctrl-C, SIGTERM, a killed process) leaves the work
+    directory for ``resume=True``; any other error removes it.
     """
     ids = _Input(labels, "labels", (3, 4), "biu", "integer instance ids (0 = background)",
                  chunks)
@@ -642,15 +667,19 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
             raise ValueError(f"spatial_mask must have the shape of the labels, {shape[1:]}; "
                              f"got shape {mask.shape} and dtype {mask.dtype}")
         ann_src = mask.source(transform=_annotated_block, dtype=np.uint8)
-    with _progress(progress):
+    run = {"function": "flow_targets_to_zarr", "labels": ids.describe(),
+           "spatial_mask": None if spatial_mask is None else mask.describe(),
+           "targets": repr(targets), "halo": halo, "spacing": None if h is None else list(h),
+           "version": _version()}
+    with _progress(progress), PartialOutput(out, overwrite, resume, run) as target:
         flows, class_fg = _targets(sources, ann_src, targets, halo, h)
-        store({"flows": flows, "class_fg": class_fg}, out, overwrite, ids.write_chunks)
+        target.write({"flows": flows, "class_fg": class_fg}, ids.write_chunks)
 
 
 def segment_to_zarr(semantic_pred, flow_pred, out, class_names=None, class_config=None, *,
                     resolution_nm: float | None = None, flow_error_threshold: float = 0.0,
                     chunks=None, halo: int | None = None, progress: bool = False,
-                    overwrite: bool = False, spacing=None) -> None:
+                    overwrite: bool = False, spacing=None, resume: bool = False) -> None:
     """Instance labels from predictions in Zarr, written to Zarr chunk by chunk.
 
     Parameters
@@ -667,16 +696,23 @@ def segment_to_zarr(semantic_pred, flow_pred, out, class_names=None, class_confi
     chunks : int or tuple of 3 int, optional
         Spatial block size to process (and write) with. Default: as in
         `flow_targets_to_zarr` (from `semantic_pred`'s chunks).
-    halo, progress, overwrite, spacing
+    halo, progress, overwrite, spacing, resume
         See `postprocess_single` and `flow_targets_to_zarr`.
+
+    Raises
+    ------
+    FileExistsError, ValueError
+        As in `flow_targets_to_zarr`.
 
     Notes
     -----
     Every block is read and tracked once: its block-local labels are kept in
-    a scratch group of `out` (``_local_labels``, about the size of the
-    compressed labels, removed at the end) until the global labelling has
-    numbered them. With ``flow_error_threshold > 0`` the labels are written
-    first and the flow check then reads them back with the flows.
+    a scratch group of the work directory (about the size of the compressed
+    labels) until the global labelling has numbered them. With
+    ``flow_error_threshold > 0`` the labels are written there first and the
+    flow check then reads them back with the flows. Writing is atomic and
+    resumable as in `flow_targets_to_zarr`: a resumed run keeps the blocks
+    already tracked (their summaries are recorded) and written.
     """
     sem = _Input(semantic_pred, "semantic_pred", 4, "biuf", "real (float) values", chunks)
     flows = _Input(flow_pred, "flow_pred", 4, "iuf", "real (float) values", sem.chunks)
@@ -684,37 +720,32 @@ def segment_to_zarr(semantic_pred, flow_pred, out, class_names=None, class_confi
                                                flow_error_threshold, (sem.shape, sem.dtype),
                                                (flows.shape, flows.dtype), spacing)
     h = P.check_spacing(spacing)
-    with _progress(progress), _scratch_group(out, LOCAL_LABELS) as scratch:
+    run = {"function": "segment_to_zarr", "semantic_pred": sem.describe(),
+           "flow_pred": flows.describe(), "settings": repr(settings), "threshold": threshold,
+           "halo": halo, "spacing": None if h is None else list(h), "version": _version()}
+    with _progress(progress), PartialOutput(out, overwrite, resume, run) as target:
+        import zarr
+
+        scratch = zarr.open_group(str(target.scratch_path), mode="a")
         labels = {}
         for name, s in settings.items():
             c = s.index
             labels[name] = _segment_class(
                 sem.source((c,), _above_half, bool),
-                flows.source((slice(3 * c, 3 * c + 3),)), s, halo, h, keep=(scratch, name))
+                flows.source((slice(3 * c, 3 * c + 3),)), s, halo, h,
+                keep=(scratch, f"local_{name}", target.journal(name)))
         if threshold > 0 and labels:  # every class then has its flow_check
-            from .check import SCRATCH, check_stored_labels
+            from .check import check_stored_labels
 
             # written first, then checked from the store: the flows are read twice, not 3x
-            store({f"{SCRATCH}/{name}": lab for name, lab in labels.items()}, out, True,
-                  sem.write_chunks)
-            check_stored_labels(out, flows.dask, settings, overwrite, h)
+            target.write({f"unchecked_{name}": lab for name, lab in labels.items()},
+                         sem.write_chunks, scratch=True)
+            check_stored_labels(target, flows.dask, settings, h, sem.write_chunks)
         else:
-            store(labels, out, overwrite, sem.write_chunks)
+            target.write(labels, sem.write_chunks)
 
 
-# group of the block-local labels inside the output store, removed when done
-LOCAL_LABELS = "_local_labels"
+def _version() -> str:
+    from .._version import __version__
 
-
-@contextlib.contextmanager
-def _scratch_group(out, name: str):
-    """A Zarr group ``out/name`` for intermediate arrays, removed on the way out."""
-    import zarr
-
-    root = zarr.open_group(os.fspath(out), mode="a")
-    group = root.require_group(name)
-    try:
-        yield group
-    finally:
-        if name in root:
-            del root[name]
+    return __version__

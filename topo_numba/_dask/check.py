@@ -6,17 +6,12 @@ call these with validated arguments.
 
 from __future__ import annotations
 
-import os
 
 import dask
 import dask.array as da
 import numpy as np
 
 from .common import Grid, tree_reduce
-
-# group of the unchecked labels inside the output store, removed when done
-SCRATCH = "_unchecked"
-
 
 def _error_sums(labels, own, pred):
     """Per-id squared-error sums and voxel counts of one block."""
@@ -83,17 +78,13 @@ def remove_bad_flow_masks(labels: da.Array, pred: da.Array, check, h=None) -> da
     return labels.map_blocks(_relabel, table["ids"], new, dtype=dtype)
 
 
-def check_stored_labels(out, flows, settings, overwrite, h=None):
-    """The flow check on labels written to ``out/SCRATCH/<class>``: writes the
-    checked labels to ``out/<class>`` and removes the scratch arrays."""
-    import zarr
-
-    from .common import store
-
-    root = os.fspath(out)
+def check_stored_labels(target, flows, settings, h=None, chunks=None):
+    """The flow check on labels written to the scratch group of `target`
+    (``_dask.output.PartialOutput``; arrays ``unchecked_<class>``): writes the
+    checked labels to the output as ``<class>``, with stored `chunks`."""
+    root = str(target.scratch_path)
     for name, s in settings.items():
         c = s.index
-        labels = da.from_zarr(root, component=f"{SCRATCH}/{name}")
+        labels = da.from_zarr(root, component=f"unchecked_{name}")
         checked = remove_bad_flow_masks(labels, flows[3 * c:3 * c + 3], s.flow_check, h)
-        store({name: checked}, out, overwrite)
-    del zarr.open_group(root, mode="a")[SCRATCH]
+        target.write({name: checked}, chunks)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 
 import dask
 import dask.array as da
@@ -282,21 +281,3 @@ def tree_reduce(parts, combine, fan_in: int = 16):
         parts = [dask.delayed(combine)(parts[i:i + fan_in])
                  for i in range(0, len(parts), fan_in)]
     return parts[0]
-
-
-def store(arrays: dict, out, overwrite: bool, chunks=None):
-    """Write {component: dask array} into the Zarr group at `out`, chunk by chunk.
-
-    `chunks` (3 int) is the stored chunk shape of the spatial axes (a divisor
-    of the blocks, so that each block is cut, never joined); default the
-    arrays' own blocks.
-    """
-    stores = []
-    for component, arr in arrays.items():
-        regular = tuple(max(c) for c in arr.chunks)
-        if chunks is not None:
-            regular = regular[:-3] + tuple(int(c) for c in chunks)
-        arr = arr.rechunk(regular)
-        stores.append(da.to_zarr(arr, os.fspath(out), component=component, compute=False,
-                                 overwrite=overwrite))
-    dask.compute(*stores)

@@ -216,9 +216,12 @@ class KeptLabels:
             a, b = grid.ext(idx, halo) if self.grown else grid.core(idx)
             shapes.append(b - a)
         largest = tuple(int(v) for v in np.max(shapes, axis=0))
-        self.array = group.create_array(name, shape=(len(shapes),) + largest,
-                                        chunks=(1,) + largest, dtype=np.int32, fill_value=0,
-                                        overwrite=True)
+        shape = (len(shapes),) + largest
+        if name in group and group[name].shape == shape:   # a resumed run's
+            self.array = group[name]
+        else:
+            self.array = group.create_array(name, shape=shape, chunks=(1,) + largest,
+                                            dtype=np.int32, fill_value=0, overwrite=True)
         self.slot = {idx: i for i, idx in enumerate(grid.blocks())}
 
     def put(self, geom: BlockGeometry, labels):
@@ -236,7 +239,15 @@ class KeptLabels:
                                      tuple(slice(0, n) for n in shape)])
 
 
-def _summary_task(fg_ext, flow_ext, geom: BlockGeometry, p, kept: KeptLabels | None = None):
+def _summary_task(fg_ext, flow_ext, geom: BlockGeometry, p, kept: KeptLabels | None = None,
+                  journal=None):
+    summary = _summary(fg_ext, flow_ext, geom, p, kept)
+    if journal is not None:      # after the kept labels: a recorded block is whole
+        journal.save(geom.idx, summary)
+    return summary
+
+
+def _summary(fg_ext, flow_ext, geom: BlockGeometry, p, kept: KeptLabels | None):
     from .._cpu.merge import touching_pairs
 
     labels, n_clusters, exits = local_labels(fg_ext, flow_ext, geom.ext_start,
@@ -529,21 +540,28 @@ def segment(fg_src, flow_src, p: dict, halo: int, keep=None) -> da.Array:
 
     `fg_src` and `flow_src` (sources of ``_dask.common``, same chunks) give the
     grown blocks of the foreground mask and of the (3, ...) flow. `keep`
-    (``(zarr.Group, name)``, optional) is where the local labels of pass 1
-    are kept for the result (`KeptLabels`), which then reads them instead of
-    reading and tracking every block again; the array must outlive the
-    computation of the result.
+    (``(zarr.Group, name, journal)``, optional) is where the local labels of
+    pass 1 are kept for the result (`KeptLabels`), which then reads them
+    instead of reading and tracking every block again (the array must
+    outlive the computation of the result); the journal (``_dask.output.
+    Journal`` or None) keeps each block's summary, and a block found there
+    (a resumed run) is not processed again.
     """
     grid = fg_src.grid
     fg_ext = fg_src.grown(halo)
     flow_ext = flow_src.grown(halo)
     geoms = {idx: BlockGeometry(grid, idx, halo) for idx in grid.blocks()}
-    kept = None
+    kept = journal = None
     if keep is not None:
         kept = KeptLabels(keep[0], keep[1], grid, halo, _reads_around_core(p))
-    summaries = {idx: dask.delayed(_summary_task)(fg_ext[idx], flow_ext[idx], geoms[idx], p,
-                                                  kept)
-                 for idx in grid.blocks()}
+        journal = keep[2]
+    summaries = {}
+    for idx in grid.blocks():
+        if journal is not None and journal.has(idx):
+            summaries[idx] = dask.delayed(journal.load)(idx)
+        else:
+            summaries[idx] = dask.delayed(_summary_task)(fg_ext[idx], flow_ext[idx], geoms[idx],
+                                                         p, kept, journal)
     metas = [dask.delayed(_meta)(summaries[idx]) for idx in grid.blocks()]
     pairs, link_tasks = [], []
     for idx in grid.blocks():
