@@ -232,3 +232,37 @@ def test_in_memory_result_unchanged(inputs):
     got = _arrays(inputs / "ref_targets.zarr")
     np.testing.assert_array_equal(got["flows"], ref_f)
     np.testing.assert_array_equal(got["class_fg"], ref_fg)
+
+
+# --------------------------------------------------------------------------
+# the command line
+# --------------------------------------------------------------------------
+
+def test_cli_interrupted_then_resumed(inputs, tmp_path, monkeypatch, capsys):
+    import signal
+
+    from topo_numba import cli
+
+    monkeypatch.setattr(signal, "signal", lambda *a: None)   # main() sets a SIGTERM handler
+    original = O._write_block
+    argv = ["flows", str(inputs / "labels.zarr"), str(tmp_path / "t.zarr"), "--classes",
+            *NAMES, "--resolution", "8", "--chunks", "8", "-q"]
+    _interrupt_after(monkeypatch, 20)
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "--resume" in err and str(O.partial_dir(tmp_path / "t.zarr")) in err
+    assert "no partial output" not in err and not (tmp_path / "t.zarr").exists()
+    monkeypatch.setattr(O, "_write_block", original)
+    assert cli.main(argv) == 1                       # neither --resume nor --overwrite
+    assert "--resume" in capsys.readouterr().err
+    assert cli.main(argv + ["--resume"]) == 0
+    assert not O.partial_dir(tmp_path / "t.zarr").exists()
+    ref = tmp_path / "ref.zarr"
+    assert cli.main(argv[:2] + [str(ref)] + argv[3:]) == 0
+    _same_with_attrs(tmp_path / "t.zarr", ref)
+
+
+def _same_with_attrs(a, b):
+    _assert_same(a, b)
+    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    assert ga.attrs["class_names"] == gb.attrs["class_names"] == NAMES

@@ -13,6 +13,17 @@ Reading is lazy: `open_array` reads only metadata (shape, dtype,
 attributes), so that a command can check shapes and estimate memory before
 it loads anything; `ArrayRef.read` loads the data.
 
+OME-Zarr (NGFF 0.4 and 0.5 multiscales images, as CellMap crops come): a
+dataset (``crop.zarr/labels/mito/s0``) or its image group
+(``crop.zarr/labels/mito``, read at its first dataset) carries its axes,
+units and scale in `ArrayRef.ome`, and its voxel size as
+`ArrayRef.voxel_size` (nm) and `ArrayRef.spacing`; `resolve_voxel_size`
+makes them the defaults of a job's resolution and spacing (explicit values
+override them, with a warning when they disagree). `open_output` writes
+OME-Zarr with ``ome=True`` or for ``.ome.zarr`` names (each array an NGFF
+image group with its scale, optionally a pyramid); `make_ome_images` turns
+the arrays of an existing Zarr group into such images.
+
 Writing is atomic: `open_output` writes into a hidden temporary path beside
 the destination and renames it into place on success, so a failed or
 interrupted run leaves nothing under the final name; an existing destination
@@ -28,18 +39,25 @@ from __future__ import annotations
 
 import bz2
 import json
+import logging
 import lzma
+import math
 import os
 import shutil
 import uuid
+import warnings
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["VolumeIOError", "ArrayRef", "open_array", "open_output", "output_kind",
-           "check_output", "default_chunks", "write_png"]
+__all__ = ["VolumeIOError", "ArrayRef", "OmeInfo", "open_array", "resolve_voxel_size",
+           "open_output", "output_kind", "check_output", "default_chunks", "make_ome_images",
+           "write_png"]
+
+log = logging.getLogger(__name__)
 
 CONTAINERS = {".zarr": "zarr", ".n5": "n5", ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5",
               ".npz": "npz"}
@@ -71,25 +89,42 @@ class ArrayRef:
     Attributes
     ----------
     path : str
-        The path as given.
+        The path as given; for an OME-Zarr image group, the path of the
+        dataset opened (its first, highest-resolution one).
     shape : tuple of int
     dtype : numpy.dtype
     attrs : dict
         Metadata stored with the array (Zarr / HDF5 / N5 attributes, the
         JSON metadata of a TIFF written by tifffile, ``attrs.json`` beside a
         ``.npy`` file).
+    ome : OmeInfo or None
+        The NGFF multiscales metadata of the array when it is a dataset of an
+        OME-Zarr image (NGFF 0.4 or 0.5), else None.
     """
 
-    def __init__(self, path, shape, dtype, attrs, reader):
+    def __init__(self, path, shape, dtype, attrs, reader, ome: OmeInfo | None = None):
         self.path = str(path)
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.attrs = dict(attrs or {})
+        self.ome = ome
         self._reader = reader
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def voxel_size(self) -> tuple[float, ...] | None:
+        """Voxel size in nm along the spatial axes (z, y, x) from the OME-Zarr
+        metadata; None without it or when its units are not lengths."""
+        return self.ome.voxel_size if self.ome is not None else None
+
+    @property
+    def spacing(self) -> tuple[float, ...] | None:
+        """Voxel size along the spatial axes in the metadata's own units
+        (only the ratios matter); None without OME-Zarr metadata."""
+        return self.ome.spacing if self.ome is not None else None
 
     def read(self, region: tuple | None = None) -> np.ndarray:
         """Load the array, or the part `region` (a tuple of slices / ints).
@@ -255,13 +290,31 @@ def _open_zarr(path, container, inner):
         node = zarr.open(store=str(container), mode="r", path=inner or None)
     except (FileNotFoundError, KeyError) as exc:
         raise VolumeIOError(f"{path}: no array {inner!r} in {container} ({_reason(exc)})") from None
-    if not hasattr(node, "shape"):  # a group
-        arrays, groups = sorted(node.array_keys()), sorted(node.group_keys())
-        hint = f", e.g. {container}/{inner + '/' if inner else ''}{arrays[0]}" if arrays else ""
-        raise VolumeIOError(f"{path}: is a Zarr group, not an array "
-                            f"({_group_listing(arrays, groups)}); name the array{hint}")
+    ome = None
+    if not hasattr(node, "shape"):  # a group: an OME-Zarr image opens at its first dataset
+        ome = _ome_or_warn(path, dict(node.attrs), None, inner, 4)
+        if ome is None:
+            arrays, groups = sorted(node.array_keys()), sorted(node.group_keys())
+            hint = f", e.g. {container}/{inner + '/' if inner else ''}{arrays[0]}" if arrays else ""
+            raise VolumeIOError(f"{path}: is a Zarr group, not an array "
+                                f"({_group_listing(arrays, groups)}); name the array{hint}")
+        try:
+            node = node[ome.dataset]
+        except KeyError:
+            node = None
+        if not hasattr(node, "shape"):
+            raise VolumeIOError(f"{path}: the OME-Zarr image names the dataset "
+                                f"{ome.dataset!r}, which is not an array in it") from None
+        path = f"{str(path).rstrip('/')}/{ome.dataset}"
+        log.info("%s: an OME-Zarr image; reading its dataset %s", path, ome.dataset)
+    else:
+        ome = _find_ome(path, container, inner)
+    if ome is not None and len(ome.axes) != len(node.shape):
+        warnings.warn(f"{path}: ignoring its OME-Zarr metadata, which names {len(ome.axes)} "
+                      f"axes for a {len(node.shape)}-D array", stacklevel=3)
+        ome = None
     return ArrayRef(path, node.shape, node.dtype, dict(node.attrs),
-                    lambda region: node[_all(region)])
+                    lambda region: node[_all(region)], ome=ome)
 
 
 def _open_hdf5(path, container, inner):
@@ -383,6 +436,325 @@ _OPENERS = {"npy": _open_npy, "npz": _open_npz, "tiff": _open_tiff, "zarr": _ope
 
 
 # --------------------------------------------------------------------------
+# OME-Zarr (NGFF 0.4 and 0.5): multiscales metadata
+# --------------------------------------------------------------------------
+# NGFF 0.4 (Zarr format 2) keeps {"multiscales": [...]} in an image group's
+# attributes, NGFF 0.5 (Zarr format 3) {"ome": {"version": "0.5",
+# "multiscales": [...]}}. A multiscales entry names its axes ({"name", "type",
+# "unit"}) and its datasets ({"path", "coordinateTransformations"}) from the
+# highest resolution down; a dataset's scale, times the entry's own scale if
+# it has one, is its voxel size (https://ngff.openmicroscopy.org/0.5/).
+
+_NM_PER_UNIT = {"angstrom": 0.1, "picometer": 1e-3, "nanometer": 1.0, "micrometer": 1e3,
+                "millimeter": 1e6, "centimeter": 1e7, "meter": 1e9,
+                "pm": 1e-3, "nm": 1.0, "um": 1e3, "\u00b5m": 1e3, "\u03bcm": 1e3,
+                "micron": 1e3, "mm": 1e6, "cm": 1e7, "m": 1e9, "\u00c5": 0.1}
+_AXIS_TYPES = {"z": "space", "y": "space", "x": "space", "c": "channel", "t": "time"}
+_OLD_AXES = ("t", "c", "z", "y", "x")  # NGFF 0.1 and 0.2 have no "axes": always 5-D
+
+
+def _nm_per(unit) -> float | None:
+    if not isinstance(unit, str):
+        return None
+    return _NM_PER_UNIT.get(unit.strip(), _NM_PER_UNIT.get(unit.strip().lower()))
+
+
+@dataclass(frozen=True)
+class OmeInfo:
+    """The OME-Zarr (NGFF multiscales) metadata of one dataset of an image.
+
+    Attributes
+    ----------
+    version : str
+        NGFF version ("0.4", "0.5", ...).
+    image : str
+        Path of the image group inside its container ("" for the root).
+    dataset : str
+        Path of the dataset relative to the image group (e.g. "s0").
+    axes, types, units : tuple
+        Name, type ("space", "channel", "time" or None) and unit (None when
+        not given) of every axis of the array.
+    scale, translation : tuple of float
+        Voxel size and offset along every axis, in the axis's unit: the
+        dataset's coordinate transformations followed by those of the
+        multiscales entry.
+    label : bool
+        Whether the image is an NGFF label image (``image-label`` metadata).
+    """
+
+    version: str
+    image: str
+    dataset: str
+    axes: tuple
+    types: tuple
+    units: tuple
+    scale: tuple
+    translation: tuple
+    label: bool = False
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """Indices of the spatial axes (type "space"), in the array's order."""
+        return tuple(i for i, t in enumerate(self.types) if t == "space")
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size along the spatial axes, each in its own unit."""
+        return tuple(self.scale[i] for i in self.spatial)
+
+    @property
+    def voxel_size(self) -> tuple[float, ...] | None:
+        """Voxel size in nm along the spatial axes; None when an axis has no
+        unit or one that is not a length."""
+        factors = [_nm_per(self.units[i]) for i in self.spatial]
+        if not factors or None in factors:
+            return None
+        return tuple(self.scale[i] * f for i, f in zip(self.spatial, factors))
+
+
+def _ngff_of(attrs) -> tuple[str, dict] | None:
+    """(version, the dict holding "multiscales") of a group's attributes, or None."""
+    if not isinstance(attrs, dict):
+        return None
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:
+        return str(ome.get("version", "0.5")), ome
+    if "multiscales" in attrs:
+        entries = attrs["multiscales"]
+        first = entries[0] if isinstance(entries, list) and entries else None
+        return str(first.get("version", "0.4") if isinstance(first, dict) else "0.4"), attrs
+    return None
+
+
+def _expect(value, kind, what: str):
+    if not isinstance(value, kind):
+        raise ValueError(f"{what} must be a {kind.__name__}; got {value!r}")
+    return value
+
+
+def _ngff_axes(entry: dict, version: str) -> tuple[tuple, tuple, tuple]:
+    raw = entry.get("axes")
+    if raw is None:
+        if version not in ("0.1", "0.2"):
+            raise ValueError("the multiscales entry names no axes")
+        raw = list(_OLD_AXES)
+    names, types, units = [], [], []
+    for axis in _expect(raw, list, "axes"):
+        axis = {"name": axis} if isinstance(axis, str) else _expect(axis, dict, "an axis")
+        name = str(axis["name"])
+        names.append(name)
+        types.append(axis.get("type") or _AXIS_TYPES.get(name.lower()))
+        units.append(axis.get("unit"))
+    return tuple(names), tuple(types), tuple(units)
+
+
+def _ngff_transform(transforms, n: int) -> tuple[list[float], list[float]]:
+    """(scale, translation) of a list of NGFF coordinate transformations."""
+    scale, shift = [1.0] * n, [0.0] * n
+    for t in _expect(transforms or [], list, "coordinateTransformations"):
+        kind = _expect(t, dict, "a coordinate transformation").get("type")
+        if kind == "identity":
+            continue
+        if kind not in ("scale", "translation"):
+            raise ValueError(f"unsupported coordinate transformation {kind!r}")
+        if kind not in t:
+            raise ValueError(f"a {kind} stored in an array ({t.get('path')!r}) is not supported")
+        values = [float(v) for v in _expect(t[kind], list, kind)]
+        if len(values) != n or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"{kind} {t[kind]!r} must have {n} finite values, one per axis")
+        if kind == "scale":
+            if min(values) <= 0:
+                raise ValueError(f"scale {t[kind]!r} must be > 0")
+            scale = [a * v for a, v in zip(scale, values)]
+            shift = [a * v for a, v in zip(shift, values)]
+        else:
+            shift = [a + v for a, v in zip(shift, values)]
+    return scale, shift
+
+
+def _parse_ngff(attrs, dataset: str | None = None, image: str = "") -> OmeInfo | None:
+    """The `OmeInfo` of a dataset of the OME-Zarr image whose group has `attrs`.
+
+    Parameters
+    ----------
+    attrs : dict
+        The attributes of a Zarr group (NGFF 0.4: ``multiscales``; 0.5:
+        ``ome.multiscales``; older versions are read alike).
+    dataset : str, optional
+        Path of the dataset relative to the group; default: the first
+        dataset of the first multiscales entry (the highest resolution).
+    image : str, optional
+        Path of the group, recorded in the result.
+
+    Returns
+    -------
+    OmeInfo or None
+        None when `attrs` hold no multiscales metadata or it does not list
+        `dataset`.
+
+    Raises
+    ------
+    ValueError, TypeError, KeyError
+        The metadata are malformed.
+    """
+    found = _ngff_of(attrs)
+    if found is None:
+        return None
+    version, meta = found
+    entries = _expect(meta["multiscales"], list, "multiscales")
+    for entry in entries:
+        datasets = _expect(_expect(entry, dict, "a multiscales entry")["datasets"], list,
+                           "datasets")
+        paths = [str(_expect(d, dict, "a dataset")["path"]).strip("/") for d in datasets]
+        if paths and (dataset is None or dataset in paths):
+            index = 0 if dataset is None else paths.index(dataset)
+            break
+    else:
+        return None
+    axes, types, units = _ngff_axes(entry, version)
+    scale, shift = _ngff_transform(datasets[index].get("coordinateTransformations"), len(axes))
+    outer, outer_shift = _ngff_transform(entry.get("coordinateTransformations"), len(axes))
+    return OmeInfo(version, image, paths[index], axes, types, units,
+                   tuple(o * s for o, s in zip(outer, scale)),
+                   tuple(o * t + u for o, t, u in zip(outer, shift, outer_shift)),
+                   label="image-label" in meta)
+
+
+def _ome_or_warn(path, attrs, dataset, image, stacklevel: int) -> OmeInfo | None:
+    try:
+        return _parse_ngff(attrs, dataset, image)
+    except (ValueError, TypeError, KeyError) as exc:
+        warnings.warn(f"{path}: ignoring its OME-Zarr metadata ({_reason(exc)})",
+                      stacklevel=stacklevel)
+        return None
+
+
+def _zarr_group_attrs(directory: Path) -> dict | None:
+    """Attributes of the Zarr group stored in `directory` (format 3 or 2), None if
+    it is not one."""
+    v3 = directory / "zarr.json"
+    if v3.is_file():
+        meta = json.loads(v3.read_text())
+        return meta.get("attributes", {}) if meta.get("node_type") == "group" else None
+    if (directory / ".zgroup").is_file():
+        v2 = directory / ".zattrs"
+        return json.loads(v2.read_text()) if v2.is_file() else {}
+    return None
+
+
+def _find_ome(path, container: Path, inner: str) -> OmeInfo | None:
+    """OME-Zarr metadata of the array `inner`: that of the nearest enclosing group
+    with multiscales metadata, when it lists the array as one of its datasets."""
+    parts = [p for p in inner.split("/") if p]
+    for k in range(1, len(parts) + 1):
+        group = parts[:-k]
+        try:
+            attrs = _zarr_group_attrs(container.joinpath(*group))
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"{path}: cannot read the metadata of its group /{'/'.join(group)} "
+                          f"({_reason(exc)}); no OME-Zarr voxel size", stacklevel=4)
+            return None
+        if _ngff_of(attrs) is not None:
+            return _ome_or_warn(path, attrs, "/".join(parts[-k:]), "/".join(group), 5)
+    return None
+
+
+def _close(a, b) -> bool:
+    return all(math.isclose(x, y, rel_tol=1e-6) for x, y in zip(a, b)) and len(a) == len(b)
+
+
+def _ratios(values) -> tuple[float, ...]:
+    low = min(values)
+    return tuple(v / low for v in values)
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+def resolve_voxel_size(refs, resolution=None, spacing=None):
+    """Voxel size of a job on `refs`: the explicit values, else the OME-Zarr metadata.
+
+    Parameters
+    ----------
+    refs : sequence of ArrayRef
+        The inputs of one job (from `open_array`); the first one with
+        OME-Zarr metadata (`ArrayRef.ome`) counts.
+    resolution : float, optional
+        Voxel size in nm given explicitly (it selects the class tables);
+        overrides the metadata.
+    spacing : sequence of float, optional
+        Voxel size along the spatial axes (z, y, x) given explicitly, any
+        unit; overrides the metadata.
+
+    Returns
+    -------
+    resolution : float or None
+        `resolution`, else the smallest voxel size (nm) of the metadata (the
+        library measures anisotropic steps in units of the smallest axis);
+        None without metadata or when its units are not lengths.
+    spacing : sequence of float or None
+        `spacing`, else the metadata's voxel size when it differs between
+        the spatial axes (None: isotropic or no metadata).
+
+    Warns
+    -----
+    UserWarning
+        An explicit value disagrees with the metadata; two inputs' metadata
+        disagree; the metadata's units are not lengths (only the ratios are
+        used then).
+
+    Examples
+    --------
+    Without OME-Zarr metadata, the explicit values come back unchanged:
+
+    >>> import numpy as np, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> np.save(os.path.join(d, "a.npy"), np.zeros((2, 3, 4), np.uint8))
+    >>> resolve_voxel_size([open_array(os.path.join(d, "a.npy"))], 8.0)
+    (8.0, None)
+    """
+    infos = []
+    for ref in refs:
+        if not isinstance(ref, ArrayRef):
+            raise TypeError(f"refs must hold ArrayRef objects (from open_array); got "
+                            f"{type(ref).__name__}")
+        if ref.ome is not None and ref.ome.spacing:
+            infos.append(ref)
+    if not infos:
+        return resolution, spacing
+    ref = infos[0]
+    nm = ref.voxel_size
+    for other in infos[1:]:
+        mine, theirs = (nm, other.voxel_size) if nm and other.voxel_size else (
+            _ratios(ref.spacing), _ratios(other.spacing))
+        if not _close(mine, theirs):
+            warnings.warn(f"the OME-Zarr voxel sizes of {ref.path} {_fmt(mine)} and "
+                          f"{other.path} {_fmt(theirs)} differ; using {ref.path}'s", stacklevel=2)
+    if nm is None:
+        units = [ref.ome.units[i] for i in ref.ome.spatial]
+        warnings.warn(f"{ref.path}: the OME-Zarr axis units {units} are not all lengths: its "
+                      "voxel size in nm is unknown, only the ratios of its scale are used",
+                      stacklevel=2)
+    if resolution is not None and nm is not None and not math.isclose(
+            float(resolution), min(nm), rel_tol=1e-6):
+        warnings.warn(f"the resolution given, {float(resolution):g} nm, differs from the voxel "
+                      f"size {_fmt(nm)} nm in the OME-Zarr metadata of {ref.path}; using "
+                      f"{float(resolution):g} nm", stacklevel=2)
+    physical = nm if nm is not None else ref.spacing
+    if spacing is not None and not _close(_ratios([float(v) for v in spacing]),
+                                          _ratios(physical)):
+        warnings.warn(f"the spacing given, {_fmt([float(v) for v in spacing])}, differs from "
+                      f"the voxel size {_fmt(physical)} in the OME-Zarr metadata of {ref.path};"
+                      " using the spacing given", stacklevel=2)
+    if resolution is None and nm is not None:
+        resolution = min(nm)
+    if spacing is None and len(set(physical)) > 1:
+        spacing = tuple(physical)
+    return resolution, spacing
+
+
+# --------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------
 
@@ -449,20 +821,251 @@ def _json_ready(value):
     return value
 
 
+def _zarr_array(group, name: str, shape, dtype, chunks, dims, attrs: dict):
+    """A new zero-filled array `name` in a Zarr group (zarr 3 or 2)."""
+    kwargs = {"shape": shape, "dtype": dtype, "fill_value": 0,
+              "chunks": chunks if 0 not in shape else None}
+    if hasattr(group, "create_array") and _zarr_format(group) >= 3:  # zarr 3, format 3
+        arr = group.create_array(name, dimension_names=dims, **kwargs)
+    else:  # format 2 (zarr 2, or zarr 3 in a format 2 group)
+        create = getattr(group, "create_array", None) or group.create_dataset
+        arr = create(name, **kwargs)
+        if dims:
+            attrs = {**attrs, "_ARRAY_DIMENSIONS": list(dims)}
+    arr.attrs.update(attrs)
+    return arr
+
+
+def _zarr_format(group) -> int:
+    return int(getattr(getattr(group, "metadata", None), "zarr_format", 2))
+
+
+# OME-Zarr outputs: every array NAME becomes an NGFF image group NAME holding the
+# array as its dataset s0 (and s1, s2, ... for a pyramid), with multiscales
+# metadata: NGFF 0.5 in a Zarr format 3 group, 0.4 in a format 2 group.
+
+def _ome_choice(path: Path, kind: str, ome) -> bool:
+    if ome is None:
+        return kind == "zarr" and path.name.lower().endswith(".ome.zarr")
+    if not isinstance(ome, (bool, np.bool_)):
+        raise TypeError(f"ome must be True, False or None (by the name); got {ome!r}")
+    if ome and kind != "zarr":
+        raise VolumeIOError(f"{path}: OME-Zarr outputs are Zarr groups; name a .zarr "
+                            "(or .ome.zarr) output")
+    return bool(ome)
+
+
+def _check_pyramid(pyramid, ome: bool, path) -> int:
+    if isinstance(pyramid, (bool, np.bool_)) or not isinstance(pyramid, (int, np.integer)):
+        raise TypeError(f"pyramid must be an integer >= 1 (resolution levels); got {pyramid!r}")
+    if pyramid < 1:
+        raise ValueError(f"pyramid must be >= 1 (resolution levels); got {pyramid}")
+    if pyramid > 1 and not ome:
+        raise VolumeIOError(f"{path}: pyramid levels are written only for OME-Zarr outputs "
+                            "(a .ome.zarr name, or --ome / ome=True)")
+    return int(pyramid)
+
+
+def _ome_dims(ndim: int, dims, path, name: str) -> tuple[str, ...]:
+    """Axis names of an OME-Zarr image: `dims`, else (t, c,) z, y, x."""
+    if not 2 <= ndim <= 5:
+        raise VolumeIOError(f"{path}: OME-Zarr images have 2 to 5 axes; {name!r} has {ndim}")
+    if dims:
+        if len(dims) != ndim:
+            raise VolumeIOError(f"{path}: {name!r} has {ndim} axes but {len(dims)} axis names "
+                                f"{tuple(dims)}")
+        return tuple(str(d) for d in dims)
+    return _OLD_AXES[5 - ndim:] if ndim > 2 else ("y", "x")
+
+
+def _positive_list(value, n: int) -> list[float] | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value] * n
+    if (isinstance(value, (list, tuple)) and len(value) == n and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and v > 0 for v in value)):
+        return [float(v) for v in value]
+    return None
+
+
+def _ome_scale(attrs: dict, dims) -> tuple[list[float], str | None]:
+    """(scale of every axis, unit of the spatial ones) from the attributes
+    ``voxel_size_nm`` (nm; with ``voxel_spacing``: the smallest voxel size, times
+    the spacing's ratios) and ``voxel_spacing`` (alone: no unit)."""
+    space = [i for i, d in enumerate(dims) if _AXIS_TYPES.get(d) == "space"]
+    size = _positive_list(attrs.get("voxel_size_nm"), len(space))
+    ratios = _positive_list(attrs.get("voxel_spacing"), len(space))
+    unit = "nanometer" if size else None
+    if size and ratios:
+        spatial = [min(size) * r for r in _ratios(ratios)]
+    else:
+        spatial = size or ratios or [1.0] * len(space)
+    scale = [1.0] * len(dims)
+    for i, v in zip(space, spatial):
+        scale[i] = v
+    return scale, unit
+
+
+def _ngff_image_attrs(dims, scale, unit, levels: int, zarr_format: int, label: bool,
+                      name: str) -> dict:
+    axes = []
+    for d in dims:
+        axis = {"name": d}
+        kind = _AXIS_TYPES.get(d)
+        if kind:
+            axis["type"] = kind
+        if kind == "space" and unit:
+            axis["unit"] = unit
+        axes.append(axis)
+    datasets = [{"path": f"s{k}", "coordinateTransformations": [{"type": "scale", "scale": [
+        v * 2 ** k if _AXIS_TYPES.get(d) == "space" else v for d, v in zip(dims, scale)]}]}
+        for k in range(levels)]
+    entry = {"name": name, "axes": axes, "datasets": datasets}
+    if zarr_format >= 3:
+        meta = {"version": "0.5", "multiscales": [entry]}
+        if label:
+            meta["image-label"] = {}
+        return {"ome": meta}
+    entry = {"version": "0.4", **entry}
+    return {"multiscales": [entry], **({"image-label": {"version": "0.4"}} if label else {})}
+
+
+def _write_pyramid(group, dims, levels: int) -> None:
+    """Datasets s1 ... of `group`, each the previous one at every second voxel
+    along the spatial axes (nearest neighbour: labels stay labels)."""
+    space = [i for i, d in enumerate(dims) if _AXIS_TYPES.get(d) == "space"]
+    if levels > 1 and not space:
+        raise VolumeIOError(f"{group.name}: pyramid levels need spatial axes (z, y, x); "
+                            f"the axes are {tuple(dims)}")
+    prev = group["s0"]
+    for k in range(1, levels):
+        shape = tuple(-(-s // 2) if i in space else s for i, s in enumerate(prev.shape))
+        chunks = tuple(max(1, min(c, s)) for c, s in zip(prev.chunks, shape))
+        dst = _zarr_array(group, f"s{k}", shape, prev.dtype, chunks, dims, {})
+        a = space[0]
+        for lo in range(0, shape[a], chunks[a]):  # one slab of chunks at a time
+            hi = min(lo + chunks[a], shape[a])
+            src = tuple(slice(2 * lo, 2 * hi, 2) if i == a else
+                        slice(None, None, 2) if i in space else slice(None)
+                        for i in range(len(shape)))
+            dst[tuple(slice(lo, hi) if i == a else slice(None) for i in range(len(shape)))] = \
+                prev[src]
+        prev = dst
+
+
+def _write_ome_image(group, dims, attrs: dict, levels: int, label: bool, name: str) -> None:
+    """Pyramid levels and NGFF metadata of the image `group` (its dataset s0 written)."""
+    _write_pyramid(group, dims, levels)
+    scale, unit = _ome_scale(attrs, dims)
+    group.attrs.update(_ngff_image_attrs(dims, scale, unit, levels, _zarr_format(group),
+                                         label, name))
+
+
+def _stored_dims(arr):
+    names = getattr(getattr(arr, "metadata", None), "dimension_names", None)
+    names = names or arr.attrs.get("_ARRAY_DIMENSIONS")
+    return tuple(names) if names and all(isinstance(n, str) for n in names) else None
+
+
+def _open_group(zarr, path, mode: str, zarr_format: int | None = None):
+    if zarr_format is None:
+        return zarr.open_group(str(path), mode=mode)
+    try:
+        return zarr.open_group(str(path), mode=mode, zarr_format=zarr_format)
+    except TypeError:  # zarr 2: always format 2
+        return zarr.open_group(str(path), mode=mode)
+
+
+def _set_dimension_names(array_dir: Path, dims) -> None:
+    """Record `dims` as the dimension_names of a Zarr format 3 array that has none
+    (NGFF 0.5 asks for them)."""
+    meta_file = array_dir / "zarr.json"
+    if not meta_file.is_file():
+        return
+    meta = json.loads(meta_file.read_text())
+    if not meta.get("dimension_names"):
+        meta["dimension_names"] = list(dims)
+        meta_file.write_text(json.dumps(meta, indent=2))
+
+
+def make_ome_images(path, names, pyramid: int = 1) -> list[str]:
+    """Turn arrays of the Zarr group at `path` into OME-Zarr images, in place.
+
+    For outputs written by other means than `open_output` (the out-of-core
+    path writes plain Zarr arrays): each array ``NAME`` becomes the dataset
+    ``NAME/s0`` of a new group ``NAME`` with NGFF multiscales metadata (0.5
+    in a Zarr format 3 group, 0.4 in a format 2 one) whose scale comes from
+    the array's (else the group's) ``voxel_size_nm`` / ``voxel_spacing``
+    attributes; integer arrays are marked as label images. The new group is
+    built under a hidden name beside the array and renamed into place, so
+    ``NAME`` is either the plain array or the finished image.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A Zarr group (a directory).
+    names : iterable of str
+        Arrays to convert; names that are missing or already images are
+        skipped.
+    pyramid : int, default 1
+        Resolution levels: s0 and every second voxel of the previous level.
+
+    Returns
+    -------
+    list of str
+        The names converted.
+    """
+    zarr = _require("zarr")
+    levels = _check_pyramid(pyramid, True, path)
+    root = Path(path)
+    group = zarr.open_group(str(root), mode="r")
+    fmt, root_attrs = _zarr_format(group), dict(group.attrs)
+    done = []
+    for name in names:
+        try:
+            node = group[name]
+        except KeyError:
+            continue
+        if not hasattr(node, "shape"):  # a group: already an image, or not ours
+            continue
+        dims = _stored_dims(node) or _ome_dims(node.ndim, None, path, name)
+        attrs, label = {**root_attrs, **dict(node.attrs)}, node.dtype.kind in "iu"
+        src = root / name
+        tmp = src.parent / f".{src.name}.ome-{uuid.uuid4().hex[:8]}"
+        try:
+            _open_group(zarr, tmp, "w", fmt)
+            os.rename(src, tmp / "s0")
+            _set_dimension_names(tmp / "s0", dims)
+            _write_ome_image(_open_group(zarr, tmp, "a"), dims, attrs, levels, label, name)
+            os.rename(tmp, src)
+        except BaseException:
+            if (tmp / "s0").exists() and not src.exists():
+                os.rename(tmp / "s0", src)
+            _remove(tmp)
+            raise
+        done.append(name)
+    return done
+
+
 class Output:
     """Arrays written into a temporary path and renamed to `path` on commit.
 
     Use as a context manager (`open_output`): leaving the block normally
-    commits, an exception (or Ctrl-C) removes the temporary path.
+    commits, an exception (or Ctrl-C) removes the temporary path. With
+    `ome`, every array becomes an OME-Zarr image (see `open_output`).
     """
 
-    def __init__(self, path, overwrite: bool = False):
+    def __init__(self, path, overwrite: bool = False, ome: bool | None = None,
+                 pyramid: int = 1):
         self.path = Path(path)
         self.kind = check_output(path, overwrite)
+        self.ome = _ome_choice(self.path, self.kind, ome)
+        self.pyramid = _check_pyramid(pyramid, self.ome, path)
         self.overwrite = overwrite
         self.attrs: dict = {}
         self._arrays: dict = {}
         self._array_attrs: dict = {}
+        self._images: dict = {}  # OME-Zarr: name -> axis names
         token = uuid.uuid4().hex[:8]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.parent / f".{self.path.name}.partial-{token}"
@@ -487,16 +1090,13 @@ class Output:
         chunks = tuple(chunks) if chunks else default_chunks(shape)
         attrs = _json_ready(dict(attrs or {}))
         empty = 0 in shape
-        if self.kind == "zarr":
-            kwargs = {"shape": shape, "dtype": dtype, "fill_value": 0,
-                      "chunks": chunks if not empty else None}
-            if hasattr(self._store, "create_array"):  # zarr 3
-                arr = self._store.create_array(name, dimension_names=dims, **kwargs)
-            else:  # zarr 2
-                arr = self._store.create_dataset(name, **kwargs)
-                if dims:
-                    attrs.setdefault("_ARRAY_DIMENSIONS", list(dims))
-            arr.attrs.update(attrs)
+        if self.kind == "zarr" and self.ome:
+            dims = _ome_dims(len(shape), dims, self.path, name)
+            arr = _zarr_array(self._store.create_group(name), "s0", shape, dtype, chunks, dims,
+                              attrs)
+            self._images[name] = dims
+        elif self.kind == "zarr":
+            arr = _zarr_array(self._store, name, shape, dtype, chunks, dims, attrs)
         elif self.kind == "hdf5":
             arr = self._store.create_dataset(
                 name, shape=shape, dtype=dtype, fillvalue=0,
@@ -521,6 +1121,10 @@ class Output:
         meta = {"attrs": attrs, "arrays": self._array_attrs}
         if self.kind == "zarr":
             self._store.attrs.update(attrs)
+            for name, dims in self._images.items():
+                group = self._store[name]
+                _write_ome_image(group, dims, {**attrs, **self._array_attrs[name]},
+                                 self.pyramid, group["s0"].dtype.kind in "iu", name)
         elif self.kind == "hdf5":
             for k, v in attrs.items():
                 self._store.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v)
@@ -594,13 +1198,43 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def open_output(path, overwrite: bool = False) -> Output:
+def open_output(path, overwrite: bool = False, ome: bool | None = None,
+                pyramid: int = 1) -> Output:
     """Start writing arrays to `path` (atomically, see `Output`).
 
     The format follows the suffix: ``.zarr`` (a Zarr group, chunked and
     compressed), ``.h5`` / ``.hdf5`` (gzip-compressed chunked datasets),
     ``.npz``, ``.tif`` / ``.tiff`` (one array, zlib-compressed, metadata as
     JSON) or no suffix (a directory of ``.npy`` files and ``attrs.json``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    overwrite : bool, default False
+        Replace an existing `path` (else a `VolumeIOError`).
+    ome : bool or None, default None
+        Write an OME-Zarr output: each array ``NAME`` becomes an NGFF image
+        group ``NAME`` whose dataset ``NAME/s0`` is the array (``open_array``
+        of ``path/NAME`` reads it), with multiscales metadata (NGFF 0.5 in
+        a Zarr format 3 group, 0.4 in a format 2 one): axes from the
+        ``dims`` of `Output.create` (default (c,) z, y, x), scale from the
+        array's (else the output's) ``voxel_size_nm`` (unit nanometer; with
+        ``voxel_spacing``, the smallest voxel size times the spacing's
+        ratios) or ``voxel_spacing`` alone (no unit); integer arrays are
+        NGFF label images (``image-label``). None: OME-Zarr for names
+        ending in ``.ome.zarr``.
+    pyramid : int, default 1
+        Resolution levels of each OME-Zarr image: ``s1``, ``s2``, ... take
+        every second voxel of the level above along z, y and x (nearest
+        neighbour, so labels stay labels) and double its scale.
+
+    Raises
+    ------
+    VolumeIOError
+        As `check_output`; `ome` for a format other than Zarr; `pyramid` > 1
+        without OME-Zarr.
+    TypeError, ValueError
+        `ome` is not a bool or None; `pyramid` is not an integer >= 1.
 
     Examples
     --------
@@ -612,7 +1246,7 @@ def open_output(path, overwrite: bool = False) -> Output:
     >>> int(open_array(os.path.join(d, "out.npz/labels")).read().sum())
     84
     """
-    return Output(path, overwrite)
+    return Output(path, overwrite, ome, pyramid)
 
 
 def write_png(path, rgb: np.ndarray, overwrite: bool = False) -> None:

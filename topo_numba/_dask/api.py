@@ -595,7 +595,7 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
                          adaptive_iters: bool = True, adaptive_factor: float = 6,
                          spatial_mask=None, chunks=None, halo: int | None = None,
                          progress: bool = False, overwrite: bool = False,
-                         spacing=None, resume: bool = False) -> None:
+                         spacing=None, resume: bool = False, _on_complete=None) -> None:
     """Flow targets of a label volume in Zarr, written to Zarr chunk by chunk.
 
     Parameters
@@ -674,12 +674,15 @@ def flow_targets_to_zarr(labels, out, class_names: Sequence[str] | None = None,
     with _progress(progress), PartialOutput(out, overwrite, resume, run) as target:
         flows, class_fg = _targets(sources, ann_src, targets, halo, h)
         target.write({"flows": flows, "class_fg": class_fg}, ids.write_chunks)
+        if _on_complete is not None:   # (the command line's metadata, before the rename)
+            _on_complete(str(target.group_path))
 
 
 def segment_to_zarr(semantic_pred, flow_pred, out, class_names=None, class_config=None, *,
                     resolution_nm: float | None = None, flow_error_threshold: float = 0.0,
                     chunks=None, halo: int | None = None, progress: bool = False,
-                    overwrite: bool = False, spacing=None, resume: bool = False) -> None:
+                    overwrite: bool = False, spacing=None, resume: bool = False,
+                    _on_complete=None) -> None:
     """Instance labels from predictions in Zarr, written to Zarr chunk by chunk.
 
     Parameters
@@ -743,6 +746,8 @@ def segment_to_zarr(semantic_pred, flow_pred, out, class_names=None, class_confi
             check_stored_labels(target, flows.dask, settings, h, sem.write_chunks)
         else:
             target.write(labels, sem.write_chunks)
+        if _on_complete is not None:   # (the command line's metadata, before the rename)
+            _on_complete(str(target.group_path))
 
 
 def _version() -> str:

@@ -22,6 +22,7 @@ them stops with a one-line error that says so.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import re
@@ -200,9 +201,14 @@ def _spacing(args, refs=()) -> list[float] | None:
     return None
 
 
-def _record_out_of_core(out: str, attrs: dict, arrays) -> None:
-    """Metadata of an output written by the Dask path (the group and its arrays)."""
+def _record_out_of_core(out: str, attrs: dict, arrays, ome: bool | None = None,
+                        pyramid: int = 1) -> None:
+    """Metadata of an output written by the Dask path (the group and its arrays);
+    with `ome` (None: for names ending in .ome.zarr) the arrays then become
+    OME-Zarr images, as `open_output` writes them in memory."""
     import zarr
+
+    from ..io import make_ome_images
 
     group = zarr.open_group(out, mode="a")
     group.attrs.update(attrs)
@@ -212,6 +218,8 @@ def _record_out_of_core(out: str, attrs: dict, arrays) -> None:
         group[name].attrs.update({k: attrs[k] for k in ("class_names", "voxel_size_nm",
                                                          "voxel_spacing", "axes")
                                   if k in attrs})
+    if ome or (ome is None and str(out).rstrip("/").lower().endswith(".ome.zarr")):
+        make_ome_images(out, arrays, pyramid)
 
 
 def _library(context: str, func, *args, **kwargs):
@@ -258,8 +266,12 @@ def _check_known(names, config: dict, source: str, hint: str = "") -> None:
 def _flows_config(args, names, refs):
     """(class config per name, resolution in nm or None)."""
     from ..config import get_instance_class_config
+    from ..io import resolve_voxel_size
 
-    resolution = args.resolution
+    # the OME-Zarr voxel size of the labels is the default of --resolution and
+    # --spacing (read by _spacing); explicit values override it, with a warning
+    resolution, spacing = resolve_voxel_size(refs, args.resolution, args.spacing)
+    args.spacing = spacing
     if args.class_config:
         if args.recommended:
             raise CLIError("--recommended selects a class table; give either it (with "
@@ -366,7 +378,7 @@ def cmd_flows(args, con: _Console) -> int:
                  class_config=config, inputs=[str(p) for p in args.labels])
     channel_names = [f"{nm}/{d}" for nm in names for d in ("dz", "dy", "dx")]
     t0 = time.perf_counter()
-    with open_output(args.out, args.overwrite) as out:
+    with open_output(args.out, args.overwrite, ome=args.ome, pyramid=args.pyramid) as out:
         out.attrs.update(attrs)
         flows = out.create("flows", (3 * n,) + spatial, np.float32,
                            chunks=(3,) + tuple(min(64, s) for s in spatial),
@@ -416,15 +428,16 @@ def _flows_out_of_core(args, con: _Console, ref, names, config, resolution, mask
     if mask_ref is not None:
         mask = mask_ref.path if ".zarr" in mask_ref.path else mask_ref.read()
     t0 = time.perf_counter()
+    attrs = _common_attrs("flows", resolution, spacing)
+    attrs.update(class_names=names, flow_channel_order=["dz", "dy", "dx"],
+                 class_config={nm: config[nm] for nm in names}, inputs=[ref.path])
+    record = functools.partial(_record_out_of_core, attrs=attrs, arrays=("flows", "class_fg"),
+                               ome=args.ome, pyramid=args.pyramid)
     _library("out-of-core flows", tnd.flow_targets_to_zarr, ref.path, args.out, names,
              {nm: config[nm] for nm in names}, resolution,
              diffusion_iters=args.n_iter or 200, spatial_mask=mask, chunks=chunks,
              progress=con.bars, overwrite=args.overwrite,
-             spacing=spacing)
-    attrs = _common_attrs("flows", resolution, spacing)
-    attrs.update(class_names=names, flow_channel_order=["dz", "dy", "dx"],
-                 class_config={nm: config[nm] for nm in names}, inputs=[ref.path])
-    _record_out_of_core(args.out, attrs, ("flows", "class_fg"))
+             spacing=spacing, resume=args.resume, _on_complete=record)
     n = len(names)
     con.say(f"wrote {args.out} out of core (Dask, {_blocks(chunks)}): flows "
             f"{(3 * n,) + tuple(ref.shape[-3:])} float32, class_fg {(n,) + tuple(ref.shape[-3:])}"
@@ -456,7 +469,12 @@ def cmd_segment(args, con: _Console) -> int:
         raise CLIError(f"FLOWS {flows_ref.path}: must hold float flows; got dtype "
                        f"{flows_ref.dtype}")
     names = _class_names(args.classes, [flows_ref, probs_ref], n, "PROBS")
-    resolution = args.resolution
+    from ..io import resolve_voxel_size
+
+    # defaults of --resolution and --spacing: the OME-Zarr voxel size of FLOWS or
+    # PROBS, else (below, and in _spacing) what `flows` recorded
+    resolution, args.spacing = resolve_voxel_size([flows_ref, probs_ref], args.resolution,
+                                                  args.spacing)
     if args.postprocess_config:
         if args.recommended:
             raise CLIError("--recommended selects a post-processing table; give either it "
@@ -511,7 +529,7 @@ def cmd_segment(args, con: _Console) -> int:
                  flow_error_threshold=args.flow_error_threshold)
     counts = {}
     t0 = time.perf_counter()
-    with open_output(args.out, args.overwrite) as out:
+    with open_output(args.out, args.overwrite, ome=args.ome, pyramid=args.pyramid) as out:
         out.attrs.update(attrs)
         if kind == "tiff":  # one array: (classes, D, H, W), or (D, H, W) for one class
             shape = spatial if n == 1 else (n,) + spatial
@@ -547,16 +565,17 @@ def _segment_out_of_core(args, con: _Console, probs_ref, flows_ref, names, confi
 
     chunks = args.chunks   # None: blocks of whole input chunks (the library's default)
     t0 = time.perf_counter()
-    _library("out-of-core segmentation", tnd.segment_to_zarr, probs_ref.path, flows_ref.path,
-             args.out, names, {nm: config[nm] for nm in names}, resolution_nm=resolution,
-             flow_error_threshold=args.flow_error_threshold, chunks=chunks,
-             progress=con.bars, overwrite=args.overwrite,
-             spacing=spacing)
     attrs = _common_attrs("segment", resolution, spacing)
     attrs.update(class_names=names, inputs=[args.probs, args.flows],
                  postprocess_config={nm: config[nm] for nm in names},
                  flow_error_threshold=args.flow_error_threshold)
-    _record_out_of_core(args.out, attrs, names)
+    record = functools.partial(_record_out_of_core, attrs=attrs, arrays=names, ome=args.ome,
+                               pyramid=args.pyramid)
+    _library("out-of-core segmentation", tnd.segment_to_zarr, probs_ref.path, flows_ref.path,
+             args.out, names, {nm: config[nm] for nm in names}, resolution_nm=resolution,
+             flow_error_threshold=args.flow_error_threshold, chunks=chunks,
+             progress=con.bars, overwrite=args.overwrite,
+             spacing=spacing, resume=args.resume, _on_complete=record)
     con.say(f"wrote {args.out} out of core (Dask, {_blocks(chunks)}): int32 instance labels "
             f"of {', '.join(names)}; {time.perf_counter() - t0:.2f} s")
     return 0
@@ -681,13 +700,26 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--memory-limit", type=parse_bytes, default=None, metavar="SIZE",
                         help="refuse jobs estimated to need more (e.g. 16G; "
                              "default: the memory available now)")
+    resumable = argparse.ArgumentParser(add_help=False)
+    resumable.add_argument("--resume", action="store_true",
+                           help="out of core: continue an interrupted run of the same command "
+                                "(the blocks it finished are kept)")
+    ome = argparse.ArgumentParser(add_help=False)
+    ome.add_argument("--ome", action="store_const", const=True, default=None,
+                     help="write a .zarr output as OME-Zarr (NGFF 0.5): every array an "
+                          "image group with its voxel size as scale, for napari and "
+                          "neuroglancer (default for names ending in .ome.zarr)")
+    ome.add_argument("--pyramid", type=_positive_int, default=1, metavar="N",
+                     help="OME-Zarr outputs: N resolution levels (s0 and every second "
+                          "voxel of the level above; default 1)")
 
     parser = argparse.ArgumentParser(
         prog="topo-numba",
         description="Flow fields for 3D instance segmentation: labels -> flow targets, "
                     "predicted flows -> instance labels (compiled with Numba).",
         epilog="Arrays: file.tif, file.npy, file.npz/KEY, dir.zarr/PATH, dir.n5/PATH, "
-               "file.h5/PATH; axes (z, y, x), channels first. Run 'topo-numba demo' to see it "
+               "file.h5/PATH; axes (z, y, x), channels first; OME-Zarr images give their "
+               "voxel size. Run 'topo-numba demo' to see it "
                f"work on synthetic data. Pictures, TIFF, Zarr and progress bars: {CLI_EXTRA}.")
     parser.add_argument("--version", action="version", version=f"topo-numba {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -708,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on the GPU (CuPy arrays; needs the gpu extra and a CUDA device)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("flows", parents=[common, writes, memory],
+    p = sub.add_parser("flows", parents=[common, writes, memory, resumable, ome],
                        help="instance labels -> flow targets and class foreground",
                        description="Compute flow targets (N*3, D, H, W) and class foreground "
                                    "(N, D, H, W) from instance labels, one class per label "
@@ -743,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "fit in memory)")
     p.set_defaults(func=cmd_flows)
 
-    p = sub.add_parser("segment", parents=[common, writes, memory],
+    p = sub.add_parser("segment", parents=[common, writes, memory, resumable, ome],
                        help="class probabilities + flows -> instance labels per class",
                        description="Recover instance labels of every class from semantic "
                                    "probabilities (N, D, H, W) and flows (N*3, D, H, W).")
@@ -811,6 +843,19 @@ def _fail(message: str) -> None:
     print(f"topo-numba: error: {line}", file=sys.stderr)
 
 
+def _interrupted(args) -> str:
+    """What an interruption left behind, truthfully."""
+    out = getattr(args, "out", None)
+    if out and getattr(args, "resume", None) is not None:
+        from .._dask.output import partial_dir
+
+        work = partial_dir(out)
+        if work.is_dir():
+            return (f"interrupted; the blocks finished so far are kept in {work}: run the same "
+                    "command with --resume to continue (or --overwrite to start again)")
+    return "interrupted (no partial output is left behind)"
+
+
 def _terminated(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -837,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail("out of memory; process a smaller crop, or for flows give one Zarr labels array, "
               "a .zarr output and --chunks N to run out of core")
     except KeyboardInterrupt:
-        _fail("interrupted (no partial output is left behind)")
+        _fail(_interrupted(args))
         return 130
     except OSError as exc:
         log.debug("details", exc_info=True)
