@@ -38,6 +38,7 @@ numcodecs, which comes with zarr).
 from __future__ import annotations
 
 import bz2
+import errno
 import json
 import logging
 import lzma
@@ -49,6 +50,7 @@ import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -1076,8 +1078,11 @@ class Output:
             zarr = _require("zarr")
             self._store = zarr.open_group(str(self._tmp), mode="w")
         elif self.kind == "hdf5":
+            # built in memory and written to disk by Python at commit: HDF5 itself never
+            # meets a full disk (it can crash the interpreter when its writes fail)
             h5py = _require("hdf5")
-            self._store = h5py.File(self._tmp, "w")
+            self._buffer = BytesIO()
+            self._store = h5py.File(self._buffer, "w")
         elif self.kind == "npy":
             self._tmp.mkdir()
         elif self.kind == "tiff":
@@ -1106,6 +1111,10 @@ class Output:
         elif self.kind == "npy" and not empty:
             arr = np.lib.format.open_memmap(self._tmp / f"{name}.npy", mode="w+",
                                             dtype=dtype, shape=shape)
+            try:
+                _reserve(self._tmp / f"{name}.npy", arr.offset)
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from None
         else:  # npz, tiff, empty npy: in memory until commit
             if self.kind == "tiff" and self._arrays:
                 raise VolumeIOError(f"{self.path}: a TIFF file holds one array; write several "
@@ -1129,6 +1138,9 @@ class Output:
             for k, v in attrs.items():
                 self._store.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v)
             self._store.close()
+            with open(self._tmp, "wb") as f:
+                f.write(self._buffer.getbuffer())
+            self._buffer = None
         elif self.kind == "npy":
             for name, arr in self._arrays.items():
                 if isinstance(arr, np.memmap):
@@ -1150,7 +1162,12 @@ class Output:
     def commit(self) -> None:
         """Finish writing and move the result to its final name."""
         self._done = True
-        self._finish()
+        try:
+            self._finish()
+        except OSError as exc:   # e.g. a full disk: name the output
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from None
         if self.path.exists() or self.path.is_symlink():
             if not self.overwrite:  # appeared while we were working
                 raise VolumeIOError(f"{self.path}: already exists; pass --overwrite to replace it")
@@ -1189,6 +1206,30 @@ class Output:
         else:
             self.abort()
         return False
+
+
+def _reserve(path: Path, start: int) -> None:
+    """Allocate the disk blocks of a file from byte `start` on (a memory-mapped
+    file written on a full disk kills the process with SIGBUS; reserved first,
+    a full disk is an OSError here)."""
+    size = path.stat().st_size
+    try:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, start, size - start)
+            return
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+    except AttributeError:   # no posix_fallocate (not POSIX)
+        pass
+    block = 1 << 24          # the file system cannot reserve: write the zeros
+    with open(path, "r+b") as f:
+        f.seek(start)
+        for offset in range(start, size, block):
+            f.write(bytes(min(block, size - offset)))
 
 
 def _remove(path: Path) -> None:

@@ -231,8 +231,12 @@ class PartialOutput:
                 region = tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, idx))
                 tasks.append(dask.delayed(_write_block)(target, region, blocks[idx], record))
         log.debug("%s: writing %d blocks", self.final, len(tasks))
-        if tasks:
+        try:
             dask.compute(*tasks)
+        except OSError as exc:   # e.g. a full disk: name the output
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.final)) from None
 
     # ---------------------------------------------------------------- finish
     def commit(self) -> None:
