@@ -270,6 +270,11 @@ def _open_tiff(path, container, inner):
         meta = tif.shaped_metadata
         if meta:
             attrs = {k: v for k, v in meta[0].items() if k != "shape"}
+            stored = tuple(int(n) for n in meta[0].get("shape", shape))
+            if stored != tuple(shape):   # pages missing: tifffile falls back to one page
+                raise VolumeIOError(f"{path}: cannot read it as TIFF: truncated or corrupt "
+                                    f"(written with shape {stored}, {len(tif.pages)} pages "
+                                    "readable)")
     order = _reorder_axes(axes)
     if order is not None:
         shape = tuple(shape[i] for i in order)
@@ -316,7 +321,20 @@ def _open_zarr(path, container, inner):
                       f"axes for a {len(node.shape)}-D array", stacklevel=3)
         ome = None
     return ArrayRef(path, node.shape, node.dtype, dict(node.attrs),
-                    lambda region: node[_all(region)], ome=ome)
+                    lambda region: _read_zarr(node, region, path), ome=ome)
+
+
+def _read_zarr(node, region, path):
+    """A region of a Zarr array; a chunk that cannot be decoded is named."""
+    try:
+        return node[_all(region)]
+    except Exception as exc:   # noqa: BLE001 - decoding errors of any codec
+        from ._core.chunks import read_error
+
+        line = read_error(node, region, exc)
+        if line is None:
+            raise
+        raise VolumeIOError(f"{path}: {line}") from None
 
 
 def _open_hdf5(path, container, inner):

@@ -7,6 +7,7 @@ modules it loads.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import math
 
@@ -183,8 +184,17 @@ def assemble(grid: Grid, tasks: dict, lead: tuple, dtype) -> da.Array:
 
 
 def _read(array, index, transform):
-    """A region of a Zarr (or any sliceable) array, read inside a task."""
-    block = np.asarray(array[index])
+    """A region of a Zarr (or any sliceable) array, read inside a task; a chunk
+    that cannot be decoded is named (OSError with the store's path)."""
+    try:
+        block = np.asarray(array[index])
+    except Exception as exc:   # noqa: BLE001 - decoding errors of any codec
+        from .._core.chunks import read_error, store_path
+
+        line = read_error(array, index, exc)
+        if line is None:
+            raise
+        raise OSError(errno.EIO, line, store_path(array)) from None
     return transform(block) if transform is not None else block
 
 

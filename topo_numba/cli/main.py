@@ -836,6 +836,8 @@ def _setup_logging(verbose: int) -> None:
     if verbose < 2:  # third-party chatter only with -vv
         for name in ("numba", "zarr", "asyncio", "PIL", "tifffile", "h5py", "numcodecs"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # tifffile logs an ERROR before the one-line error that says the same
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 
 def _fail(message: str) -> None:
