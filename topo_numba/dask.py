@@ -21,8 +21,10 @@ per running task, whatever the size of the volume. By default a block is
 made of whole store chunks, about 128^3 voxels (a grown block of one chunk
 would decompress its 26 neighbours as well), and the outputs keep the
 input's chunks. `segment_to_zarr` reads and tracks every block once: the
-block-local labels wait in a scratch group of the output for the global
-numbering. Dask-array inputs go through `dask.array.overlap` instead (every
+block-local labels wait in a scratch group for the global numbering. Both
+write in a work directory beside the output (``.NAME.partial``) and rename
+the group when it is complete; an interrupted run continues with
+``resume=True`` (docs/large-volumes.md). Dask-array inputs go through `dask.array.overlap` instead (every
 chunk is decompressed once; memory then also holds the chunks waiting for
 their neighbours).
 
