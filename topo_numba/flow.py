@@ -193,9 +193,18 @@ def generate_diffusion_flows(instance_mask, n_iter: int = 200, adaptive_iters: b
         On invalid input (see `generate_direct_flows`), ``n_iter < 1``,
         ``adaptive_factor <= 0``, an unknown `mode` or an invalid `spacing`.
 
+    Warns
+    -----
+    RuntimeWarning
+        When an instance gets more than 10**5 iterations and more than 10
+        times its squared extent (its field has long converged).
+
     Notes
     -----
-    All instances of the volume are processed in one call to the compiled
+    The iterations run in windows of about 0.2 s: Ctrl-C interrupts a long
+    call, and the result is that of one uninterrupted loop.
+
+    All instances of the volume are processed together by the compiled
     kernels; the work is each instance's voxel count times its own iteration
     count. Coordinates mode: fields are float64 and rescaled by an exact
     power of two every 32 iterations, so directions survive however far the
@@ -287,12 +296,12 @@ def compute_boundary_map(instance_mask, dilation_width: int = 2) -> np.ndarray:
 
         b = gpu_backend()
         labels = V.device_labels(b, instance_mask, "instance_mask", 3)
-        dilation_width = V.check_int(dilation_width, "dilation_width", minimum=1)
+        dilation_width = V.check_int(dilation_width, "dilation_width", minimum=1, saturate=True)
         return b.wrap(boundary_map(b, labels, dilation_width), instance_mask)
     from ._cpu.flows import boundary_map
 
     labels = V.as_labels(instance_mask, "instance_mask", 3)
-    dilation_width = V.check_int(dilation_width, "dilation_width", minimum=1)
+    dilation_width = V.check_int(dilation_width, "dilation_width", minimum=1, saturate=True)
     return boundary_map(labels, dilation_width)
 
 

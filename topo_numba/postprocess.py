@@ -115,11 +115,21 @@ def track_flows(sem_mask, flow, n_steps: int, step_size: float = 1.0,
         (GPU) arrays mixed.
     ValueError
         If `sem_mask` is not 3-D or holds NaN, `flow` does not have shape
-        (3, D, H, W) or holds NaN / inf, ``n_steps < 1``, ``step_size <= 0``
-        or an unknown `interpolation` or `tracking`.
+        (3, D, H, W) or holds NaN / inf, ``n_steps < 1`` or beyond int64,
+        ``step_size <= 0``, an unknown `interpolation` or `tracking`, or a
+        masked array.
+
+    Warns
+    -----
+    RuntimeWarning
+        When more than 10**5 steps reach over 100 times the volume's diagonal.
 
     Notes
     -----
+    The steps run in windows of about 0.2 s: Ctrl-C interrupts a long call,
+    and the end points are those of one uninterrupted loop. A `step_size`
+    beyond the flow's float range multiplies the flow in float64.
+
     The original treats every non-zero value of `sem_mask` as foreground;
     here negative values are background and NaN is refused. One compiled
     loop runs all particles in parallel; a particle that stops moving, or
@@ -241,9 +251,10 @@ def cluster_convergence(fg_coords, final_positions, volume_shape, convergence_ra
         coords = V.as_coords(fg_coords, "fg_coords", shape)
         positions = V.as_positions(final_positions, "final_positions", coords.shape[0])
     radius = V.check_real(convergence_radius, "convergence_radius", positive=True)
-    min_size = V.check_int(min_size, "min_size", minimum=0)
+    min_size = V.check_int(min_size, "min_size", minimum=0, saturate=True)
     if on_gpu:
         return b.wrap(gpu.cluster(b, coords, positions, shape, radius, min_size, h), fg_coords)
+    V.check_host_memory(shape, 4, "volume_shape")   # the int32 labels
     from ._cpu import recovery as cpu
 
     return cpu.cluster(coords, positions, shape, radius, min_size, h)
@@ -289,12 +300,13 @@ def filter_small(instances, min_size: int):
 
         b = gpu_backend()
         labels = V.device_labels(b, instances, "instances", 3)
-        min_size = V.check_int(min_size, "min_size", minimum=0)
+        min_size = V.check_int(min_size, "min_size", minimum=0, saturate=True)
         return b.wrap(gpu.filter_small(b, labels, min_size), instances)
     from ._cpu import recovery as cpu
 
     labels = V.as_labels(instances, "instances", 3)
-    return cpu.filter_small(labels, V.check_int(min_size, "min_size", minimum=0))
+    min_size = V.check_int(min_size, "min_size", minimum=0, saturate=True)
+    return cpu.filter_small(labels, min_size)
 
 
 @host_tensors("instances")

@@ -9,6 +9,7 @@ these checks, so the same bad argument gives the same message everywhere.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -63,7 +64,7 @@ class Diffusion:
     @classmethod
     def check(cls, n_iter, adaptive_iters, adaptive_factor, mode="coordinates",
               name: str = "n_iter", mode_name: str = "mode") -> Diffusion:
-        n_iter = V.check_int(n_iter, name, minimum=1)
+        n_iter = V.check_int(n_iter, name, minimum=1, saturate=True)
         adaptive_iters = check_flag(adaptive_iters, "adaptive_iters")
         adaptive_factor = V.check_real(adaptive_factor, "adaptive_factor", positive=True)
         return cls(n_iter, adaptive_iters, adaptive_factor, check_mode(mode, mode_name))
@@ -113,7 +114,8 @@ def _target_class(name, cfg, diffusion_iters) -> TargetClass:
             f"got {flow_type!r}"
         )
     n_iter = V.check_int(cfg.get("diffusion_iters", diffusion_iters),
-                         f"class_config[{name!r}]['diffusion_iters']", minimum=1)
+                         f"class_config[{name!r}]['diffusion_iters']", minimum=1,
+                         saturate=True)
     boundary_only = bool(cfg.get("boundary_only", False))
     width = V.check_real(cfg.get("boundary_width", 20),
                          f"class_config[{name!r}]['boundary_width']")
@@ -162,6 +164,9 @@ def check_targets(shape, class_names, class_config, diffusion_iters, adaptive_it
 # recovery
 # --------------------------------------------------------------------------
 
+# step counts below this are never called excessive (`Tracking.warn_if_excessive`)
+EXCESS_STEPS = 10 ** 5
+
 
 def check_group(group, name: str = "group") -> int:
     """A morphology group (1 convex, 2 elongated, 3 thin)."""
@@ -176,8 +181,10 @@ def check_radius_fits(radius: float, shape, name: str) -> None:
     """End points lie in the volume; clustering needs ``|p| / r < 2**62``."""
     far = float(max(shape, default=0))
     if far / radius >= 2.0 ** 62:
-        raise ValueError(f"{name} = {radius} is too small for a volume of shape {tuple(shape)}: "
-                         f"the largest side / {name} must stay below 2**62")
+        sides = ", ".join(f"{float(v):g}" for v in shape)
+        raise ValueError(f"{name} = {radius} is too small for a volume of sides ({sides}) "
+                         f"(in units of the smallest spacing): the largest side / {name} "
+                         "must stay below 2**62")
 
 
 @dataclass(frozen=True)
@@ -202,6 +209,37 @@ class Tracking:
     def trilinear(self) -> bool:
         return self.interpolation == "trilinear"
 
+    def warn_if_excessive(self, shape, h=None) -> None:
+        """RuntimeWarning when the steps reach far beyond the volume.
+
+        `shape`: the volume's (D, H, W); `h`: relative voxel size or None.
+        More than `EXCESS_STEPS` steps whose total length exceeds 100 times
+        the volume's diagonal (in units of the smallest spacing) only take
+        time: a particle that has not stopped by then circulates.
+        """
+        size = np.asarray(shape, np.float64) * (1.0 if h is None else np.asarray(h))
+        diagonal = max(float(np.sqrt((size ** 2).sum())), 1.0)
+        if self.n_steps > EXCESS_STEPS and self.n_steps * self.step_size > 100.0 * diagonal:
+            warnings.warn(f"n_steps = {self.n_steps} steps of step_size {self.step_size} reach "
+                          f"{self.n_steps * self.step_size:g} voxels, more than 100 times the "
+                          f"diagonal of the volume {tuple(shape)} (more steps only take time; "
+                          "Ctrl-C interrupts)", RuntimeWarning, stacklevel=4)
+
+    def step_in(self, dtype):
+        """The step size as a scalar of the flow's `dtype`, in which the nearest
+        rule computes ``step_size * f``; float64 when it overflows that dtype
+        (a float32 flow with step_size > 3.4e38), so that the product is the
+        exact one, never ``inf * 0 = NaN``."""
+        return step_in(dtype, self.step_size)
+
+
+def step_in(dtype, step_size: float):
+    """`step_size` as a scalar of `dtype`, or float64 when it overflows `dtype`."""
+    dtype = np.dtype(dtype)
+    if step_size > float(np.finfo(dtype).max):
+        return np.float64(step_size)
+    return dtype.type(step_size)
+
 
 @dataclass(frozen=True)
 class Recovery:
@@ -219,7 +257,7 @@ class Recovery:
         """`physical_shape`: the volume's shape times the relative voxel size."""
         tracking = Tracking.check(n_steps, step_size, interpolation, tracking)
         radius = V.check_real(convergence_radius, "convergence_radius", positive=True)
-        min_size = V.check_int(min_size, "min_size", minimum=0)
+        min_size = V.check_int(min_size, "min_size", minimum=0, saturate=True)
         group = check_group(group)
         # interpolation is checked before the radius fit, as the tracking comes first
         check_radius_fits(radius, physical_shape, "convergence_radius")
@@ -241,7 +279,8 @@ class FlowCheck:
             V.check_choice(flow_type, "flow_type", FLOW_TYPES),
             V.check_choice(diffusion_mode, "diffusion_mode", DIFFUSION_MODES))
         return cls(V.check_real(threshold, "threshold"), flow_type,
-                   V.check_int(diffusion_iters, "diffusion_iters", minimum=1), mode)
+                   V.check_int(diffusion_iters, "diffusion_iters", minimum=1, saturate=True),
+                   mode)
 
     def diffusion(self) -> Diffusion:
         """The own flows' diffusion arguments: `generate_diffusion_flows`' defaults."""
@@ -293,7 +332,7 @@ def check_segment_classes(names, class_config, threshold, physical_shape,
                               f"{where}['convergence_radius']", positive=True)
         check_radius_fits(radius, physical_shape, f"{where}['convergence_radius']")
         min_size = V.check_int(cfg.get("min_size", POSTPROCESS_DEFAULTS["min_size"]),
-                               f"{where}['min_size']", minimum=0)
+                               f"{where}['min_size']", minimum=0, saturate=True)
         interpolation = V.check_choice(cfg.get("interpolation", "nearest"),
                                        f"{where}['interpolation']", INTERPOLATIONS)
         method = V.check_choice(cfg.get("tracking", "euler"), f"{where}['tracking']", TRACKINGS)
@@ -308,7 +347,7 @@ def check_segment_classes(names, class_config, threshold, physical_shape,
             check = FlowCheck(
                 threshold, flow_type,
                 V.check_int(cfg.get("diffusion_iters", iters), f"{where}['diffusion_iters']",
-                            minimum=1), mode)
+                            minimum=1, saturate=True), mode)
         fill = check_flag(cfg.get("fill_orphans", False), f"{where}['fill_orphans']")
         recovery = Recovery(Tracking(n_steps, step_size, interpolation, method), radius,
                             min_size, group, fill)

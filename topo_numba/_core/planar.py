@@ -19,6 +19,10 @@ import numpy as np
 
 from . import validate as V
 
+# largest ratio of two voxel sizes: squares of relative sizes times squared
+# coordinates (< 2**126) stay far from float64 overflow
+MAX_SPACING_RATIO = 1e30
+
 
 def _device_shape(value):
     """Shape of a device array from what the device protocol exposes (a
@@ -75,6 +79,7 @@ def lift(value, name: str, axis: int = 0):
     """Insert a depth axis of one at `axis` (same kind of array; None stays None)."""
     if value is None:
         return None
+    V.refuse_masked(value, name)
     if _is_device(value):
         b, arr = _device(value, name)
         return b.wrap(b.xp.expand_dims(arr, axis), value)
@@ -84,6 +89,7 @@ def lift(value, name: str, axis: int = 0):
 def lift_flow(flow, name: str, image, image_name: str):
     """(2, H, W) flow (dy, dx) -> (3, 1, H, W) with dz = 0 (a new array), for
     the 2-D `image` (H, W) called `image_name`."""
+    V.refuse_masked(flow, name)
     shape = shape_of(flow)
     want = (2,) + shape_of(image)
     if shape != want:
@@ -102,6 +108,7 @@ def lift_flow(flow, name: str, image, image_name: str):
 
 def lift_class_flows(flows, name: str):
     """(2N, H, W) per-class flows (dy, dx) -> (3N, 1, H, W) with dz = 0."""
+    V.refuse_masked(flows, name)
     shape = shape_of(flows)
     if len(shape) != 3 or shape[0] % 2:
         raise ValueError(f"{name} must have shape (N*2, H, W) (dy, dx per class) for 2-D "
@@ -144,6 +151,7 @@ def drop_depth(volume, axis: int = 0):
 
 def lift_points(points, name: str):
     """(N, 2) points (y, x) -> (N, 3) with z = 0 (same dtype, a new array)."""
+    V.refuse_masked(points, name)
     if _is_device(points):
         b, arr = _device(points, name)
         xp = b.xp
@@ -184,7 +192,8 @@ def check_spacing(spacing, ndim: int = 3, name: str = "spacing"):
     Raises
     ------
     TypeError, ValueError
-        Not `ndim` real numbers, or one that is not finite and > 0.
+        Not `ndim` real numbers, or one that is not finite and > 0, or
+        entries whose ratio exceeds `MAX_SPACING_RATIO`.
     """
     if spacing is None:
         return None
@@ -199,6 +208,12 @@ def check_spacing(spacing, ndim: int = 3, name: str = "spacing"):
     h = np.asarray(values, np.float64)
     if np.all(h == h[0]):
         return None
+    with np.errstate(over="ignore"):   # a subnormal entry: inf, refused below
+        ratio = h.max() / h.min()
+    if not ratio <= MAX_SPACING_RATIO:
+        raise ValueError(f"{name} = {tuple(values)}: the largest entry / the smallest must "
+                         f"stay below {MAX_SPACING_RATIO:g} (products of spacings and "
+                         f"coordinates must stay finite); got {ratio:g}")
     h = h / h.min()
     if ndim == 2:
         h = np.concatenate([[1.0], h])

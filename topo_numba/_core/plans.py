@@ -6,7 +6,36 @@ CPU, GPU and out-of-core paths so that all three run the same counts.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+# iteration counts below this are never called excessive
+EXCESS_FLOOR = 10 ** 5
+# ... nor those below this many times the squared extent (the heat equation
+# relaxes over about extent**2 / 10 of these iterations)
+EXCESS_FACTOR = 10
+
+
+def warn_excessive(n_iters, extent, name: str) -> None:
+    """RuntimeWarning when an instance gets far more iterations than it needs.
+
+    Parameters
+    ----------
+    n_iters, extent : ndarray of int
+        Iterations and extent (voxels) of each instance (or unit).
+    name : str
+        The argument that set the counts.
+    """
+    need = np.maximum(EXCESS_FACTOR * extent.astype(np.float64) ** 2, EXCESS_FLOOR)
+    far = n_iters > need
+    if far.any():
+        i = int(np.argmax(np.where(far, n_iters / need, 0)))
+        warnings.warn(
+            f"{name}: an instance of extent {int(extent[i])} voxels gets {int(n_iters[i])} "
+            f"diffusion iterations; its field has converged after about "
+            f"{int(extent[i]) ** 2} (more only take time; Ctrl-C interrupts)",
+            RuntimeWarning, stacklevel=4)
 
 
 def iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
@@ -28,13 +57,16 @@ def iteration_counts(lo, hi, shape, n_iter, adaptive_iters, adaptive_factor) -> 
         ``min(floor(adaptive_factor * E_i), n_iter)``, E_i the largest side of
         the grown box; `n_iter` everywhere without `adaptive_iters`.
     """
-    if not adaptive_iters:
-        return np.full(lo.shape[0], n_iter, np.int64)
     grown = np.minimum(hi + 2, np.asarray(shape) - 1) - np.maximum(lo - 2, 0) + 1
     extent = np.maximum(grown.max(axis=1), 0)  # row 0 (background) has no box
-    with np.errstate(over="ignore"):  # a huge factor overflows to inf: capped by n_iter
-        n = np.minimum(np.floor(adaptive_factor * extent.astype(np.float64)), n_iter)
-    return n.astype(np.int64)
+    n = np.full(lo.shape[0], n_iter, np.int64)
+    if adaptive_iters:
+        with np.errstate(over="ignore"):  # a huge factor overflows to inf: capped by n_iter
+            f = np.floor(adaptive_factor * extent.astype(np.float64))
+        below = f < n_iter              # in integers: n_iter may not be a float64
+        n[below] = f[below].astype(np.int64)
+    warn_excessive(n[1:], extent[1:], "n_iter")
+    return n
 
 
 def source_iteration_counts(ecc, n_iter, adaptive_iters, adaptive_factor) -> np.ndarray:
@@ -63,10 +95,14 @@ def source_iteration_counts(ecc, n_iter, adaptive_iters, adaptive_factor) -> np.
     """
     reach = ecc + 1
     if not adaptive_iters:
-        return np.maximum(reach, n_iter).astype(np.int64)
+        n = np.maximum(reach, n_iter).astype(np.int64)
+        warn_excessive(n, reach, "n_iter")
+        return n
     with np.errstate(over="ignore"):
         n = np.ceil(adaptive_factor * ecc.astype(np.float64) / 2.0)
     if np.any(n >= 2.0 ** 62):
         raise ValueError(f"adaptive_factor = {adaptive_factor} gives more than 2**62 "
                          "iterations in source mode")
-    return np.maximum(n.astype(np.int64), reach)
+    n = np.maximum(n.astype(np.int64), reach)
+    warn_excessive(n, reach, "adaptive_factor")
+    return n

@@ -8,7 +8,9 @@ modified: a conversion makes a copy, and no kernel writes to what it reads.
 
 from __future__ import annotations
 
+import math
 import numbers
+import os
 
 import numpy as np
 
@@ -23,11 +25,36 @@ __all__ = [
     "as_volume_shape",
     "as_coords",
     "as_positions",
+    "refuse_masked",
+    "check_host_memory",
 ]
+
+# the largest count or index the kernels take (int64)
+INT64_MAX = 2 ** 63 - 1
 
 
 def _describe(arr: np.ndarray) -> str:
     return f"shape {arr.shape} and dtype {arr.dtype}"
+
+
+def refuse_masked(value, name: str) -> None:
+    """Refuse a NumPy masked array: its mask would be silently dropped.
+
+    Raises
+    ------
+    TypeError
+        If `value` is a ``numpy.ma.MaskedArray``.
+    """
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name} must be a plain array, not a numpy.ma.MaskedArray (the mask "
+                        f"would be ignored); pass value.filled(fill) or a mask argument "
+                        f"instead; got a masked array of shape {value.shape}")
+
+
+def _asarray(value, name: str) -> np.ndarray:
+    """`value` as an ndarray, masked arrays refused (`refuse_masked`)."""
+    refuse_masked(value, name)
+    return np.asarray(value)
 
 
 def _native_contiguous(arr: np.ndarray) -> np.ndarray:
@@ -60,7 +87,7 @@ def as_labels(value, name: str, ndim: int | tuple[int, ...] = 3) -> np.ndarray:
     ValueError
         If the number of dimensions is wrong or an id is negative.
     """
-    arr = np.asarray(value)
+    arr = _asarray(value, name)
     ndims = (ndim,) if isinstance(ndim, int) else tuple(ndim)
     if arr.dtype == np.bool_:
         arr = arr.view(np.uint8)
@@ -100,7 +127,7 @@ def as_spatial_mask(value, name: str, shape: tuple[int, ...]) -> np.ndarray | No
     """
     if value is None:
         return None
-    arr = np.asarray(value)
+    arr = _asarray(value, name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a float or bool array; got {_describe(arr)}")
     if arr.shape != tuple(shape):
@@ -110,13 +137,23 @@ def as_spatial_mask(value, name: str, shape: tuple[int, ...]) -> np.ndarray | No
     return np.ascontiguousarray(arr > 0.5).view(np.uint8)
 
 
-def check_int(value, name: str, minimum: int | None = None) -> int:
-    """Return `value` as a Python int, checking type and lower bound."""
+def check_int(value, name: str, minimum: int | None = None, saturate: bool = False) -> int:
+    """Return `value` as a Python int, checking type and bounds.
+
+    Counts beyond int64 (the kernels' integers) are refused with a
+    ValueError, or, with `saturate` (an upper limit, such as a cap on
+    iterations or a minimum size, that means the same from 2**63 - 1 on),
+    taken as 2**63 - 1.
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__})")
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}; got {value}")
+    if value > INT64_MAX:
+        if saturate:
+            return INT64_MAX
+        raise ValueError(f"{name} must be at most 2**63 - 1 (int64); got {value}")
     return value
 
 
@@ -185,7 +222,7 @@ def as_foreground(value, name: str) -> np.ndarray:
     ValueError
         If the array is not 3-D or holds NaN.
     """
-    arr = np.asarray(value)
+    arr = _asarray(value, name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a bool, integer or float array; got {_describe(arr)}")
     if arr.ndim != 3:
@@ -222,7 +259,7 @@ def as_flow(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
     ValueError
         On a wrong shape or any NaN / inf value.
     """
-    arr = np.asarray(value)
+    arr = _asarray(value, name)
     dtype = _real_dtype(arr, name)
     expected = (3,) + tuple(shape)
     if arr.shape != expected:
@@ -240,7 +277,30 @@ def as_volume_shape(value, name: str) -> tuple[int, int, int]:
     if len(items) != 3:
         raise ValueError(f"{name} must have 3 entries (D, H, W), or 2 (H, W) for a 2-D "
                          f"image; got {value!r}")
-    return tuple(check_int(v, f"{name}[{i}]", minimum=0) for i, v in enumerate(items))
+    shape = tuple(check_int(v, f"{name}[{i}]", minimum=0) for i, v in enumerate(items))
+    if math.prod(shape) * 8 > INT64_MAX:
+        raise ValueError(f"{name} {shape} has {math.prod(shape)} voxels: too many to index "
+                         "(at most 2**60)")
+    return shape
+
+
+def check_host_memory(shape, itemsize: int, name: str) -> None:
+    """Refuse a host array of `shape` larger than this machine's memory.
+
+    Raises
+    ------
+    ValueError
+        If ``prod(shape) * itemsize`` bytes exceed the physical memory
+        (where the platform tells it), naming `name`.
+    """
+    needed = math.prod(shape) * itemsize
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: let NumPy decide
+        return
+    if total > 0 and needed > total:
+        raise ValueError(f"{name} {tuple(shape)} needs {needed} bytes of output, more than "
+                         f"this machine's {total} bytes of memory")
 
 
 def as_coords(value, name: str, shape: tuple[int, int, int]) -> np.ndarray:
@@ -258,7 +318,7 @@ def as_coords(value, name: str, shape: tuple[int, int, int]) -> np.ndarray:
     ValueError
         On a wrong shape or a coordinate outside ``[0, shape)``.
     """
-    arr = np.asarray(value)
+    arr = _asarray(value, name)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer voxel coordinates; got {_describe(arr)}")
     if arr.ndim != 2 or arr.shape[1] != 3:
@@ -270,7 +330,8 @@ def as_coords(value, name: str, shape: tuple[int, int, int]) -> np.ndarray:
         lo, hi = arr.min(axis=0), arr.max(axis=0)
         if (lo < 0).any() or (hi >= np.asarray(shape)).any():
             raise ValueError(
-                f"{name} must lie inside the volume of shape {tuple(shape)}; got coordinates "
+                f"{name} must lie inside the volume of shape {tuple(shape)} (volume_shape); "
+                f"got coordinates "
                 f"from {tuple(int(v) for v in lo)} to {tuple(int(v) for v in hi)}"
             )
     return arr
@@ -285,7 +346,7 @@ def as_positions(value, name: str, n: int) -> np.ndarray:
         float32 stays float32, everything else becomes float64; C-contiguous,
         native byte order.
     """
-    arr = np.asarray(value)
+    arr = _asarray(value, name)
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be a real (float) array; got {_describe(arr)}")
     if arr.shape != (n, 3):
@@ -316,7 +377,7 @@ def as_class_probabilities(value, name: str, n_classes: int) -> np.ndarray:
         If the array is not 4-D, has another number of classes than
         `n_classes`, or holds NaN.
     """
-    arr = np.asarray(value)
+    arr = _asarray(value, name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real (float) array; got {_describe(arr)}")
     if arr.ndim != 4 or arr.shape[0] != n_classes:
@@ -343,7 +404,7 @@ def as_class_flows(value, name: str, n_classes: int, shape: tuple[int, ...]) -> 
     ValueError
         On another shape than ``(3 * n_classes,) + shape`` or any NaN / inf.
     """
-    arr = np.asarray(value)
+    arr = _asarray(value, name)
     dtype = _real_dtype(arr, name)
     expected = (3 * n_classes,) + tuple(shape)
     if arr.shape != expected:
@@ -454,7 +515,8 @@ def device_coords(b, value, name: str, shape: tuple[int, int, int]):
         # float64 is exact below 2**53 and keeps the order above: no wrap-around
         if (lo < 0).any() or (hi.astype(np.float64) >= np.asarray(shape, np.float64)).any():
             raise ValueError(
-                f"{name} must lie inside the volume of shape {tuple(shape)}; got coordinates "
+                f"{name} must lie inside the volume of shape {tuple(shape)} (volume_shape); "
+                f"got coordinates "
                 f"from {tuple(int(v) for v in lo)} to {tuple(int(v) for v in hi)}"
             )
         arr = b.xp.ascontiguousarray(_device_native(b, arr).astype(np.int64, copy=False))

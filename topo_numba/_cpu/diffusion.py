@@ -33,6 +33,7 @@ from numba import njit, prange
 
 from .._core import voxel
 from .._core.constants import RESCALE_EVERY
+from .._core.slices import run_in_slices
 
 SIXTH = 1.0 / 6.0
 # Laplacian weights of isotropic voxels: the kernels then take the SPEC 2.2
@@ -200,8 +201,9 @@ def _rescale(u, s0, s1):
 
 
 @njit(parallel=True, cache=True)
-def diffuse_small(u, tmp, nbr, starts, n_iters, thread_lists, thread_bounds, w):
-    """Diffuse many instances, each entirely within one thread.
+def diffuse_small(u, tmp, nbr, starts, n_iters, thread_lists, thread_bounds, w, first, last):
+    """Diffuse many instances, each entirely within one thread: iterations
+    ``first..last-1`` of each (those below its own count).
 
     Parameters
     ----------
@@ -215,6 +217,9 @@ def diffuse_small(u, tmp, nbr, starts, n_iters, thread_lists, thread_bounds, w):
         Instances of thread t are ``thread_lists[thread_bounds[t]:thread_bounds[t + 1]]``.
     w : float64
         `ISOTROPIC` or the (3,) weights of `laplacian_weights`.
+    first, last : int
+        The window of iterations (`_core.slices`); the rescaling follows the
+        global iteration number, so consecutive windows equal one call.
     """
     n_threads = thread_bounds.shape[0] - 1
     for t in prange(n_threads):
@@ -224,13 +229,14 @@ def diffuse_small(u, tmp, nbr, starts, n_iters, thread_lists, thread_bounds, w):
             s1 = starts[k + 1]
             a = u
             b = tmp
-            for it in range(n_iters[k]):
+            stop = min(last, n_iters[k])
+            for it in range(first, stop):
                 for s in range(s0, s1):
                     _update(a, b, nbr, s, w)
                 a, b = b, a
                 if (it + 1) % RESCALE_EVERY == 0:
                     _rescale(a, s0, s1)
-            if n_iters[k] % 2 == 1:
+            if stop > first and (stop - first) % 2 == 1:
                 for s in range(s0, s1):
                     for d in range(3):
                         b[s, d] = a[s, d]
@@ -263,20 +269,22 @@ def _rescale_parallel(u, s0, s1, n_chunks):
 
 
 @njit(cache=True)
-def diffuse_big(u, tmp, nbr, starts, n_iters, instances, n_chunks, w):
-    """Diffuse large instances one after the other, voxel-parallel."""
+def diffuse_big(u, tmp, nbr, starts, n_iters, instances, n_chunks, w, first, last):
+    """Diffuse large instances one after the other, voxel-parallel
+    (iterations ``first..last-1``, as `diffuse_small`)."""
     for i in range(instances.shape[0]):
         k = instances[i]
         s0 = starts[k]
         s1 = starts[k + 1]
         a = u
         b = tmp
-        for it in range(n_iters[k]):
+        stop = min(last, n_iters[k])
+        for it in range(first, stop):
             _step_parallel(a, b, nbr, s0, s1, w)
             a, b = b, a
             if (it + 1) % RESCALE_EVERY == 0:
                 _rescale_parallel(a, s0, s1, n_chunks)
-        if n_iters[k] % 2 == 1:
+        if stop > first and (stop - first) % 2 == 1:
             for s in range(s0, s1):
                 for d in range(3):
                     b[s, d] = a[s, d]
@@ -335,7 +343,8 @@ def split_work(work: np.ndarray, candidates: np.ndarray, n_threads: int):
 def diffuse(u: np.ndarray, nbr: np.ndarray, starts: np.ndarray, n_iters: np.ndarray,
             w: np.ndarray) -> None:
     """Run every instance's own number of iterations on `u` in place
-    (`w`: `ISOTROPIC` or `laplacian_weights`)."""
+    (`w`: `ISOTROPIC` or `laplacian_weights`), in windows of iterations of
+    bounded duration (`_core.slices`: Ctrl-C acts between them)."""
     n_threads = numba.get_num_threads()
     counts = np.diff(starts)[: n_iters.size]
     work = counts * n_iters
@@ -348,8 +357,13 @@ def diffuse(u: np.ndarray, nbr: np.ndarray, starts: np.ndarray, n_iters: np.ndar
     tmp[-1] = 0.0  # zero slot
     big = instances[big_mask].astype(np.int64)
     small = instances[~big_mask]
-    if small.size:
-        lists, bounds = split_work(work, small, n_threads)
-        diffuse_small(u, tmp, nbr, starts, n_iters, lists, bounds, w)
-    if big.size:
-        diffuse_big(u, tmp, nbr, starts, n_iters, big, n_threads, w)
+    lists, bounds = split_work(work, small, n_threads)
+
+    def run(first, last):
+        if small.size:
+            diffuse_small(u, tmp, nbr, starts, n_iters, lists, bounds, w, first, last)
+        if big.size:
+            diffuse_big(u, tmp, nbr, starts, n_iters, big, n_threads, w, first, last)
+
+    run_in_slices(run, int(n_iters.max(initial=0)), int(counts.sum()))
+

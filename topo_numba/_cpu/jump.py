@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._core import voxel
+from .._core.slices import run_in_slices
 from .track import _euler_step, track as euler
 
 _node_at = njit(cache=True, inline="always")(voxel.row_node)
@@ -146,24 +147,53 @@ def _tails(coords, node, made, k, flow, steps, step_flow, step_f64, trilinear, t
 
 
 @njit(parallel=True, cache=True)
-def _finish(coords, node, made, k, hop, n_steps, tails, flow, step_flow, step_f64, trilinear,
-            out):
-    """End points: the node's tail after all `k` jumps; else (a terminal met
-    after d jumps) the remaining ``n_steps - d * hop`` steps from its centre."""
-    D, H, W = flow.shape[1], flow.shape[2], flow.shape[3]
+def _finish_start(coords, node, made, k, hop, n_steps, tails, out, left):
+    """Where every particle's last walk starts: the node's tail after all `k`
+    jumps (nothing left to walk); else (a terminal met after d jumps) the
+    terminal's centre, with ``n_steps - d * hop`` steps left."""
     for i in prange(node.size):
         u = node[i]
         if made[i] == k:
             out[i, 0] = tails[u, 0]
             out[i, 1] = tails[u, 1]
             out[i, 2] = tails[u, 2]
+            left[i] = 0
         else:
-            pz, py, px = _walk(flow, float(coords[u, 0]), float(coords[u, 1]),
-                               float(coords[u, 2]), n_steps - made[i] * hop, D - 1.0,
-                               H - 1.0, W - 1.0, trilinear, step_flow, step_f64)
+            out[i, 0] = float(coords[u, 0])
+            out[i, 1] = float(coords[u, 1])
+            out[i, 2] = float(coords[u, 2])
+            left[i] = n_steps - made[i] * hop
+
+
+@njit(parallel=True, cache=True)
+def _walk_window(out, left, steps, flow, step_flow, step_f64, trilinear):
+    """Up to `steps` Euler steps of every particle with steps left, from `out`
+    (a walk depends on its start position only: windows equal one walk)."""
+    D, H, W = flow.shape[1], flow.shape[2], flow.shape[3]
+    for i in prange(out.shape[0]):
+        if left[i] > 0:
+            s = min(left[i], steps)
+            pz, py, px = _walk(flow, out[i, 0], out[i, 1], out[i, 2], s, D - 1.0, H - 1.0,
+                               W - 1.0, trilinear, step_flow, step_f64)
             out[i, 0] = pz
             out[i, 1] = py
             out[i, 2] = px
+            left[i] -= s
+
+
+def _finish(coords, node, made, k, hop, n_steps, tails, flow, step_flow, step_f64, trilinear,
+            out):
+    """End points: the node's tail after all `k` jumps; else the remaining
+    ``n_steps - d * hop`` steps from the terminal met after d jumps, in
+    windows of bounded duration (`_core.slices`)."""
+    left = np.empty(node.size, np.int64)
+    _finish_start(coords, node, made, k, hop, n_steps, tails, out, left)
+    walking = int(np.count_nonzero(left))
+    if walking == 0:
+        return
+    run_in_slices(lambda first, last: _walk_window(out, left, last - first, flow, step_flow,
+                                                   step_f64, trilinear),
+                  int(left.max()), walking)
 
 
 def track(coords, row_start, flow, n_steps, hop, step_flow, step_f64, trilinear, out) -> None:

@@ -28,12 +28,13 @@ def track(fg: np.ndarray, flow: np.ndarray, tracking: Tracking, h=None):
     from .jump import track as jump
     from .track import foreground_rows, track as euler
 
+    tracking.warn_if_excessive(fg.shape, h)
     flow = scaled_flow(np, flow, h)
     coords, row_start = foreground_rows(fg)
     positions = np.empty(coords.shape, np.float64)
     if coords.shape[0] == 0:
         return coords, positions
-    step_flow = flow.dtype.type(tracking.step_size)
+    step_flow = tracking.step_in(flow.dtype)
     if tracking.method == "jump":
         jump(coords, row_start, flow, tracking.n_steps, JUMP_HOP, step_flow,
              tracking.step_size, tracking.trilinear, positions)
@@ -64,7 +65,8 @@ def cluster(coords, positions, shape, radius: float, min_size: int, h=None) -> n
     far = float(np.abs(positions).max()) * (1.0 if h is None else float(h.max()))
     if far >= 2.0 ** 62 or far / radius >= 2.0 ** 62:
         raise ValueError(
-            f"final_positions are too far from the origin for convergence_radius={radius}: "
+            f"final_positions (in units of the smallest spacing) are too far from the origin "
+            f"for convergence_radius={radius}: "
             f"max |p| = {far}, |p| / r must stay below 2**62"
         )
     labels, n_groups = cluster_labels(coords, positions, shape, radius, h)

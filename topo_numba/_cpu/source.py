@@ -52,6 +52,7 @@ from .._core import voxel
 # BAND_SHELLS: read as this module's global on the host at call time
 # (`Bands`, `_cpu.flows`; tests shrink it); RESCALE_EVERY: frozen into the kernels
 from .._core.constants import BAND_SHELLS, RESCALE_EVERY
+from .._core.slices import run_in_slices
 from .diffusion import SIXTH, _zyx, central_difference, plain_mul, split_work, write_unit
 
 # a unit is updated voxel-parallel when it holds at least this many voxels and
@@ -357,8 +358,9 @@ def _rescale_bands(a, bstart, j0, j1, E, fdown, fup):
 
 @njit(parallel=True, cache=True)
 def diffuse_small(u, tmp, nbr, unit_starts, unit_bands, bstart, inner, E, fdown, fup,
-                  n_iters, sources, thread_lists, thread_bounds, w):
-    """Diffuse many units, each entirely within one thread.
+                  n_iters, sources, thread_lists, thread_bounds, w, first, last):
+    """Diffuse many units, each entirely within one thread: iterations
+    ``first..last-1`` of each (those below its own count).
 
     Parameters
     ----------
@@ -380,6 +382,10 @@ def diffuse_small(u, tmp, nbr, unit_starts, unit_bands, bstart, inner, E, fdown,
         Units of thread t are ``thread_lists[thread_bounds[t]:thread_bounds[t + 1]]``.
     w : float64
         `_cpu.diffusion.ISOTROPIC` or the (3,) anisotropic Laplacian weights.
+    first, last : int
+        The window of iterations (`_core.slices`); the source's heat per
+        iteration, 2**-E[j0], and the rescaling follow the state and the
+        global iteration number, so consecutive windows equal one call.
     """
     n_threads = thread_bounds.shape[0] - 1
     for t in prange(n_threads):
@@ -390,10 +396,11 @@ def diffuse_small(u, tmp, nbr, unit_starts, unit_bands, bstart, inner, E, fdown,
             j0 = unit_bands[g]
             j1 = unit_bands[g + 1]
             src = sources[g]
-            q = 1.0
+            q = math.ldexp(1.0, -E[j0])   # 1.0 before the first rescaling
             a = u
             b = tmp
-            for it in range(n_iters[g]):
+            stop = min(last, n_iters[g])
+            for it in range(first, stop):
                 if j1 - j0 == 1:
                     for s in range(s0, s1):
                         _update(a, b, nbr, s, w)
@@ -413,7 +420,7 @@ def diffuse_small(u, tmp, nbr, unit_starts, unit_bands, bstart, inner, E, fdown,
                 a, b = b, a
                 if j1 - j0 > 1 and (it + 1) % RESCALE_EVERY == 0:
                     q = _rescale_bands(a, bstart, j0, j1, E, fdown, fup)
-            if n_iters[g] % 2 == 1:
+            if stop > first and (stop - first) % 2 == 1:
                 for s in range(s0, s1):
                     b[s] = a[s]
 
@@ -445,8 +452,9 @@ def _rescale_bands_parallel(a, bstart, j0, j1, E, fdown, fup):
 
 @njit(cache=True)
 def diffuse_big(u, tmp, nbr, unit_starts, unit_bands, bstart, band_of, E, fdown, fup,
-                n_iters, sources, units, w):
-    """Diffuse large units one after the other, voxel-parallel."""
+                n_iters, sources, units, w, first, last):
+    """Diffuse large units one after the other, voxel-parallel (iterations
+    ``first..last-1``, as `diffuse_small`)."""
     for i in range(units.shape[0]):
         g = units[i]
         s0 = unit_starts[g]
@@ -454,10 +462,11 @@ def diffuse_big(u, tmp, nbr, unit_starts, unit_bands, bstart, band_of, E, fdown,
         j0 = unit_bands[g]
         j1 = unit_bands[g + 1]
         src = sources[g]
-        q = 1.0
+        q = math.ldexp(1.0, -E[j0])
         a = u
         b = tmp
-        for it in range(n_iters[g]):
+        stop = min(last, n_iters[g])
+        for it in range(first, stop):
             if j1 - j0 == 1:
                 _step_parallel(a, b, nbr, s0, s1, w)
             else:
@@ -466,7 +475,7 @@ def diffuse_big(u, tmp, nbr, unit_starts, unit_bands, bstart, band_of, E, fdown,
             a, b = b, a
             if j1 - j0 > 1 and (it + 1) % RESCALE_EVERY == 0:
                 q = _rescale_bands_parallel(a, bstart, j0, j1, E, fdown, fup)
-        if n_iters[g] % 2 == 1:
+        if stop > first and (stop - first) % 2 == 1:
             for s in range(s0, s1):
                 b[s] = a[s]
 
@@ -512,7 +521,8 @@ class Bands:
 
 def diffuse_source(u, nbr, unit_starts, bands, n_iters, sources, w) -> None:
     """Run every unit's own number of iterations on `u` (S + 1,) in place
-    (`w`: `_cpu.diffusion.ISOTROPIC` or `_cpu.diffusion.laplacian_weights`)."""
+    (`w`: `_cpu.diffusion.ISOTROPIC` or `_cpu.diffusion.laplacian_weights`),
+    in windows of iterations of bounded duration (`_core.slices`)."""
     n_threads = numba.get_num_threads()
     counts = np.diff(unit_starts)
     work = counts * n_iters
@@ -523,13 +533,17 @@ def diffuse_source(u, nbr, unit_starts, bands, n_iters, sources, w) -> None:
     big = units[big_mask].astype(np.int64)
     small = units[~big_mask]
     b = bands
-    if small.size:
-        lists, bounds = split_work(work, small, n_threads)
-        diffuse_small(u, tmp, nbr, unit_starts, b.unit_bands, b.bstart, b.inner, b.E,
-                      b.fdown, b.fup, n_iters, sources, lists, bounds, w)
-    if big.size:
-        diffuse_big(u, tmp, nbr, unit_starts, b.unit_bands, b.bstart, b.band_of, b.E,
-                    b.fdown, b.fup, n_iters, sources, big, w)
+    lists, bounds = split_work(work, small, n_threads)
+
+    def run(first, last):
+        if small.size:
+            diffuse_small(u, tmp, nbr, unit_starts, b.unit_bands, b.bstart, b.inner, b.E,
+                          b.fdown, b.fup, n_iters, sources, lists, bounds, w, first, last)
+        if big.size:
+            diffuse_big(u, tmp, nbr, unit_starts, b.unit_bands, b.bstart, b.band_of, b.E,
+                        b.fdown, b.fup, n_iters, sources, big, w, first, last)
+
+    run_in_slices(run, int(n_iters.max(initial=0)), int(counts.sum()))
 
 
 @njit(cache=True, inline="always")

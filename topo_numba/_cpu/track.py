@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._core import voxel
+from .._core.slices import run_in_slices
 
 # the per-particle steps, shared with `_gpu.track` (`_core.voxel`)
 _clip = njit(cache=True, inline="always")(voxel.clip)
@@ -41,8 +42,8 @@ def _track_grouped(coords, flow, n_steps, step_flow, step_f64, trilinear, out):
 
     Parameters
     ----------
-    coords : (N, 3) int64
-        Start voxels, inside the volume.
+    coords : (N, 3) int64 or float64
+        Start voxels (or positions), inside the volume.
     flow : (3, D, H, W) float32 or float64
         Finite flow field.
     n_steps : int
@@ -215,11 +216,21 @@ def track(coords, flow, n_steps, step_flow, step_f64, trilinear, out) -> None:
 
     Parameters are those of `_track_grouped`; the nearest rule runs the
     register-resident `_track_nearest`, trilinear reads `_track_grouped`.
+    The steps run in windows of bounded duration (`_core.slices`: Ctrl-C
+    acts between them); a window resumes from the positions the previous
+    one wrote to `out` (a particle's next step depends on its position
+    only, and each row of `out` is read before it is written, by the same
+    thread), so the result equals one call.
     """
-    if trilinear:
-        _track_grouped(coords, flow, n_steps, step_flow, step_f64, True, out)
-    else:
-        _track_nearest(coords, flow, n_steps, step_flow, out)
+    def run(first, last):
+        start = coords if first == 0 else out
+        if trilinear:
+            _track_grouped(start, flow, last - first, step_flow, step_f64, True, out)
+        else:
+            _track_nearest(start, flow, last - first, step_flow, out)
+
+    run_in_slices(run, n_steps, coords.shape[0])
+
 
 
 @njit(parallel=True, cache=True)

@@ -391,7 +391,7 @@ def postprocess_single(sem_mask, flow, n_steps: int = 100, step_size: float = 1.
         "n_steps": V.check_int(n_steps, "n_steps", minimum=1),
         "step_size": V.check_real(step_size, "step_size", positive=True),
         "radius": V.check_real(convergence_radius, "convergence_radius", positive=True),
-        "min_size": V.check_int(min_size, "min_size", minimum=0),
+        "min_size": V.check_int(min_size, "min_size", minimum=0, saturate=True),
         "group": check_group(group),
         "interpolation": V.check_choice(interpolation, "interpolation", INTERPOLATIONS),
         "h": P.check_spacing(spacing),

@@ -36,6 +36,7 @@ import numpy as np
 from numba import cuda, float64
 
 from .._core import voxel
+from .._core.params import step_in
 from .track import _euler_step, _walk
 
 _node_at = cuda.jit(device=True, inline=True)(voxel.row_node)
@@ -191,7 +192,8 @@ def track(b, fg, flow, n_steps: int, hop: int, step_size: float, trilinear: bool
     positions = xp.empty((n, 3), xp.float64)
     if n == 0:
         return coords, positions
-    step_flow, step_f64, trilinear = flow.dtype.type(step_size), float(step_size), bool(trilinear)
+    step_flow, step_f64 = step_in(flow.dtype, step_size), float(step_size)
+    trilinear = bool(trilinear)
     k = (n_steps - 1) // hop          # jumps; the last r = n_steps - k * hop steps are exact
     r = n_steps - k * hop
     if k == 0:                        # the Euler rule itself

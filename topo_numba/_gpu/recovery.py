@@ -26,6 +26,7 @@ def track(b: Backend, fg, flow, tracking: Tracking, h=None):
     from .._core.constants import JUMP_HOP
     from .._core.planar import scaled_flow
 
+    tracking.warn_if_excessive(tuple(fg.shape), h)
     flow = scaled_flow(b.xp, flow, h)
     if tracking.method == "jump":
         from .jump import track as jump
@@ -47,7 +48,8 @@ def cluster(b: Backend, coords, positions, shape, radius: float, min_size: int, 
     far *= 1.0 if h is None else float(h.max())
     if far >= 2.0 ** 62 or far / radius >= 2.0 ** 62:
         raise ValueError(
-            f"final_positions are too far from the origin for convergence_radius={radius}: "
+            f"final_positions (in units of the smallest spacing) are too far from the origin "
+            f"for convergence_radius={radius}: "
             f"max |p| = {far}, |p| / r must stay below 2**62"
         )
     labels, n_groups = cluster_labels(b, coords, positions, shape, radius, h)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from numba import cuda, float64
 
 from .._core import voxel
+from .._core.params import step_in
 
 # the per-particle steps, shared with `_cpu.track` (`_core.voxel`)
 _clip = cuda.jit(device=True, inline=True)(voxel.clip)
@@ -68,6 +69,6 @@ def track(b, fg, flow, n_steps: int, step_size: float, trilinear: bool):
     positions = xp.empty(coords.shape, xp.float64)
     if coords.shape[0]:
         b.launch(track_kernel, coords.shape[0], b.arg(coords), b.arg(flow), n_steps,
-                 flow.dtype.type(step_size), float(step_size), bool(trilinear),
+                 step_in(flow.dtype, step_size), float(step_size), bool(trilinear),
                  b.arg(positions))
     return coords, positions
