@@ -64,6 +64,14 @@ ARCHITECTURE_RULES: dict[str, dict] = {
         "description": "CPU kernels (numba.njit) and their host drivers",
         "may_import": ["_core", "_cpu"],
     },
+    "_io": {
+        "layer": 1,
+        "modules": ["topo_numba._io", "topo_numba._io.*"],
+        "description": "reading and writing volumes (formats, OME-Zarr metadata, atomic "
+                       "outputs) behind the public module topo_numba.io",
+        "may_import": ["_core", "_io"],
+        "forbidden_external": ["numba", "numba_cuda", "llvmlite", "cupy", "torch", "dask"],
+    },
     "_gpu": {
         "layer": 2,
         "modules": ["topo_numba._gpu", "topo_numba._gpu.*"],
@@ -84,26 +92,26 @@ ARCHITECTURE_RULES: dict[str, dict] = {
                     "topo_numba.viz", "topo_numba.flow_gpu", "topo_numba.postprocess_gpu"],
         "description": "the public library modules (and the package __init__); they may "
                        "import each other, never the Dask layer or the command line",
-        "may_import": ["_core", "_cpu", "_gpu", "public"],
+        "may_import": ["_core", "_cpu", "_gpu", "_io", "public"],
     },
     "dask": {
         "layer": 4,
         "modules": ["topo_numba.dask", "topo_numba._dask", "topo_numba._dask.*"],
         "description": "out-of-core: the public facade topo_numba.dask and its package _dask",
-        "may_import": ["_core", "_cpu", "_gpu", "public", "dask"],
+        "may_import": ["_core", "_cpu", "_gpu", "_io", "public", "dask"],
     },
     "cli": {
         "layer": 5,
         "modules": ["topo_numba.cli", "topo_numba.cli.*", "topo_numba.__main__"],
         "description": "the topo-numba command and python -m topo_numba",
-        "may_import": ["_core", "_cpu", "_gpu", "public", "dask", "cli"],
+        "may_import": ["_core", "_cpu", "_gpu", "_io", "public", "dask", "cli"],
     },
 }
 
 # Role packages: a private name (``_x``, not ``__x__``) may be imported only from a
 # module of the importer's own role package. Each top-level public module
 # (flow, segment, ..., the facade ``dask``, the __init__) is a role of its own.
-ROLE_PACKAGES = ("_core", "_cpu", "_gpu", "_dask", "cli")
+ROLE_PACKAGES = ("_core", "_cpu", "_gpu", "_io", "_dask", "cli")
 
 # Files allowed directly in topo_numba/ (everything else lives in a role package).
 TOP_LEVEL_FILES = frozenset(
@@ -117,6 +125,9 @@ IMPORT_TIME_FORBIDDEN: dict[str, list[str]] = {
     "topo_numba": ["numba", "scipy", "dask", "zarr", "PIL", "tqdm", "cupy", "torch"],
     "topo_numba.flow": ["dask", "zarr", "PIL", "tqdm", "cupy", "torch", "numba.cuda",
                         "numba_cuda"],
+    # the file formats' packages are imported when a file needs them
+    "topo_numba.io": ["numba", "scipy", "dask", "zarr", "numcodecs", "tifffile", "h5py", "PIL",
+                      "tqdm", "cupy", "torch"],
 }
 
 

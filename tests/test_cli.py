@@ -14,6 +14,7 @@ import pytest
 
 import topo_numba as tn
 from topo_numba import cli
+from topo_numba._io.files import _remove
 from topo_numba.metrics import matching
 from topo_numba.synthetic import make_balls, make_tubes
 
@@ -105,7 +106,7 @@ def test_flows_each_input_format(data, inputs, options, out, inner):
         assert flows.attrs["flow_channel_order"] == ["dz", "dy", "dx"]
         assert flows.attrs["class_names"] == CLASSES
     finally:
-        tn.io._remove(d / out)
+        _remove(d / out)
 
 
 def test_flows_n5_with_resolution(data, tmp_path):
@@ -396,7 +397,7 @@ def test_flows_out_of_core_zarr_equals_in_memory(data, options):
         np.testing.assert_array_equal(flows, data["flows"])
         np.testing.assert_array_equal(fg, data["fg"])
     finally:
-        tn.io._remove(d / out)
+        _remove(d / out)
 
 
 @pytest.mark.parametrize("options", [["--chunks", 12], ["--memory-limit", "10K"]],
@@ -423,7 +424,7 @@ def test_segment_out_of_core_zarr(data, options):
             assert matching(mem, ooc).f1 == 1.0
     finally:
         for out in ("t_ooc.zarr", "s_ooc.zarr", "s_mem.zarr"):
-            tn.io._remove(d / out)
+            _remove(d / out)
 
 
 def test_spacing_is_used_recorded_and_read_back(data, tmp_path):

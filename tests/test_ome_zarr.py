@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from topo_numba import io
+from topo_numba._io import ome_images
 from topo_numba.synthetic import make_balls
 
 zarr = pytest.importorskip("zarr", reason="the io extra (zarr) is needed")
@@ -258,7 +259,7 @@ def test_make_ome_images_failure_leaves_the_array(tmp_path, labels, monkeypatch)
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(io, "_write_ome_image", fail)
+    monkeypatch.setattr(ome_images, "_write_ome_image", fail)
     with pytest.raises(KeyboardInterrupt):
         io.make_ome_images(root, ["mito"])
     assert sorted(p.name for p in root.iterdir()) == ["mito", "zarr.json"]
