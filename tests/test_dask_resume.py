@@ -266,3 +266,20 @@ def _same_with_attrs(a, b):
     _assert_same(a, b)
     ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
     assert ga.attrs["class_names"] == gb.attrs["class_names"] == NAMES
+
+
+def test_an_unfinished_output_is_refused_as_input(inputs, tmp_path, monkeypatch):
+    """segment (library and CLI) refuses the flows of an interrupted flows run."""
+    from topo_numba.io import VolumeIOError, open_array
+
+    out = tmp_path / "t.zarr"
+    _interrupt_after(monkeypatch, 40)
+    with pytest.raises(_Stop):
+        tnd.flow_targets_to_zarr(str(inputs / "labels.zarr"), out, NAMES, FLOWS, chunks=8)
+    monkeypatch.undo()
+    inner = O.partial_dir(out) / "t.zarr"
+    with pytest.raises(ValueError, match="unfinished output of an interrupted run"):
+        tnd.segment_to_zarr(str(inner / "class_fg"), str(inner / "flows"), tmp_path / "s.zarr",
+                            NAMES, SEG, chunks=8)
+    with pytest.raises(VolumeIOError, match="unfinished output.*--resume"):
+        open_array(inner / "flows")

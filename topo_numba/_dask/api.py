@@ -31,7 +31,7 @@ from .common import (
     check_halo,
     merge_small_trailing_chunks,
 )
-from .output import PartialOutput
+from .output import PartialOutput, is_unfinished
 
 
 DEFAULT_FLOW_HALO = 16
@@ -541,6 +541,9 @@ class _Input:
         if isinstance(source, (str, os.PathLike)):
             import zarr
 
+            if is_unfinished(source):
+                raise ValueError(f"{name} {os.fspath(source)}: an unfinished output of an "
+                                 "interrupted run; finish it with resume=True first")
             source = zarr.open_array(os.fspath(source), mode="r")
         if not isinstance(source, da.Array) and type(source).__module__.startswith("zarr"):
             self.zarr = source

@@ -36,13 +36,19 @@ import numpy as np
 
 log = logging.getLogger("topo_numba.dask")
 
-__all__ = ["PartialOutput", "partial_dir"]
+__all__ = ["PartialOutput", "is_unfinished", "partial_dir"]
 
 
 def partial_dir(out) -> Path:
     """Work directory of the out-of-core output `out` (``.<name>.partial`` beside it)."""
     out = Path(os.fspath(out))
     return out.parent / f".{out.name}.partial"
+
+
+def is_unfinished(path) -> bool:
+    """Does `path` lie inside a work directory (an unfinished output)?"""
+    return any(part.startswith(".") and part.endswith(".partial")
+               for part in Path(os.fspath(path)).resolve().parts)
 
 
 def _owner() -> str:

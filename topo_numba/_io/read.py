@@ -130,6 +130,7 @@ def open_array(path) -> ArrayRef:
     if not container.exists():
         where = "" if str(container) == str(path) else f" ({container} does not exist)"
         raise VolumeIOError(f"{path}: no such file or directory{where}")
+    _refuse_unfinished(path, container)
     try:
         return _OPENERS[kind](path, container, inner)
     except VolumeIOError:
@@ -183,6 +184,15 @@ def _open_npz(path, container, inner):
         with np.load(container, allow_pickle=False) as npz:
             return npz[inner][_all(region)]
     return ArrayRef(path, shape, dtype, attrs, read)
+
+
+def _refuse_unfinished(path, container: Path) -> None:
+    """An output still in the work directory of an interrupted out-of-core run
+    (``.NAME.partial/``) is incomplete: refused (topo_numba._dask.output)."""
+    for part in container.resolve().parts:
+        if part.startswith(".") and part.endswith(".partial"):
+            raise VolumeIOError(f"{path}: an unfinished output of an interrupted run (in "
+                                f"{part}); finish it with --resume (resume=True) first")
 
 
 def _reorder_axes(axes: str) -> tuple[int, ...] | None:
