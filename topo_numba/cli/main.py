@@ -138,6 +138,23 @@ def available_memory() -> int | None:
     return avail
 
 
+# the process itself (interpreter, NumPy, Numba, loaded kernels): 0.15-0.16 GiB measured
+PROCESS_BYTES = 192 << 20
+
+
+def _flows_need(cfg: dict, voxels: int, fg: int) -> int:
+    """Bytes of one class's flows beyond the labels and outputs (docs/memory.md:
+    measured peaks per voxel V and per foreground voxel F)."""
+    kind = cfg.get("flow_type", "direct")
+    if kind == "diffusion" and cfg.get("diffusion_mode", "coordinates") == "coordinates":
+        need = max(16 * voxels, 80 * fg - 12 * voxels)
+    elif kind in ("diffusion", "auto"):       # source mode (auto runs it where chosen)
+        need = max(16 * voxels, 125 * fg - 11 * voxels)
+    else:
+        need = 16 * voxels
+    return need + (24 * voxels if cfg.get("boundary_only") else 0)
+
+
 def _check_memory(need: int, what: str, args) -> None:
     avail = args.memory_limit if args.memory_limit is not None else available_memory()
     log.info("memory estimate for %s: %s (available: %s)", what, _gib(need),
@@ -332,7 +349,7 @@ def cmd_flows(args, con: _Console) -> int:
     voxels = int(np.prod(spatial, dtype=np.int64))
     dtype = np.result_type(*[r.dtype for r in refs])
     in_memory = kind in ("npz", "tiff")
-    base = n * voxels * dtype.itemsize + (mask_ref.nbytes if mask_ref else 0)
+    base = PROCESS_BYTES + n * voxels * dtype.itemsize + (mask_ref.nbytes if mask_ref else 0)
     base += (16 * n * voxels) if in_memory else 16 * voxels
     job = f"computing flows of {n} class{'es' if n > 1 else ''} on a {spatial} volume"
     # one Zarr labels array -> Zarr output can go out of core (Dask, chunk by chunk):
@@ -346,7 +363,7 @@ def cmd_flows(args, con: _Console) -> int:
         return _flows_out_of_core(args, con, refs[0], names, config, resolution, mask_ref,
                                   spacing)
     try:
-        _check_memory(base + 24 * voxels, job, args)
+        _check_memory(base + 16 * voxels, job, args)
     except CLIError:
         if not out_of_core_ok:
             raise
@@ -367,10 +384,7 @@ def cmd_flows(args, con: _Console) -> int:
     mask = mask_ref.read() if mask_ref else None
     log.info("read %s in %.2f s", ", ".join(args.labels), time.perf_counter() - t0)
     fg_counts = [int(np.count_nonzero(ids[i])) for i in range(n)]
-    per_class = [24 * voxels
-                 + (60 * f if config[nm].get("flow_type") in ("diffusion", "auto") else 0)
-                 + (24 * voxels if config[nm].get("boundary_only") else 0)
-                 for nm, f in zip(names, fg_counts)]
+    per_class = [_flows_need(config[nm], voxels, f) for nm, f in zip(names, fg_counts)]
     _check_memory(base + max(per_class), job, args)
 
     attrs = _common_attrs("flows", resolution, spacing)
@@ -493,7 +507,7 @@ def cmd_segment(args, con: _Console) -> int:
     kind = check_output(args.out, args.overwrite)
 
     voxels = int(np.prod(spatial, dtype=np.int64))
-    base = probs_ref.nbytes + flows_ref.nbytes
+    base = PROCESS_BYTES + probs_ref.nbytes + flows_ref.nbytes
     base += 4 * voxels * (n if kind in ("npz", "tiff") else 1)
     job = f"segmenting {n} class{'es' if n > 1 else ''} on a {spatial} volume"
     # Zarr probabilities and flows -> Zarr output can go out of core (Dask, block by
@@ -508,7 +522,7 @@ def cmd_segment(args, con: _Console) -> int:
         return _segment_out_of_core(args, con, probs_ref, flows_ref, names, config, resolution,
                                     spacing)
     try:
-        _check_memory(base + 16 * voxels, job, args)
+        _check_memory(base + voxels, job, args)
     except CLIError:
         if not out_of_core_ok:
             raise
@@ -521,7 +535,7 @@ def cmd_segment(args, con: _Console) -> int:
     flows = flows_ref.read()
     log.info("read %s and %s in %.2f s", args.probs, args.flows, time.perf_counter() - t0)
     fg_max = max(int(np.count_nonzero(probs[i] > 0.5)) for i in range(n))
-    _check_memory(base + 16 * voxels + 120 * fg_max, job, args)
+    _check_memory(base + voxels + 105 * fg_max, job, args)
 
     attrs = _common_attrs("segment", resolution, spacing)
     attrs.update(class_names=names, inputs=[args.probs, args.flows],
