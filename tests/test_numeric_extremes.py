@@ -211,3 +211,20 @@ def test_numeric_extremes_fuzz(case, value):
     _check_result(result)
     if case in ("volume_shape", "volume_shape:huge"):
         assert np.shape(result)[0] == value
+
+
+@pytest.mark.parametrize("mode", ["coordinates", "source"])
+def test_diffusion_beyond_the_machines_memory_is_refused(monkeypatch, mode):
+    """Issue 15 item 5: the in-memory API refuses a diffusion whose measured
+    per-voxel need (docs/memory.md) exceeds the physical memory, naming the
+    argument, instead of being killed by the system."""
+    from topo_numba._core import validate as V
+
+    lab = np.zeros((20, 20, 20), np.int32)
+    lab[2:18, 2:18, 2:18] = 1                       # 4096 foreground voxels
+    monkeypatch.setattr(V, "physical_memory", lambda: 4096 * 60)
+    with pytest.raises(ValueError, match=f"instance_mask: {mode}-mode diffusion of its 4096 "
+                                         "foreground voxels needs about"):
+        tn.generate_diffusion_flows(lab, 10, mode=mode)
+    monkeypatch.setattr(V, "physical_memory", lambda: 4096 * 200)
+    assert tn.generate_diffusion_flows(lab, 10, mode=mode).shape == (3, 20, 20, 20)

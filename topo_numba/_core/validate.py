@@ -27,6 +27,8 @@ __all__ = [
     "as_positions",
     "refuse_masked",
     "check_host_memory",
+    "check_work_memory",
+    "physical_memory",
 ]
 
 # the largest count or index the kernels take (int64)
@@ -282,6 +284,31 @@ def as_volume_shape(value, name: str) -> tuple[int, int, int]:
         raise ValueError(f"{name} {shape} has {math.prod(shape)} voxels: too many to index "
                          "(at most 2**60)")
     return shape
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes (None where the platform does not say)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return total if total > 0 else None
+
+
+def check_work_memory(needed: int, name: str, what: str) -> None:
+    """Refuse a computation that needs more than this machine's physical memory
+    (it would be killed by the system instead of raising).
+
+    Raises
+    ------
+    ValueError
+        Naming `name` (the argument whose size decides it) and `what` needs.
+    """
+    total = physical_memory()
+    if total is not None and needed > total:
+        raise ValueError(f"{name}: {what} needs about {needed / 2**30:.1f} GiB, more than this "
+                         f"machine's {total / 2**30:.1f} GiB of memory (docs/memory.md); "
+                         "process it out of core with topo_numba.dask")
 
 
 def check_host_memory(shape, itemsize: int, name: str) -> None:

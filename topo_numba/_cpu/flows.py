@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import distance_transform_edt, maximum_filter
 
+from .._core import validate as V
 from .._core.params import Diffusion, Targets
 from .._core.plans import iteration_counts, source_iteration_counts
 from .threads import threads_for
@@ -88,11 +89,16 @@ def diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
     return out
 
 
-def slot_layout(labels, annotated):
+# peak bytes per foreground voxel of the diffusion modes (docs/memory.md, measured)
+SLOT_BYTES = {"coordinates": 80, "source": 125}
+
+
+def slot_layout(labels, annotated, mode: str = "coordinates"):
     """Slots of every foreground voxel and their neighbour rows (see `_cpu.diffusion`).
 
     Returns None without foreground, else (stats, starts, nbr, pos): instance
-    k's slots are ``starts[k]:starts[k + 1]``.
+    k's slots are ``starts[k]:starts[k + 1]``. Refuses (ValueError) a volume
+    whose diffusion in `mode` needs more than the machine's memory.
     """
     from . import diffusion as K
     from .labels import InstanceStats, compact_labels
@@ -107,6 +113,8 @@ def slot_layout(labels, annotated):
             f"instance_mask has {n_slots} foreground voxels; the CPU diffusion kernel "
             "handles at most 2**31 - 1 per call (use tiled / out-of-core processing)"
         )
+    V.check_work_memory(SLOT_BYTES[mode] * n_slots, "instance_mask",
+                        f"{mode}-mode diffusion of its {n_slots} foreground voxels")
     starts = np.zeros(ids.size + 2, np.int64)
     np.cumsum(stats.counts, out=starts[1:])
     chunk_starts = starts[:-1] + np.cumsum(stats.chunk_counts, axis=0) - stats.chunk_counts
@@ -158,7 +166,7 @@ class SourceState:
         from . import source as SC
 
         self.h = h
-        layout = slot_layout(labels, annotated)
+        layout = slot_layout(labels, annotated, "source")
         self.empty = layout is None
         if self.empty:
             return
