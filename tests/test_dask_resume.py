@@ -283,3 +283,19 @@ def test_an_unfinished_output_is_refused_as_input(inputs, tmp_path, monkeypatch)
                             NAMES, SEG, chunks=8)
     with pytest.raises(VolumeIOError, match="unfinished output.*--resume"):
         open_array(inner / "flows")
+
+
+def test_worker_processes_write_the_same_output(inputs, tmp_path):
+    """The per-block writes, records, journal and kept labels travel to worker
+    processes (pickled) and give the threaded scheduler's output."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.Client(distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+                                                     processes=True, dashboard_address=None)):
+        tnd.flow_targets_to_zarr(str(inputs / "labels.zarr"), tmp_path / "t.zarr", NAMES, FLOWS,
+                                 chunks=8)
+        tnd.segment_to_zarr(str(inputs / "ref_targets.zarr/class_fg"),
+                            str(inputs / "ref_targets.zarr/flows"), tmp_path / "s.zarr", NAMES,
+                            SEG, chunks=8)
+    _assert_same(tmp_path / "t.zarr", inputs / "ref_targets.zarr")
+    _assert_same(tmp_path / "s.zarr", inputs / "ref_seg.zarr")
+    assert sorted(os.listdir(tmp_path)) == ["s.zarr", "t.zarr"]
