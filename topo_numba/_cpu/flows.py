@@ -171,6 +171,7 @@ class SourceState:
         if self.empty:
             return
         _, starts, nbr, pos = layout
+        del layout                       # (the arrays go as soon as they are replaced)
         has_mask = annotated is not None
         mask = annotated if has_mask else np.ones((1, 1, 1), np.uint8)
         n_pieces, source, ecc, size, dist, order = SC.analyse_instances(
@@ -180,6 +181,7 @@ class SourceState:
         k = np.repeat(np.arange(n_pieces.size), n_pieces)
         at = starts[k] + np.arange(k.size) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
         sources, ecc, sizes = source[at], ecc[at], size[at]
+        del source, size                 # per slot (8 B each): only the pieces' entries count
         unit_starts = np.zeros(k.size + 1, np.int64)
         np.cumsum(sizes, out=unit_starts[1:])
         # instances in several pieces or with a long piece: slots piece by
@@ -190,8 +192,12 @@ class SourceState:
         if reorder.any():
             in_reordered = np.repeat(reorder, counts)
             perm = np.where(in_reordered, order, np.arange(pos.shape[0]))
-            nbr, pos, dist, inv = SC.permute_slots(nbr, pos, dist, perm)
+            del order, in_reordered
+            nbr, inv = SC.permute_rows(nbr, perm)     # each old array goes when replaced
+            pos = pos[perm]
+            dist = dist[perm]
             sources = inv[sources]
+            del perm, inv
         self.nbr, self.pos = nbr, pos
         self.unit_starts = unit_starts
         self.sources, self.ecc = sources, ecc

@@ -18,7 +18,7 @@ Steps (all O(foreground voxels)):
    any, else of all its slots; and every slot's distance from its source
    (face steps inside the piece), whose maximum, the eccentricity, sets the
    iteration count;
-2. `permute_slots` - only for instances in several pieces or with a long
+2. `permute_rows` - only for instances in several pieces or with a long
    piece: their slots are reordered piece by piece, each in breadth-first
    order, so that every piece (a *unit*) and every band (below) is a
    contiguous slot range;
@@ -230,24 +230,21 @@ def analyse_instances(nbr, pos, starts, annotated, has_mask, shape, h):
 
 
 @njit(parallel=True, cache=True)
-def permute_slots(nbr, pos, dist, perm):
-    """Slot arrays in the order `perm` (``perm[new] = old``), neighbour rows
-    renumbered (the zero slot kept). Returns (nbr, pos, dist, inv)."""
+def permute_rows(nbr, perm):
+    """Neighbour rows in the slot order `perm` (``perm[new] = old``), renumbered
+    (the zero slot kept). Returns (nbr, inv). The other slot arrays follow with
+    ``a[perm]``, one at a time, so that only one array is held twice."""
     n = perm.shape[0]
     inv = np.empty(n, np.int64)
     for i in prange(n):
         inv[perm[i]] = i
     nbr2 = np.empty_like(nbr)
-    pos2 = np.empty_like(pos)
-    dist2 = np.empty_like(dist)
     for i in prange(n):
         s = perm[i]
-        pos2[i] = pos[s]
-        dist2[i] = dist[s]
         for k in range(6):
             j = nbr[s, k]
             nbr2[i, k] = n if j == n else inv[j]
-    return nbr2, pos2, dist2, inv
+    return nbr2, inv
 
 
 # --------------------------------------------------------------------------
