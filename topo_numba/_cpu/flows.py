@@ -90,7 +90,7 @@ def diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
 
 
 # peak bytes per foreground voxel of the diffusion modes (docs/memory.md, measured)
-SLOT_BYTES = {"coordinates": 80, "source": 125}
+SLOT_BYTES = {"coordinates": 80, "source": 80}
 
 
 def slot_layout(labels, annotated, mode: str = "coordinates"):

@@ -149,7 +149,7 @@ def _flows_need(cfg: dict, voxels: int, fg: int) -> int:
     if kind == "diffusion" and cfg.get("diffusion_mode", "coordinates") == "coordinates":
         need = max(16 * voxels, 80 * fg - 12 * voxels)
     elif kind in ("diffusion", "auto"):       # source mode (auto runs it where chosen)
-        need = max(16 * voxels, 125 * fg - 11 * voxels)
+        need = max(16 * voxels, 95 * fg - 12 * voxels)
     else:
         need = 16 * voxels
     return need + (24 * voxels if cfg.get("boundary_only") else 0)
