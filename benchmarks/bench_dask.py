@@ -172,7 +172,7 @@ def _stage(args) -> dict:
         from distributed import Client, LocalCluster
 
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, memory_limit=args.worker_memory)
+                               dashboard_address=":0", memory_limit=args.worker_memory)
         client = Client(cluster)
         client.run(lambda: None)                       # workers up before timing
     else:

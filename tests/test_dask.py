@@ -288,7 +288,7 @@ def test_distributed_local_cluster(volumes):
     balls, _, _ = volumes
     flow = topo.generate_direct_flows(balls)
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
-                            dashboard_address=None):
+                            dashboard_address=":0"):
         got = tnd.generate_direct_flows(_chunked(balls, 16)).compute()
         lab = tnd.postprocess_single(_chunked(balls > 0, 16), _chunked(flow, 16, lead=1),
                                      n_steps=60, convergence_radius=3.0, min_size=10).compute()

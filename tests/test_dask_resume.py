@@ -290,7 +290,7 @@ def test_worker_processes_write_the_same_output(inputs, tmp_path):
     processes (pickled) and give the threaded scheduler's output."""
     distributed = pytest.importorskip("distributed")
     with distributed.Client(distributed.LocalCluster(n_workers=2, threads_per_worker=1,
-                                                     processes=True, dashboard_address=None)):
+                                                     processes=True, dashboard_address=":0")):
         tnd.flow_targets_to_zarr(str(inputs / "labels.zarr"), tmp_path / "t.zarr", NAMES, FLOWS,
                                  chunks=8)
         tnd.segment_to_zarr(str(inputs / "ref_targets.zarr/class_fg"),
