@@ -377,6 +377,26 @@ def snap_node(node_at):
     return snap
 
 
+def successor_node(node_at, snap):
+    """Build ``successor(coords, row_start, D, H, W, q, p, trilinear)`` (q and p
+    as three floats each): the node a particle that stepped from q to p jumps
+    to, or -1 when it is a terminal: it stopped (a fixed point, never
+    snapped), or no node lies around p, or (nearest reads) the voxel
+    containing p, which it reads next, is off the foreground (it goes on by
+    the Euler rule). From the target's compiled `row_node` and `snap_node`.
+
+    Compiled by `_cpu.jump` and `_gpu.jump` (the successor graph).
+    """
+    def successor(coords, row_start, D, H, W, qz, qy, qx, pz, py, px, trilinear):
+        if pz == qz and py == qy and px == qx:
+            return -1
+        if trilinear or node_at(coords, row_start, H, int(pz), int(py), int(px)) >= 0:
+            return snap(coords, row_start, D, H, W, pz, py, px)
+        return -1
+
+    return successor
+
+
 # ----------------------------------------------------------------- group-2 merge
 
 

@@ -32,6 +32,7 @@ from .track import _euler_step, track as euler
 
 _node_at = njit(cache=True, inline="always")(voxel.row_node)
 _snap = njit(cache=True, inline="always")(voxel.snap_node(_node_at))
+_successor = njit(cache=True, inline="always")(voxel.successor_node(_node_at, _snap))
 _walk = njit(cache=True, inline="always")(voxel.euler_walk(_euler_step))
 
 
@@ -85,12 +86,7 @@ def _last_step(coords, row_start, flow, before, step_flow, step_f64, trilinear, 
         ends[i, 0] = pz
         ends[i, 1] = py
         ends[i, 2] = px
-        j = -1   # a particle that stopped (a fixed point) is never snapped
-        if pz != qz or py != qy or px != qx:
-            # the nearest rule reads the voxel containing p next: off the
-            # foreground, the particle goes on by the Euler rule (a terminal)
-            if trilinear or _node_at(coords, row_start, H, int(pz), int(py), int(px)) >= 0:
-                j = _snap(coords, row_start, D, H, W, pz, py, px)
+        j = _successor(coords, row_start, D, H, W, qz, qy, qx, pz, py, px, trilinear)
         if j < 0:
             succ[i] = i
             jumps[i] = 0

@@ -41,6 +41,7 @@ from .track import _euler_step, _walk
 
 _node_at = cuda.jit(device=True, inline=True)(voxel.row_node)
 _snap = cuda.jit(device=True, inline=True)(voxel.snap_node(_node_at))
+_successor = cuda.jit(device=True, inline=True)(voxel.successor_node(_node_at, _snap))
 
 
 @cuda.jit
@@ -67,11 +68,7 @@ def _successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, su
     ends[i, 0] = pz
     ends[i, 1] = py
     ends[i, 2] = px
-    j = -1  # a particle that stopped (a fixed point) is never snapped
-    if pz != qz or py != qy or px != qx:
-        # nearest reads: off the foreground, the particle goes on by the Euler rule
-        if trilinear or _node_at(coords, row_start, H, int(pz), int(py), int(px)) >= 0:
-            j = _snap(coords, row_start, D, H, W, pz, py, px)
+    j = _successor(coords, row_start, D, H, W, qz, qy, qx, pz, py, px, trilinear)
     if j < 0:
         succ[i] = i
         jumps[i] = 0
