@@ -70,3 +70,21 @@ def pytest_collection_modifyitems(config, items):
                   or (callspec is not None and callspec.params.get("backend", "cpu") != "cpu"))
         if on_gpu:
             item.add_marker(pytest.mark.gpu)
+
+
+@pytest.fixture
+def main_in_process():
+    """`topo_numba.cli.main`, with the logger levels and SIGTERM handler it sets
+    restored afterwards (for command-line tests run in this process)."""
+    import logging
+    import signal
+
+    from topo_numba import cli
+
+    names = ("topo_numba", "numba", "zarr", "asyncio", "PIL", "tifffile", "h5py", "numcodecs")
+    levels = {n: logging.getLogger(n).level for n in names}
+    handler = signal.getsignal(signal.SIGTERM)
+    yield cli.main
+    signal.signal(signal.SIGTERM, handler)
+    for n, level in levels.items():
+        logging.getLogger(n).setLevel(level)

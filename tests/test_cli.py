@@ -288,21 +288,6 @@ def test_no_bench_command(capsys):
     assert "invalid choice: 'bench'" in capsys.readouterr().err
 
 
-@pytest.fixture
-def main_in_process():
-    """`cli.main`, with the logger levels and SIGTERM handler it sets restored afterwards."""
-    import logging
-    import signal
-
-    names = ("topo_numba", "numba", "zarr", "asyncio", "PIL", "tifffile", "h5py", "numcodecs")
-    levels = {n: logging.getLogger(n).level for n in names}
-    handler = signal.getsignal(signal.SIGTERM)
-    yield cli.main
-    signal.signal(signal.SIGTERM, handler)
-    for n, level in levels.items():
-        logging.getLogger(n).setLevel(level)
-
-
 def _without(monkeypatch, *modules):
     """Simulate optional packages that are not installed (importing them fails)."""
     for name in list(sys.modules):

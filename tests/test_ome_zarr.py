@@ -273,23 +273,6 @@ def test_make_ome_images_failure_leaves_the_array(tmp_path, labels, monkeypatch)
 # ---------------------------------------------------------------------------
 
 @pytest.fixture
-def main_in_process():
-    """`cli.main`, with the logger levels and SIGTERM handler it sets restored."""
-    import logging
-    import signal
-
-    from topo_numba import cli
-
-    names = ("topo_numba", "numba", "zarr", "asyncio", "PIL", "tifffile", "h5py", "numcodecs")
-    levels = {n: logging.getLogger(n).level for n in names}
-    handler = signal.getsignal(signal.SIGTERM)
-    yield cli.main
-    signal.signal(signal.SIGTERM, handler)
-    for n, level in levels.items():
-        logging.getLogger(n).setLevel(level)
-
-
-@pytest.fixture
 def ome_input(tmp_path, labels):
     """A CellMap-like NGFF 0.5 labels image of class ves, 16 x 8 x 8 nm voxels."""
     um = [dict(a, unit="micrometer") for a in ZYX_NM]
