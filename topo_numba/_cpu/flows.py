@@ -89,59 +89,87 @@ def diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
     return out
 
 
-# peak bytes per foreground voxel of the diffusion modes (docs/memory.md, measured)
-SLOT_BYTES = {"coordinates": 80, "source": 80}
+# peak bytes of the diffusion modes, per voxel of the volume and per foreground
+# voxel, output included (docs/memory.md, measured)
+WORK_BYTES = {"low-memory": (16, 18), "table": (0, 80), "source": (0, 80)}
 
 
-def slot_layout(labels, annotated, mode: str = "coordinates"):
-    """Slots of every foreground voxel and their neighbour rows (see `_cpu.diffusion`).
-
-    Returns None without foreground, else (stats, starts, nbr, pos): instance
-    k's slots are ``starts[k]:starts[k + 1]``. Refuses (ValueError) a volume
-    whose diffusion in `mode` needs more than the machine's memory.
-    """
-    from . import diffusion as K
-    from .labels import InstanceStats, compact_labels
-
-    lab, ids = compact_labels(labels)
-    if ids.size == 0:
-        return None
-    stats = InstanceStats(lab, ids.size, None)
-    n_slots = int(stats.counts.sum())
-    if n_slots >= np.iinfo(np.int32).max:
+def check_slots(n_slots: int, n_voxels: int, kernels: str) -> None:
+    """Refuse (ValueError naming ``instance_mask``) a diffusion beyond the
+    kernels' int32 slots or beyond the machine's memory (`kernels`: a key of
+    `WORK_BYTES`)."""
+    if n_slots >= np.iinfo(np.int32).max - 3:
         raise ValueError(
             f"instance_mask has {n_slots} foreground voxels; the CPU diffusion kernel "
-            "handles at most 2**31 - 1 per call (use tiled / out-of-core processing)"
+            "handles at most 2**31 - 4 per call (use tiled / out-of-core processing)"
         )
-    V.check_work_memory(SLOT_BYTES[mode] * n_slots, "instance_mask",
+    per_voxel, per_slot = WORK_BYTES[kernels]
+    mode = "source" if kernels == "source" else "coordinates"
+    V.check_work_memory(per_voxel * n_voxels + per_slot * n_slots, "instance_mask",
                         f"{mode}-mode diffusion of its {n_slots} foreground voxels")
-    starts = np.zeros(ids.size + 2, np.int64)
+
+
+def slot_layout(lab, stats, annotated):
+    """Slots of every foreground voxel of compact labels and their neighbour
+    rows (see `_cpu.diffusion`): (starts, nbr, pos), instance k's slots are
+    ``starts[k]:starts[k + 1]``. (`check_slots` first.)"""
+    from . import diffusion as K
+
+    n_slots = int(stats.counts.sum())
+    starts = np.zeros(stats.counts.size + 1, np.int64)
     np.cumsum(stats.counts, out=starts[1:])
     chunk_starts = starts[:-1] + np.cumsum(stats.chunk_counts, axis=0) - stats.chunk_counts
-    slot_of = np.empty(labels.shape, np.int32)
+    slot_of = np.empty(lab.shape, np.int32)
     pos = np.empty(n_slots, np.int64)
     K.assign_slots(lab, chunk_starts, slot_of, pos)
     has_mask = annotated is not None
     mask = annotated if has_mask else np.ones((1, 1, 1), np.uint8)
     nbr = K.build_neighbours(lab, mask, has_mask, slot_of, pos)
-    return stats, starts, nbr, pos
+    return starts, nbr, pos
+
+
+# coordinates mode: from this many foreground voxels on, the low-memory kernels
+# of `_cpu.coordinates` (about 18 B per foreground voxel + 4 B per voxel + the
+# output, but three sweeps per iteration: about 3x slower), below it the
+# neighbour-table kernels of `_cpu.diffusion` (80 B per foreground voxel).
+# Bit-identical results either way. Read at call time (tests lower it).
+LOW_MEMORY_SLOTS = 1 << 23
 
 
 def coordinate_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out,
                           h=None) -> None:
+    """Coordinates-mode diffusion flows of validated labels into `out` (zero,
+    (3, D, H, W) float32); large volumes in bounded memory (`LOW_MEMORY_SLOTS`)."""
     from . import diffusion as K
+    from .labels import InstanceStats, compact_labels
 
-    layout = slot_layout(labels, annotated)
-    if layout is None:
+    lab, ids = compact_labels(labels)
+    if ids.size == 0:
         return
-    stats, starts, nbr, pos = layout
-    u = K.init_fields(pos, np.asarray(labels.shape[1:], np.int64))
+    stats = InstanceStats(lab, ids.size, None)
+    n_slots = int(stats.counts.sum())
     n_iters = iteration_counts(stats.lo, stats.hi, labels.shape, n_iter,
                                 adaptive_iters, adaptive_factor)
     n_iters[0] = 0
-    K.diffuse(u, nbr, starts, n_iters, K.laplacian_weights(h))
+    w = K.laplacian_weights(h)
     # the fields are coordinates in voxel units: du_d/dx_d is the same number
     # in physical units (both scale by h_d), so the gradient is unchanged
+    if n_slots >= LOW_MEMORY_SLOTS:
+        from . import coordinates as C
+
+        check_slots(n_slots, lab.size, "low-memory")
+        layout = C.Layout(lab, stats, annotated)
+        del lab                          # (the codes say everything the kernels need)
+        into = out if out.flags.c_contiguous else np.zeros(out.shape, np.float32)
+        C.diffuse_coordinates(layout, n_iters, w, into)
+        if into is not out:
+            out[...] = into
+        return
+    check_slots(n_slots, lab.size, "table")
+    starts, nbr, pos = slot_layout(lab, stats, annotated)
+    del lab
+    u = K.init_fields(pos, np.asarray(labels.shape[1:], np.int64))
+    K.diffuse(u, nbr, starts, n_iters, w)
     K.gradient_flows(u, nbr, pos, out)
 
 
@@ -166,12 +194,16 @@ class SourceState:
         from . import source as SC
 
         self.h = h
-        layout = slot_layout(labels, annotated, "source")
-        self.empty = layout is None
+        from .labels import InstanceStats, compact_labels
+
+        lab, ids = compact_labels(labels)
+        self.empty = ids.size == 0
         if self.empty:
             return
-        _, starts, nbr, pos = layout
-        del layout                       # (the arrays go as soon as they are replaced)
+        stats = InstanceStats(lab, ids.size, None)
+        check_slots(int(stats.counts.sum()), lab.size, "source")
+        starts, nbr, pos = slot_layout(lab, stats, annotated)
+        del lab, stats                   # (the arrays go as soon as they are replaced)
         has_mask = annotated is not None
         mask = annotated if has_mask else np.ones((1, 1, 1), np.uint8)
         n_pieces, source, ecc, size, dist, order = SC.analyse_instances(

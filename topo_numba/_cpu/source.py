@@ -284,9 +284,10 @@ def _update(a, b, nbr, s, w):
 
 
 @njit(cache=True, inline="always")
-def _read(a, m, lo, hi, fd, fu):
-    """Value of slot m seen from a band [lo, hi) (exact power-of-two scaling)."""
-    v = a[m]
+def _seen(v, m, lo, hi, fd, fu):
+    """Value v of slot m seen from a band [lo, hi) (exact power-of-two
+    scaling). Scalars only: a helper taking the array costs reference
+    counting on every call, several times the update itself."""
     if m < lo:
         v *= fd
     elif m >= hi:
@@ -300,13 +301,17 @@ def _update_banded(a, b, nbr, s, lo, hi, fd, fu, w):
         u = a[s]
         t = u
         for d in range(3):
-            t += w[d] * ((_read(a, nbr[s, 2 * d], lo, hi, fd, fu)
-                          + _read(a, nbr[s, 2 * d + 1], lo, hi, fd, fu)) - 2.0 * u)
+            m0 = nbr[s, 2 * d]
+            m1 = nbr[s, 2 * d + 1]
+            t += w[d] * ((_seen(a[m0], m0, lo, hi, fd, fu)
+                          + _seen(a[m1], m1, lo, hi, fd, fu)) - 2.0 * u)
         b[s] = t
         return
-    t = _read(a, nbr[s, 0], lo, hi, fd, fu)
+    m = nbr[s, 0]
+    t = _seen(a[m], m, lo, hi, fd, fu)
     for k in range(1, 6):
-        t += _read(a, nbr[s, k], lo, hi, fd, fu)
+        m = nbr[s, k]
+        t += _seen(a[m], m, lo, hi, fd, fu)
     u = a[s]
     b[s] = u + SIXTH * (t - 6.0 * u)
 
@@ -548,8 +553,10 @@ def _axis_gradient(a, nbr, s, d, c, size, lo, hi, fd, fu):
     """Central difference along axis d at slot s (coordinate c of an axis of
     length size), in the scale of the slot's band; one-sided where a
     neighbour is outside the array."""
-    vq = _read(a, nbr[s, 2 * d], lo, hi, fd, fu)
-    vp = _read(a, nbr[s, 2 * d + 1], lo, hi, fd, fu)
+    mq = nbr[s, 2 * d]
+    mp = nbr[s, 2 * d + 1]
+    vq = _seen(a[mq], mq, lo, hi, fd, fu)
+    vp = _seen(a[mp], mp, lo, hi, fd, fu)
     return central_difference(vq, vp, a, s, c, size)
 
 
