@@ -3,7 +3,11 @@
 ``Backend("cpu")`` keeps NumPy inputs; the GPU backend (``"cudasim"``: Numba's
 CUDA simulator, the default; ``"cuda"``: a real device, with
 ``TOPO_NUMBA_TEST_GPU=device``) puts them on the device as Numba device
-arrays. ``get`` brings results back as NumPy and checks that the backend
+arrays. Two more GPU variants run on a device only (under the simulator
+CuPy and CUDA torch tensors do not exist, and they are skipped with that
+reason): ``"cuda-cupy"`` (CuPy arrays, on a non-default CuPy stream, the
+default block size) and ``"cuda-torch"`` (CUDA torch tensors, on a
+non-default torch stream, the default block size). ``get`` brings results back as NumPy and checks that the backend
 returned its own kind of array. Test modules that call a helper on the CPU
 by default import ``CPU`` from here.
 """
@@ -18,8 +22,10 @@ GPU_TEST_MODE = os.environ.get("TOPO_NUMBA_TEST_GPU", "simulator")
 
 #: the name (and test id) of the GPU backend of this run
 GPU_BACKEND = "cuda" if GPU_TEST_MODE == "device" else "cudasim"
+#: GPU variants with other array kinds and streams (device only)
+DEVICE_ONLY = ("cuda-cupy", "cuda-torch")
 #: the backends a `backend` test body runs on, in this order
-BACKENDS = ("cpu", GPU_BACKEND)
+BACKENDS = ("cpu", GPU_BACKEND) + DEVICE_ONLY
 
 # Under the simulator every CUDA thread is a Python thread: tiny inputs and a
 # tiny block size, so that even they span several blocks.
@@ -34,7 +40,7 @@ class Backend:
     """
 
     def __init__(self, name: str):
-        assert name in ("cpu", "cudasim", "cuda"), name
+        assert name in ("cpu", "cudasim", "cuda") + DEVICE_ONLY, name
         self.name = name
 
     @property
@@ -48,6 +54,14 @@ class Backend:
         """`arr` as an input of this backend (None stays None)."""
         if arr is None or not self.on_gpu:
             return arr
+        if self.name == "cuda-cupy":
+            import cupy
+
+            return cupy.asarray(arr)  # on CuPy's current stream (the fixture's)
+        if self.name == "cuda-torch":
+            import torch
+
+            return torch.as_tensor(np.ascontiguousarray(arr), device="cuda")
         from numba import cuda
 
         return cuda.to_device(np.ascontiguousarray(arr))
@@ -65,6 +79,15 @@ class Backend:
         from topo_numba._core.dispatch import is_device_array
 
         assert is_device_array(result), type(result)
+        if self.name == "cuda-torch":
+            import torch
+
+            assert isinstance(result, torch.Tensor) and result.is_cuda, type(result)
+            return result.cpu().numpy()  # synchronises torch's current stream
+        if self.name == "cuda-cupy":
+            import cupy
+
+            assert isinstance(result, cupy.ndarray), type(result)
         if hasattr(result, "copy_to_host"):
             return result.copy_to_host()
         return result.get()  # CuPy

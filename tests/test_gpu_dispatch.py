@@ -107,7 +107,21 @@ def test_foreign_device_objects_under_the_simulator(gpu):
     from topo_numba._gpu import backend as _gpu
 
     if not _gpu.backend().simulated:
-        pytest.skip("only the simulator refuses foreign __cuda_array_interface__ objects")
+        # on a device a foreign __cuda_array_interface__ object is read without a copy
+        # and the result comes back as CuPy
+        import cupy
+
+        labels = np.zeros((3, 4, 5), np.int32)
+        labels[1:3, 1:3, 1:4] = 1
+        owner = cupy.asarray(labels)
+
+        class Wrapped:
+            __cuda_array_interface__ = owner.__cuda_array_interface__
+
+        out = T.generate_direct_flows(Wrapped())
+        assert isinstance(out, cupy.ndarray)
+        np.testing.assert_array_equal(out.get(), T.generate_direct_flows(labels))
+        return
 
     class Foreign:  # e.g. a CUDA torch tensor: unreadable by the simulator
         __cuda_array_interface__ = {"shape": (3, 4, 5), "typestr": "<i4",

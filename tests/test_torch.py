@@ -441,14 +441,27 @@ def test_backend_external_stream_sets_cupy_and_numba_streams():
     from topo_numba._gpu.backend import Backend
 
     xp = types.SimpleNamespace(cuda=_FakeCupyCuda())
+    numba_device = []
+
+    class Gpus:  # numba.cuda.gpus[i]: a context that makes device i Numba's current one
+        def __getitem__(self, i):
+            @contextlib.contextmanager
+            def current():
+                numba_device.append(i)
+                yield
+                numba_device.pop()
+            return current()
+
     cuda = types.SimpleNamespace(default_stream=lambda: "default",
-                                 external_stream=lambda ptr: ("external", ptr))
+                                 external_stream=lambda ptr: ("external", ptr), gpus=Gpus())
     b = Backend(cuda, xp, simulated=False)
     assert b.stream() == "default"
     with b.external_stream(0xABC, 1):
         assert xp.cuda.get_current_stream().ptr == 0xABC
         assert b.stream() == ("external", 0xABC)
-    assert b.stream() == "default" and xp.cuda.devices == [1]
+        # kernels launch on Numba's current device: the tensor's (issue 16, item 12)
+        assert numba_device == [1]
+    assert b.stream() == "default" and xp.cuda.devices == [1] and numba_device == []
     with b.external_stream(0, None):  # torch's legacy default stream
         assert xp.cuda.get_current_stream() is xp.cuda.Stream.null
         assert b.stream() == "default"

@@ -27,6 +27,13 @@ scalars, `Backend.scalar`) and is marked ``# SYNC`` where it is called.
 Launch configuration: `threads_per_block` is a documented setting of the
 launcher (a context variable read on the host when a kernel is launched,
 never inside a kernel); tests shrink it so tiny inputs span several blocks.
+Small launches (grids under 128 blocks) are deliberate here: the launcher
+builds numba-cuda's launch configuration without its low-occupancy
+``NumbaPerformanceWarning`` (`_quiet_configuration`), so they neither warn
+users nor fail a test run with warnings as errors; no warning filter or Numba
+setting is changed. `record_launches` collects the kernels and argument
+types launched inside a block (for the ahead-of-time PTX check in CI,
+``tools/gpu_ptx.py``).
 """
 
 from __future__ import annotations
@@ -37,11 +44,16 @@ import functools
 
 import numpy as np
 
-__all__ = ["GPUUnavailableError", "backend", "threads_per_block", "DEFAULT_THREADS_PER_BLOCK"]
+__all__ = ["GPUUnavailableError", "backend", "threads_per_block", "DEFAULT_THREADS_PER_BLOCK",
+           "record_launches"]
 
 DEFAULT_THREADS_PER_BLOCK = 256
 _THREADS_PER_BLOCK = contextvars.ContextVar("topo_numba_threads_per_block",
                                             default=DEFAULT_THREADS_PER_BLOCK)
+_LAUNCH_LOG = contextvars.ContextVar("topo_numba_launch_log", default=None)
+
+#: numba-cuda (``_LaunchConfiguration``) warns for grids with fewer blocks than this
+LOW_OCCUPANCY_GRID = 128
 
 
 class GPUUnavailableError(RuntimeError):
@@ -65,6 +77,70 @@ def threads_per_block(n: int):
         yield
     finally:
         _THREADS_PER_BLOCK.reset(token)
+
+
+@contextlib.contextmanager
+def record_launches():
+    """Collect the kernels launched (through `Backend.launch`) inside the block.
+
+    Yields a dict that fills up as kernels are launched: ``(kernel, argument
+    types) -> number of launches``, the argument types being Numba types
+    (arrays as writable arrays, as kernels receive them on a device). Used to
+    compile every launched signature ahead of time (``tools/gpu_ptx.py``).
+    Recording is per thread (a context variable): launches from other
+    threads are not collected.
+    """
+    log: dict = {}
+    token = _LAUNCH_LOG.set(log)
+    try:
+        yield log
+    finally:
+        _LAUNCH_LOG.reset(token)
+
+
+def _argument_types(args) -> tuple:
+    from numba import typeof
+    from numba.core import types
+
+    out = []
+    for a in args:
+        t = typeof(a)
+        if isinstance(t, types.Array) and t.mutable is False:
+            t = t.copy(readonly=False)
+        out.append(t)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1)
+def _launch_configuration_class():
+    """numba-cuda's ``_LaunchConfiguration`` (None where it has none)."""
+    try:
+        from numba.cuda.dispatcher import _LaunchConfiguration
+    except ImportError:  # the simulator, or another numba-cuda layout
+        return None
+    return _LaunchConfiguration
+
+
+def _quiet_configuration(kernel, grid: int, tpb: int, stream):
+    """``kernel[grid, tpb, stream]`` without numba-cuda's low-occupancy warning.
+
+    numba-cuda warns (``NumbaPerformanceWarning``) in the constructor of its
+    launch configuration when the grid has fewer than 128 blocks. Small
+    launches are deliberate here (small inputs, small per-instance tables),
+    so a small grid is configured by building the configuration with a grid
+    of `LOW_OCCUPANCY_GRID` blocks and then setting the real grid: the same
+    object numba-cuda builds, launched by numba-cuda's own code, and no
+    warning filter or Numba setting is touched. Falls back to the plain
+    ``kernel[...]`` (which may warn) where the class is not numba-cuda's.
+    """
+    if grid >= LOW_OCCUPANCY_GRID or not hasattr(kernel, "call"):  # big, or the simulator's
+        return kernel[grid, tpb, stream]
+    cls = _launch_configuration_class()
+    if cls is None:
+        return kernel[grid, tpb, stream]
+    config = cls(kernel, (LOW_OCCUPANCY_GRID, 1, 1), (tpb, 1, 1), stream, 0)
+    config.griddim = (grid, 1, 1)
+    return config
 
 
 def _root_module(obj) -> str:
@@ -183,7 +259,10 @@ class Backend:
             yield
             return
         cuda = self.xp.cuda
-        with cuda.Device(device):
+        # Numba launches on its own current device: make it the tensor's too
+        numba_device = (contextlib.nullcontext() if device is None
+                        else self.cuda.gpus[device])
+        with cuda.Device(device), numba_device:
             foreign = cuda.Stream.null if handle == 0 else cuda.ExternalStream(handle)
             with foreign:
                 yield
@@ -197,13 +276,20 @@ class Backend:
         """Run `kernel` over `n` threads (1-D grid); nothing when ``n == 0``.
 
         Arrays among `args` should already be kernel arguments (`arg`).
+        Small grids are launched without numba-cuda's low-occupancy warning
+        (`_quiet_configuration`).
         """
         n = int(n)
         if n <= 0:
             return
         tpb = _THREADS_PER_BLOCK.get()
         grid = (n + tpb - 1) // tpb
-        kernel[grid, tpb, self.stream() if stream is None else stream](*args)
+        log = _LAUNCH_LOG.get()
+        if log is not None:
+            key = (kernel, _argument_types(args))
+            log[key] = log.get(key, 0) + 1
+        stream = self.stream() if stream is None else stream
+        _quiet_configuration(kernel, grid, tpb, stream)(*args)
 
 
 @functools.lru_cache(maxsize=None)
