@@ -94,29 +94,36 @@ def touching(lab, z, y, x, D, H, W):
 # ----------------------------------------------------------------- direct flows
 
 
-def direct_vector(centres, sinks, h, k, z, y, x):
-    """Unit vector ``h (c - p) / |h (c - p)|`` from voxel p = (z, y, x) of
-    instance k to its centre c, float64 (SPEC 2.1).
+def direct_vector(mul):
+    """Build ``direct(centres, sinks, h, k, z, y, x, one)``: the unit vector
+    ``h (c - p) / |h (c - p)|`` from voxel p = (z, y, x) of instance k to its
+    centre c, float64 (SPEC 2.1); the three squares of the norm go through
+    `mul` (the GPU's guarded product keeps NVVM from fusing them into
+    multiply-adds, which round differently from the CPU).
 
     (0, 0, 0) on background (k = 0), at the instance's sink and where c = p.
     `centres` (K + 1, 3) float64, `sinks` (K + 1, 3) int64 (-1: no sink),
     `h` (3,) the voxel size (all 1 for isotropic voxels: exact no-ops).
 
-    Compiled by `_cpu.direct.direct_flow_kernel` and `_gpu.direct._direct_kernel`.
+    Compiled by `_cpu.direct`, `_cpu.auto`, `_cpu.merge` (`plain_mul`) and
+    `_gpu.direct`, `_gpu.auto` (guarded `mul`).
     """
-    fz = 0.0
-    fy = 0.0
-    fx = 0.0
-    if k != 0 and not (z == sinks[k, 0] and y == sinks[k, 1] and x == sinks[k, 2]):
-        dz = (centres[k, 0] - z) * h[0]
-        dy = (centres[k, 1] - y) * h[1]
-        dx = (centres[k, 2] - x) * h[2]
-        norm = math.sqrt(dz * dz + dy * dy + dx * dx)
-        if norm > 0.0:
-            fz = dz / norm
-            fy = dy / norm
-            fx = dx / norm
-    return fz, fy, fx
+    def direct(centres, sinks, h, k, z, y, x, one):
+        fz = 0.0
+        fy = 0.0
+        fx = 0.0
+        if k != 0 and not (z == sinks[k, 0] and y == sinks[k, 1] and x == sinks[k, 2]):
+            dz = (centres[k, 0] - z) * h[0]
+            dy = (centres[k, 1] - y) * h[1]
+            dx = (centres[k, 2] - x) * h[2]
+            norm = math.sqrt(mul(dz, dz, one) + mul(dy, dy, one) + mul(dx, dx, one))
+            if norm > 0.0:
+                fz = dz / norm
+                fy = dy / norm
+                fx = dx / norm
+        return fz, fy, fx
+
+    return direct
 
 
 def on_surface(lab, k, z, y, x):

@@ -9,9 +9,10 @@ from __future__ import annotations
 from numba import njit, prange
 
 from .._core import voxel
+from .diffusion import plain_mul
 
 _sees_centre = njit(inline="always", cache=True)(voxel.sees_centre)
-_direct_vector = njit(inline="always", cache=True)(voxel.direct_vector)
+_direct_vector = njit(inline="always", cache=True)(voxel.direct_vector(plain_mul))
 _on_surface = njit(inline="always", cache=True)(voxel.on_surface)
 
 
@@ -74,7 +75,7 @@ def relative_direct_kernel(lab, use, centres, sinks, lo, h, out):
             k = lab[z, y, x]
             if k != 0 and use[k] == 1:
                 fz, fy, fx = _direct_vector(centres, sinks, h, k, z - lo[k, 0],
-                                            y - lo[k, 1], x - lo[k, 2])
+                                            y - lo[k, 1], x - lo[k, 2], 1.0)
                 out[0, z, y, x] = fz
                 out[1, z, y, x] = fy
                 out[2, z, y, x] = fx

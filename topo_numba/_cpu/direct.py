@@ -10,8 +10,9 @@ from numba import njit, prange
 from scipy.ndimage import distance_transform_edt
 
 from .._core import voxel
+from .diffusion import plain_mul
 
-_direct_vector = njit(inline="always", cache=True)(voxel.direct_vector)
+_direct_vector = njit(inline="always", cache=True)(voxel.direct_vector(plain_mul))
 
 
 def cut_instance_centre(lab: np.ndarray, k: int, lo: np.ndarray, hi: np.ndarray,
@@ -93,7 +94,7 @@ def direct_flow_kernel(lab, centres, sinks, h, out):
         z = r // H
         y = r - z * H
         for x in range(W):
-            fz, fy, fx = _direct_vector(centres, sinks, h, lab[z, y, x], z, y, x)
+            fz, fy, fx = _direct_vector(centres, sinks, h, lab[z, y, x], z, y, x, 1.0)
             out[0, z, y, x] = fz
             out[1, z, y, x] = fy
             out[2, z, y, x] = fx

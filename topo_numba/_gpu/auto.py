@@ -39,14 +39,15 @@ from .._core import voxel
 from .._core.constants import RESCALE_EVERY
 from .backend import Backend
 from .labels import DeviceInstances, vzyx
-from .source import source_flows
+from .source import _mul, source_flows
+from .jit import kernel
 
 _on_surface = cuda.jit(device=True, inline=True)(voxel.on_surface)
 _sees_centre = cuda.jit(device=True, inline=True)(voxel.sees_centre)
-_direct_vector = cuda.jit(device=True, inline=True)(voxel.direct_vector)
+_direct_vector = cuda.jit(device=True, inline=True)(voxel.direct_vector(_mul))
 
 
-@cuda.jit
+@kernel
 def _blocked_kernel(lab, centres, lo, blocked):
     """``blocked[k] = 1`` for every instance k with a surface voxel that fails
     `_core.voxel.sees_centre` (`_cpu.auto.blocked_instances`).
@@ -68,11 +69,12 @@ def _blocked_kernel(lab, centres, lo, blocked):
         blocked[k] = 1  # every writer stores 1: no atomic needed
 
 
-@cuda.jit
-def _relative_direct_kernel(lab, use, centres, sinks, lo, h, out_index, out):
+@kernel
+def _relative_direct_kernel(lab, use, centres, sinks, lo, h, one, out_index, out):
     """``out[out_index[v], :, z, y, x]`` = the direct unit vector of the voxels
     of instances with ``use[k] == 1``, measured from ``lo[k]``
-    (`_cpu.auto.relative_direct_kernel`); other voxels are not written."""
+    (`_cpu.auto.relative_direct_kernel`); other voxels are not written.
+    `one` = 1.0 (the guarded product of `_gpu.source`: no fused multiply-add)."""
     t = cuda.grid(1)
     V, D, H, W = lab.shape[0], lab.shape[1], lab.shape[2], lab.shape[3]
     if t >= V * D * H * W:
@@ -82,7 +84,7 @@ def _relative_direct_kernel(lab, use, centres, sinks, lo, h, out_index, out):
     if k == 0 or use[k] != 1:
         return
     fz, fy, fx = _direct_vector(centres, sinks, h, k, z - lo[k, 0], y - lo[k, 1],
-                                x - lo[k, 2])
+                                x - lo[k, 2], one)
     o = out_index[v]
     out[o, 0, z, y, x] = fz
     out[o, 1, z, y, x] = fy
@@ -127,7 +129,7 @@ def auto_flows(b: Backend, labels, sel, out_index, mask, mask_of, caps: np.ndarr
         sinks = xp.floor(centres + 0.5).astype(np.int64)
         hd = b.to_device(np.ones(3) if h is None else np.asarray(h, np.float64))  # small upload
         b.launch(_relative_direct_kernel, inst.lab.size, k_lab, b.arg(use), k_centres,
-                 b.arg(sinks), k_lo, b.arg(hd), b.arg(out_index), b.arg(out))
+                 b.arg(sinks), k_lo, b.arg(hd), 1.0, b.arg(out_index), b.arg(out))
     if use_host[1:].all():
         return
     rest = inst.lab

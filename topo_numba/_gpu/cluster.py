@@ -2,10 +2,20 @@
 twin of ``_cpu.cluster``.
 
 Voxel-sized work runs on the device: pass 1 (grid cell of every end point,
-a stable sort by cell, one cluster per occupied cell), the cluster means
-(one thread per cluster summing its points in input order, so the float64
-sums are bit-identical to the CPU's), the scatter of group labels into the
-volume and the size filter. Pass 2, the union-find over cluster centres, is
+a stable sort by cell, one cluster per occupied cell), the cluster means,
+the scatter of group labels into the volume and the size filter.
+
+Cluster means are summed in input order, as on the CPU, so the float64 sums
+are bit-identical to the CPU's: float64 addition is not associative, and a
+tree sum could move a centre by an ulp and so change a merge decided by
+``distance < r`` or a cell ``round(centre / r)`` (the labels are documented
+to equal the CPU's). The slow part of one thread walking a cluster of
+1e5-1e6 points (a converged instance) was the gather of every point through
+the sort order; it is done first, in parallel (``xp``: the points in cluster
+order, float64, and the cluster of every point), and then one thread per
+cluster and axis adds its contiguous run of values in order: one dependent
+addition per point and axis, three axes at once.
+Pass 2, the union-find over cluster centres, is
 inherently sequential (groups are numbered in cluster order) and works on one
 row per occupied cell, not per voxel: it runs on the host with the CPU
 kernel, after one documented transfer of the K cluster centres (K x 3
@@ -19,21 +29,26 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .._core import voxel
-
-_cluster_mean = cuda.jit(device=True, inline=True)(voxel.cluster_mean)
+from .jit import kernel
 
 
-@cuda.jit
-def _segment_means(pos, order, starts, centres, cluster_of):
-    """Mean of each cluster's points (float64, summed in input order;
-    `_core.voxel.cluster_mean`)."""
-    k = cuda.grid(1)
-    if k < starts.shape[0] - 1:
-        _cluster_mean(pos, order, starts, k, centres, cluster_of)
+@kernel
+def _segment_means(values, starts, centres):
+    """centres[k, d] = mean of values[starts[k]:starts[k + 1], d], summed in
+    order (float64; `_core.voxel.cluster_mean`'s order), one thread per
+    (cluster, axis)."""
+    t = cuda.grid(1)
+    k = t // 3
+    d = t - 3 * k
+    if k >= starts.shape[0] - 1:
+        return
+    s = 0.0
+    for j in range(starts[k], starts[k + 1]):
+        s += values[j, d]
+    centres[k, d] = s / float(starts[k + 1] - starts[k])
 
 
-@cuda.jit
+@kernel
 def _last_writer(coords, winner):
     """winner[voxel] = largest index i with coords[i] == voxel (last entry wins)."""
     i = cuda.grid(1)
@@ -42,7 +57,7 @@ def _last_writer(coords, winner):
     cuda.atomic.max(winner, (coords[i, 0], coords[i, 1], coords[i, 2]), i)
 
 
-@cuda.jit
+@kernel
 def _scatter(coords, cluster_of, group, winner, out):
     i = cuda.grid(1)
     if i >= coords.shape[0]:
@@ -63,8 +78,14 @@ def cluster_labels(b, coords, positions, shape, radius: float, h=None):
     n_clusters = int(starts.shape[0]) - 1
     centres = xp.empty((n_clusters, 3), np.float64)
     cluster_of = xp.empty(coords.shape[0], np.int64)
-    b.launch(_segment_means, n_clusters, b.arg(positions), b.arg(order), b.arg(starts),
-             b.arg(centres), b.arg(cluster_of))
+    sorted_points = positions[order].astype(np.float64)  # contiguous, in cluster order
+    b.launch(_segment_means, 3 * n_clusters, b.arg(sorted_points), b.arg(starts),
+             b.arg(centres))
+    del sorted_points
+    step = xp.zeros(coords.shape[0], np.int64)
+    step[starts[1:-1]] = 1  # a new cluster starts here (in cluster order)
+    cluster_of[order] = xp.cumsum(step)
+    del step
     # SYNC: the one documented transfer, K centres down, K group labels up
     group, n_groups = merge_centres(b.to_host(centres), radius)
     group = b.to_device(group)

@@ -55,6 +55,7 @@ from .._core.constants import RESCALE_EVERY
 from .backend import Backend
 from .labels import DeviceInstances, vzyx
 from .merge import _compress, _union
+from .jit import kernel
 
 SIXTH = np.float32(1.0 / 6.0)
 SIX = np.float32(6.0)
@@ -94,7 +95,7 @@ def _fill_rows(lab, mask, mask_of, slot_of, pos, nbr, s):
     return z, y, x
 
 
-@cuda.jit
+@kernel
 def _neighbours(lab, mask, mask_of, slot_of, pos, nbr, init):
     """Neighbour rows of every slot, and the initial fields u[d, s] = coordinate d."""
     s = cuda.grid(1)
@@ -112,7 +113,7 @@ def _neighbours(lab, mask, mask_of, slot_of, pos, nbr, init):
     init[2, s] = float32(x)
 
 
-@cuda.jit
+@kernel
 def neighbour_rows(lab, mask, mask_of, slot_of, pos, nbr):
     """Neighbour rows of every slot only (shared with `_gpu.source`)."""
     s = cuda.grid(1)
@@ -123,7 +124,7 @@ def neighbour_rows(lab, mask, mask_of, slot_of, pos, nbr):
 # ----------------------------------------------------------------- connected pieces
 
 
-@cuda.jit
+@kernel
 def _hook(nbr, parent, changed):
     """Union the roots of every slot and its lower (z-1, y-1, x-1) same-instance neighbours.
 
@@ -189,7 +190,7 @@ def _step(src, s, j0, j1, j2, j3, j4, j5, weighted, w):
             _jacobi(src, 2, s, j0, j1, j2, j3, j4, j5))
 
 
-@cuda.jit
+@kernel
 def _update(src, dst, nbr, n_active, piece, scale, apply_scale, weighted, w):
     """One Jacobi iteration of the first `n_active` slots, all three fields
     (`weighted`: the anisotropic update with the float32 weights `w`)."""
@@ -218,8 +219,8 @@ def _update_and_reduce_kernel(threads_per_block: int):
     """
     tpb = threads_per_block
 
-    @cuda.jit
-    def kernel(src, dst, nbr, n_active, piece, scale, apply_scale, weighted, w, peak):
+    @kernel
+    def built(src, dst, nbr, n_active, piece, scale, apply_scale, weighted, w, peak):
         s = cuda.grid(1)
         tid = cuda.threadIdx.x
         vals = cuda.shared.array(tpb, float32)
@@ -254,10 +255,10 @@ def _update_and_reduce_kernel(threads_per_block: int):
         if r >= 0 and (tid == 0 or ranks[tid - 1] != r):
             cuda.atomic.max(peak, r, m)
 
-    return kernel
+    return built
 
 
-@cuda.jit
+@kernel
 def _scales(peak, scale):
     """scale[r] = 2**-e with peak[r] = mantissa * 2**e (1 when the peak is 0); peak reset."""
     r = cuda.grid(1)
@@ -289,7 +290,7 @@ def _axis_gradient(u, nbr, s, d, c, size):
     return (vp - vq) * HALF
 
 
-@cuda.jit
+@kernel
 def _gradient(ua, ub, odd, nbr, pos, out_index, out):
     """Normalised gradient of every slot's final field into ``out[out_index[v]]``.
 

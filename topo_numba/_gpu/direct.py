@@ -5,7 +5,9 @@ sums (`_gpu.labels`), the distance-transform peak for instances cut by the
 annotation edge (`_gpu.edt`, all cut instances in one transform), sinks,
 then one thread per voxel writes ``h (c - x) / |h (c - x)|`` in float64 and
 stores float32, as the CPU kernel does (h: the relative voxel size, all 1 for
-isotropic voxels, an exact no-op). With anisotropic voxels the peak is that of
+isotropic voxels, an exact no-op). The squares of the norm are kept out of
+fused multiply-adds (`_core.voxel.direct_vector` with a guarded product),
+which NVVM would otherwise form and which round differently from the CPU. With anisotropic voxels the peak is that of
 the weighted transform (``sum_a (h_a d_a)^2``, `_gpu.edt`) after the square
 root, as SciPy's ``distance_transform_edt(..., sampling=h)`` on the CPU.
 
@@ -23,11 +25,15 @@ from .._core import voxel
 from .backend import Backend
 from .edt import squared_edt
 from .labels import DeviceInstances, vzyx, zyx
+from .source import _mul
+from .jit import kernel
 
-_direct_vector = cuda.jit(device=True, inline=True)(voxel.direct_vector)
+
+# the shared body with its squares through the guarded product (`_gpu.source._mul`)
+_direct_vector = cuda.jit(device=True, inline=True)(voxel.direct_vector(_mul))
 
 
-@cuda.jit
+@kernel
 def _padded_labels(lab, vols, mask, mask_of, P):
     """Labels of the cut-instance volumes, padded by one voxel (SPEC 2.1).
 
@@ -76,7 +82,7 @@ def _needed_voxel(P, need, t):
     return i, lin, z, y, x, k
 
 
-@cuda.jit
+@kernel
 def _peaks(P, vols, need, dist2, n_vox, best):
     """best[k] = max over the voxels x of instance k of dist2(x) * n + (n - 1 - index(x)):
     the largest distance, first in C order among equal ones."""
@@ -87,7 +93,7 @@ def _peaks(P, vols, need, dist2, n_vox, best):
     cuda.atomic.max(best, k, key)
 
 
-@cuda.jit
+@kernel
 def _peak_values(P, need, dist2, best):
     """best[k] = the largest distance sqrt(dist2) over the voxels of instance k
     (anisotropic voxels: float64 distances, compared after the square root as
@@ -98,7 +104,7 @@ def _peak_values(P, need, dist2, best):
     cuda.atomic.max(best, k, math.sqrt(dist2[i, z + 1, y + 1, x + 1]))
 
 
-@cuda.jit
+@kernel
 def _peak_first(P, need, dist2, best, first):
     """first[k] = the smallest C-order index among instance k's voxels at distance best[k]."""
     i, lin, z, y, x, k = _needed_voxel(P, need, cuda.grid(1))
@@ -108,17 +114,17 @@ def _peak_first(P, need, dist2, best, first):
         cuda.atomic.min(first, k, int64(lin))
 
 
-@cuda.jit
-def _direct_kernel(lab, out_index, centres, sinks, h, out):
+@kernel
+def _direct_kernel(lab, out_index, centres, sinks, h, one, out):
     """out[out_index[v], :, z, y, x] = unit vector to the centre in physical
     space, h (c - x) / |h (c - x)| (0 on background / sinks;
-    `_core.voxel.direct_vector`)."""
+    `_direct_vector`; `one` = 1.0)."""
     t = cuda.grid(1)
     V, D, H, W = lab.shape[0], lab.shape[1], lab.shape[2], lab.shape[3]
     if t >= V * D * H * W:
         return
     v, z, y, x = vzyx(t, D, H, W)
-    fz, fy, fx = _direct_vector(centres, sinks, h, lab[v, z, y, x], z, y, x)
+    fz, fy, fx = _direct_vector(centres, sinks, h, lab[v, z, y, x], z, y, x, one)
     o = out_index[v]
     out[o, 0, z, y, x] = fz
     out[o, 1, z, y, x] = fy
@@ -200,4 +206,4 @@ def direct_flows(b: Backend, labels, sel, out_index, mask, mask_of, out, h=None)
         sinks[own != xp.arange(inst.n + 1)] = -1
     hd = b.to_device(np.ones(3) if h is None else np.asarray(h, np.float64))  # small upload
     b.launch(_direct_kernel, inst.lab.size, b.arg(inst.lab), b.arg(out_index),
-             b.arg(centres), b.arg(sinks), b.arg(hd), b.arg(out))
+             b.arg(centres), b.arg(sinks), b.arg(hd), 1.0, b.arg(out))

@@ -38,13 +38,14 @@ from numba import cuda, float64
 from .._core import voxel
 from .._core.params import step_in
 from .track import _euler_step, _walk
+from .jit import kernel
 
 _node_at = cuda.jit(device=True, inline=True)(voxel.row_node)
 _snap = cuda.jit(device=True, inline=True)(voxel.snap_node(_node_at))
 _successor = cuda.jit(device=True, inline=True)(voxel.successor_node(_node_at, _snap))
 
 
-@cuda.jit
+@kernel
 def _successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, succ, jumps,
                 ends):
     """The successor map; see `_cpu.jump.successors`."""
@@ -77,7 +78,7 @@ def _successors(coords, row_start, flow, hop, step_flow, step_f64, trilinear, su
         jumps[i] = 1
 
 
-@cuda.jit
+@kernel
 def _compose(a_node, a_jumps, b_node, b_jumps, out_node, out_jumps):
     """Follow map a, then map b: ``out_node = b_node[a_node]``, jumps added."""
     i = cuda.grid(1)
@@ -88,7 +89,7 @@ def _compose(a_node, a_jumps, b_node, b_jumps, out_node, out_jumps):
     out_jumps[i] = a_jumps[i] + b_jumps[j]
 
 
-@cuda.jit
+@kernel
 def _mark(node, made, k, used):
     """``used[node[i]] = True`` where all `k` jumps were made (every writer writes True)."""
     i = cuda.grid(1)
@@ -96,7 +97,7 @@ def _mark(node, made, k, used):
         used[node[i]] = True
 
 
-@cuda.jit
+@kernel
 def _tails(coords, used, flow, steps, step_flow, step_f64, trilinear, tails):
     """`steps` Euler steps from the centre of every used node (other rows of
     `tails` are left as they are); see `_cpu.jump._tails`."""
@@ -112,7 +113,7 @@ def _tails(coords, used, flow, steps, step_flow, step_f64, trilinear, tails):
     tails[u, 2] = px
 
 
-@cuda.jit
+@kernel
 def _finish(coords, node, made, k, hop, n_steps, tails, flow, step_flow, step_f64, trilinear,
             out):
     """End points; see `_cpu.jump._finish`."""

@@ -6,9 +6,18 @@ the volumes to process (e.g. the diffusion classes of every batch item), so
 that every instance of every selected volume is numbered at once: instance
 indices are global, 1..K, numbered by (volume, id), 0 is background.
 
-Like the CPU version, ids are read as runs of equal values along x: one thread
-per row finds its runs; only the run values (far fewer than voxels) are
-sorted (``xp``), and each row then looks its runs up by binary search.
+Like the CPU version, ids are read as runs of equal values along x, but
+every kernel that reads the volume runs one thread per voxel, so consecutive
+threads read consecutive addresses (coalesced): a voxel starts a run when it
+is non-zero and differs from its left neighbour. A prefix sum (``xp``) of
+the run-start flags numbers every voxel's run in C order, the order in which
+a thread per row would have found them. Only the run values (far fewer than
+voxels) are sorted (``xp``); every voxel then reads its instance from the
+table of its run, and the statistics are added with one atomic per quantity
+and run (one thread per run).
+
+`block_scan` and `segmented_sums` are block-wide helpers in shared memory
+(used by `_gpu.source`).
 
 Private: the public functions validate their inputs before calling these.
 """
@@ -16,10 +25,11 @@ Private: the public functions validate their inputs before calling these.
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda, int64
+from numba import cuda, int32, int64
 
 from .._core import voxel
 from .backend import Backend
+from .jit import kernel
 
 # ----------------------------------------------------------------- voxel indices
 
@@ -36,69 +46,127 @@ def vzyx(p, D, H, W):
     return v, z, y, x
 
 
+# ----------------------------------------------------------------- block-wide helpers
+
+
+@cuda.jit(device=True, inline=True)
+def block_scan(buf, tid, tpb, v):
+    """Inclusive prefix sum of the threads' int64 values `v` over the block.
+
+    `buf` is a shared int64 array of `tpb` (the block size) entries, left
+    holding the inclusive sums. Every thread of the block must call it (no
+    early return before). Returns (inclusive sum, block total).
+    """
+    buf[tid] = v
+    cuda.syncthreads()
+    o = 1
+    while o < tpb:
+        add = int64(0)
+        if tid >= o:
+            add = buf[tid - o]
+        cuda.syncthreads()
+        v += add
+        buf[tid] = v
+        cuda.syncthreads()
+        o *= 2
+    return v, buf[tpb - 1]
+
+
+@cuda.jit(device=True, inline=True)
+def segmented_sums(b0, b1, b2, b3, seg, tid, tpb, sid, v0, v1, v2, v3):
+    """Sums of four int64 values over each segment of the block.
+
+    ``seg[t]`` is the segment number of thread t (contiguous threads, e.g.
+    from `block_scan` of segment-start flags; `sid` is the caller's). On
+    return thread t holds the sums over [t, end of its segment], so the
+    first thread of a segment holds the segment's totals. `b0`..`b3`:
+    shared int64 arrays of `tpb` entries. Every thread must call it.
+    """
+    b0[tid] = v0
+    b1[tid] = v1
+    b2[tid] = v2
+    b3[tid] = v3
+    cuda.syncthreads()
+    o = 1
+    while o < tpb:  # v = sum over [t, t + 2o) within t's segment
+        a0 = int64(0)
+        a1 = int64(0)
+        a2 = int64(0)
+        a3 = int64(0)
+        if tid + o < tpb and seg[tid + o] == sid:
+            a0 = b0[tid + o]
+            a1 = b1[tid + o]
+            a2 = b2[tid + o]
+            a3 = b3[tid + o]
+        cuda.syncthreads()
+        v0 += a0
+        v1 += a1
+        v2 += a2
+        v3 += a3
+        b0[tid] = v0
+        b1[tid] = v1
+        b2[tid] = v2
+        b3[tid] = v3
+        cuda.syncthreads()
+        o *= 2
+    return v0, v1, v2, v3
+
+
 # ----------------------------------------------------------------- kernels
 
 
-@cuda.jit
-def _count_runs(labels, sel, counts):
-    """counts[r] = number of runs of equal non-zero ids in row r of the selected volumes."""
-    r = cuda.grid(1)
-    if r >= counts.shape[0]:
+@cuda.jit(device=True, inline=True)
+def _run_start(labels, sel, t):
+    """(volume, z, y, x, id, whether a run of equal non-zero ids starts
+    there) of voxel t of the selected volumes."""
+    D, H, W = labels.shape[1], labels.shape[2], labels.shape[3]
+    v, z, y, x = vzyx(t, D, H, W)
+    src = sel[v]
+    val = labels[src, z, y, x]
+    return v, z, y, x, val, val != 0 and (x == 0 or val != labels[src, z, y, x - 1])
+
+
+@kernel
+def _run_flags(labels, sel, flags):
+    """flags[t] = 1 where a run starts at voxel t of the selected volumes, else 0."""
+    t = cuda.grid(1)
+    if t < flags.shape[0]:
+        _, _, _, _, _, f = _run_start(labels, sel, t)
+        flags[t] = 1 if f else 0
+
+
+@kernel
+def _run_values(labels, sel, run_no, run_val, run_vol, run_pos, run_end):
+    """The id, (selected) volume and first and last voxel (flat indices) of
+    every run; ``run_no[t]`` is the 1-based number of voxel t's run."""
+    t = cuda.grid(1)
+    if t >= run_no.shape[0]:
+        return
+    v, z, y, x, val, f = _run_start(labels, sel, t)
+    if val == 0:
+        return
+    j = run_no[t] - 1
+    if f:
+        run_val[j] = val
+        run_vol[j] = v
+        run_pos[j] = t
+    if x == labels.shape[3] - 1 or labels[sel[v], z, y, x + 1] != val:
+        run_end[j] = t
+
+
+@kernel
+def _compact(labels, sel, run_no, run_inst, out):
+    """out[v] = global index (1..K) of every voxel's id (its run's entry of
+    `run_inst`); 0 stays 0."""
+    t = cuda.grid(1)
+    if t >= run_no.shape[0]:
         return
     D, H, W = labels.shape[1], labels.shape[2], labels.shape[3]
-    v, z, y = zyx(r, D, H)  # (volume, z, y) of row r
-    src = sel[v]
-    c = 0
-    for x in range(W):
-        val = labels[src, z, y, x]
-        if val != 0 and (x == 0 or val != labels[src, z, y, x - 1]):
-            c += 1
-    counts[r] = c
-
-
-@cuda.jit
-def _run_values(labels, sel, offsets, run_val, run_vol):
-    """Write the id and the (selected) volume index of every run counted above."""
-    r = cuda.grid(1)
-    if r >= offsets.shape[0] - 1:
-        return
-    D, H, W = labels.shape[1], labels.shape[2], labels.shape[3]
-    v, z, y = zyx(r, D, H)  # (volume, z, y) of row r
-    src = sel[v]
-    j = offsets[r]
-    for x in range(W):
-        val = labels[src, z, y, x]
-        if val != 0 and (x == 0 or val != labels[src, z, y, x - 1]):
-            run_val[j] = val
-            run_vol[j] = v
-            j += 1
-
-
-@cuda.jit
-def _compact_rows(labels, sel, inst_val, vol_start, out):
-    """out[v] = global index (1..K) of each id among the ids of volume v; 0 stays 0."""
-    r = cuda.grid(1)
-    D, H, W = labels.shape[1], labels.shape[2], labels.shape[3]
-    if r >= out.shape[0] * D * H:
-        return
-    v, z, y = zyx(r, D, H)  # (volume, z, y) of row r
-    src = sel[v]
-    cur = 0
-    for x in range(W):
-        val = labels[src, z, y, x]
-        if val == 0:
-            cur = 0
-        elif x == 0 or val != labels[src, z, y, x - 1]:
-            lo = vol_start[v]
-            hi = vol_start[v + 1]
-            while lo < hi:  # first entry >= val (it is there: val occurs in volume v)
-                mid = (lo + hi) >> 1
-                if inst_val[mid] < val:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            cur = lo + 1
-        out[v, z, y, x] = cur
+    v, z, y, x = vzyx(t, D, H, W)
+    k = int32(0)
+    if labels[sel[v], z, y, x] != 0:
+        k = run_inst[run_no[t] - 1]
+    out[v, z, y, x] = k
 
 
 @cuda.jit(device=True, inline=True)
@@ -110,11 +178,58 @@ def _cut_at(lab, mask, m, v, k, z, y, x):
     return lab[v, z, y, x] != k and mask[m, z, y, x] == 0
 
 
-@cuda.jit
+@kernel
+def _run_stats(lab, run_pos, run_end, counts, sums, lo, hi):
+    """Per-instance voxel counts, coordinate sums and bounding boxes: one
+    thread per run adds it with one atomic per quantity."""
+    j = cuda.grid(1)
+    if j >= run_pos.shape[0]:
+        return
+    D, H, W = lab.shape[1], lab.shape[2], lab.shape[3]
+    v, z, y, x0 = vzyx(run_pos[j], D, H, W)
+    x1 = x0 + (run_end[j] - run_pos[j])
+    k = lab[v, z, y, x0]
+    n = int64(x1 - x0 + 1)
+    cuda.atomic.add(counts, k, n)
+    cuda.atomic.add(sums, (k, 0), n * z)
+    cuda.atomic.add(sums, (k, 1), n * y)
+    cuda.atomic.add(sums, (k, 2), (x0 + x1) * n // 2)
+    cuda.atomic.min(lo, (k, 0), z)
+    cuda.atomic.max(hi, (k, 0), z)
+    cuda.atomic.min(lo, (k, 1), y)
+    cuda.atomic.max(hi, (k, 1), y)
+    cuda.atomic.min(lo, (k, 2), x0)
+    cuda.atomic.max(hi, (k, 2), x1)
+
+
+@kernel
+def _cut_flags(lab, mask, mask_of, cut):
+    """cut[k] = 1 where a voxel of instance k has a face neighbour inside the
+    array of another label that is unannotated (one thread per voxel)."""
+    t = cuda.grid(1)
+    V, D, H, W = lab.shape[0], lab.shape[1], lab.shape[2], lab.shape[3]
+    if t >= V * D * H * W:
+        return
+    v, z, y, x = vzyx(t, D, H, W)
+    k = lab[v, z, y, x]
+    m = mask_of[v]
+    if k == 0 or m < 0 or cut[k] != 0:
+        return
+    if (_cut_at(lab, mask, m, v, k, z - 1, y, x) or _cut_at(lab, mask, m, v, k, z + 1, y, x)
+            or _cut_at(lab, mask, m, v, k, z, y - 1, x)
+            or _cut_at(lab, mask, m, v, k, z, y + 1, x)
+            or _cut_at(lab, mask, m, v, k, z, y, x - 1)
+            or _cut_at(lab, mask, m, v, k, z, y, x + 1)):
+        cut[k] = 1  # every writer stores 1: no atomic needed
+
+
+@kernel
 def _row_stats(lab, mask, mask_of, counts, sums, lo, hi, cut):
     """Per-instance voxel counts, coordinate sums, bounding boxes and cut flags.
 
-    One thread per row; each run of an instance is added with one atomic per
+    Kept only for `_gpu.segment._bounding_boxes`, which launches it over the
+    D * H rows (`DeviceInstances.collect_stats` reads the volume one thread
+    per voxel instead, coalesced). One thread per row; each run of an instance is added with one atomic per
     quantity. ``mask_of[v]`` is the mask volume of volume v (-1: no mask).
     """
     r = cuda.grid(1)
@@ -184,39 +299,47 @@ class DeviceInstances:
         V = int(sel.shape[0])
         D, H, W = (int(s) for s in labels.shape[1:])
         self.shape = (D, H, W)
-        n_rows = V * D * H
+        n_vox = V * D * H * W
         self.lab = xp.zeros((V, D, H, W), np.int32)
         self.n = 0
         self.vol = xp.zeros(1, np.int64)
         self.ids = xp.zeros(0, labels.dtype)
-        if n_rows == 0 or W == 0:
+        self._runs = (xp.zeros(0, np.int64), xp.zeros(0, np.int64))
+        if n_vox == 0:
             return
         ka, ksel = b.arg(labels), b.arg(sel)
-        counts = xp.empty(n_rows, np.int64)
-        b.launch(_count_runs, n_rows, ka, ksel, b.arg(counts))
-        offsets = xp.zeros(n_rows + 1, np.int64)
-        xp.cumsum(counts, out=offsets[1:])
-        n_runs = int(b.scalar(offsets[-1]))  # SYNC: number of runs, to size the buffers
-        if n_runs == 0:
+        # run-start flags in the output array, then the run number of every voxel
+        flat = self.lab.reshape(-1)
+        b.launch(_run_flags, n_vox, ka, ksel, b.arg(flat))
+        run_no = xp.cumsum(flat, dtype=np.int32 if n_vox < 2 ** 31 - 1 else np.int64)
+        n_runs = int(b.scalar(run_no[-1]))  # SYNC: number of runs, to size the buffers
+        if n_runs == 0:  # the flags, all 0, are the labels
             return
         run_val = xp.empty(n_runs, labels.dtype)
         run_vol = xp.empty(n_runs, np.int64)
-        b.launch(_run_values, n_rows, ka, ksel, b.arg(offsets), b.arg(run_val), b.arg(run_vol))
+        run_pos = xp.empty(n_runs, np.int64)
+        run_end = xp.empty(n_runs, np.int64)
+        k_run_no = b.arg(run_no)
+        b.launch(_run_values, n_vox, ka, ksel, k_run_no, b.arg(run_val), b.arg(run_vol),
+                 b.arg(run_pos), b.arg(run_end))
+        self._runs = (run_pos, run_end)
         # sort runs by (volume, id): stable sort by id, then stable sort by volume
         order = xp.argsort(run_val, kind="stable")
         order = order[xp.argsort(run_vol[order], kind="stable")]
-        run_val, run_vol = run_val[order], run_vol[order]
+        sorted_val, sorted_vol = run_val[order], run_vol[order]
+        del run_val, run_vol
         new = xp.ones(n_runs, bool)
-        new[1:] = (run_val[1:] != run_val[:-1]) | (run_vol[1:] != run_vol[:-1])
+        new[1:] = (sorted_val[1:] != sorted_val[:-1]) | (sorted_vol[1:] != sorted_vol[:-1])
         first = xp.flatnonzero(new)  # SYNC (inside xp): number of distinct instances
         self.n = int(first.shape[0])
         if self.n >= np.iinfo(np.int32).max:
             raise ValueError(f"too many instances ({self.n}) for int32 indices")
-        self.ids = run_val[first]
-        self.vol = xp.concatenate((xp.zeros(1, np.int64), run_vol[first]))
-        vol_start = xp.searchsorted(self.vol[1:], xp.arange(V + 1, dtype=np.int64))
-        b.launch(_compact_rows, n_rows, ka, ksel, b.arg(self.ids), b.arg(vol_start),
-                 b.arg(self.lab))
+        self.ids = sorted_val[first]
+        self.vol = xp.concatenate((xp.zeros(1, np.int64), sorted_vol[first]))
+        run_inst = xp.empty(n_runs, np.int32)
+        run_inst[order] = xp.cumsum(new, dtype=np.int32)  # instance (1..K) of every run
+        del sorted_val, sorted_vol, new, first, order
+        b.launch(_compact, n_vox, ka, ksel, k_run_no, b.arg(run_inst), b.arg(self.lab))
 
     def collect_stats(self, b: Backend, mask, mask_of) -> None:
         """Fill counts, sums, boxes and cut flags (cut only where ``mask_of >= 0``).
@@ -236,7 +359,8 @@ class DeviceInstances:
         self.lo = xp.full((k1, 3), big, np.int64)
         self.hi = xp.full((k1, 3), -1, np.int64)
         self.cut = xp.zeros(k1, np.uint8)
-        V, D, H, _ = self.lab.shape
-        b.launch(_row_stats, V * D * H, b.arg(self.lab), b.arg(mask), b.arg(mask_of),
-                 b.arg(self.counts), b.arg(self.sums), b.arg(self.lo), b.arg(self.hi),
-                 b.arg(self.cut))
+        run_pos, run_end = self._runs
+        klab = b.arg(self.lab)
+        b.launch(_run_stats, run_pos.shape[0], klab, b.arg(run_pos), b.arg(run_end),
+                 b.arg(self.counts), b.arg(self.sums), b.arg(self.lo), b.arg(self.hi))
+        b.launch(_cut_flags, self.lab.size, klab, b.arg(mask), b.arg(mask_of), b.arg(self.cut))

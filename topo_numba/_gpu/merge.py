@@ -2,11 +2,20 @@
 ``_cpu.merge`` and ``_cpu.relabel``: the face pairs of touching labels (group-2
 merge) and the 6-connected components of equal labels (splitting).
 
-* Touching pairs: one thread per (z, y) row writes the (label pair, flow dot
-  product) of every face between two different non-zero labels, in the CPU
-  kernel's order (row by row, +z, +y, +x per voxel); the keys are sorted
-  stably and each pair's dots summed in that order by one thread, so the
-  float64 sums are those of the CPU (``np.bincount``) bit for bit.
+* Touching pairs: one thread per voxel (consecutive threads read
+  consecutive addresses) counts the faces between two different non-zero
+  labels at its +z, +y, +x neighbours; a prefix sum of the counts (``xp``)
+  gives each voxel its place, so the (label pair, flow dot product) entries
+  come out in the CPU kernel's order (voxels in C order, +z, +y, +x per
+  voxel). The keys are sorted stably and each pair's dots summed in that
+  order by one thread, so the float64 sums are those of the CPU
+  (``np.bincount``) bit for bit. The sum stays sequential on purpose:
+  float64 addition is not associative, so no parallel order reproduces
+  ``np.bincount``'s, and the merge compares the mean with a threshold. The
+  dots of a pair are contiguous after the sort, so the thread streams them
+  through the cache; its cost is one dependent addition per face. The dot
+  product keeps each product out of a fused multiply-add (`_dot`), so
+  float64 flows also give the CPU's dots.
 * Components: union-find over voxels (hooking with atomic min, pointer
   jumping), one flag per round read on the host. Roots only move to smaller
   flat indices, so each component's root is its first voxel in C order.
@@ -23,17 +32,28 @@ from numba import cuda, float64
 from .._core import voxel
 from .backend import Backend
 from .labels import zyx
+from .jit import kernel
 
 # ----------------------------------------------------------------- touching pairs
 
 
 @cuda.jit(device=True, inline=True)
-def _dot(flow, z0, y0, x0, z1, y1, x1):
-    """f(a) . f(b) in float64 (products of float32 values are exact; see
-    `_cpu.merge._dot`)."""
-    return (float64(flow[0, z0, y0, x0]) * float64(flow[0, z1, y1, x1])
-            + float64(flow[1, z0, y0, x0]) * float64(flow[1, z1, y1, x1])
-            + float64(flow[2, z0, y0, x0]) * float64(flow[2, z1, y1, x1]))
+def _dot(flow_one, z0, y0, x0, z1, y1, x1):
+    """f(a) . f(b) in float64, summed left to right as `_cpu.merge._dot`.
+
+    `flow_one` is the pair ``(flow, one)``, `one` a kernel argument equal to
+    1.0: each product is multiplied by it (`_gpu.source._mul`), so NVVM
+    cannot fuse a product into the following add (an FMA rounds once, the
+    CPU twice). Products of float32 values are exact, so float32 flows were
+    never affected; float64 flows were. The pair travels through
+    `_core.voxel.pair_writer`, which hands its `flow` argument to the dot
+    product unchanged.
+    """
+    flow, one = flow_one
+    p0 = (float64(flow[0, z0, y0, x0]) * float64(flow[0, z1, y1, x1])) * one
+    p1 = (float64(flow[1, z0, y0, x0]) * float64(flow[1, z1, y1, x1])) * one
+    p2 = (float64(flow[2, z0, y0, x0]) * float64(flow[2, z1, y1, x1])) * one
+    return p0 + p1 + p2
 
 
 # the per-voxel bodies shared with `_cpu.merge` (`_core.voxel`); the dot
@@ -42,36 +62,34 @@ _face_pairs = cuda.jit(device=True, inline=True)(voxel.face_pairs)
 _write_pairs = cuda.jit(device=True, inline=True)(voxel.pair_writer(_dot))
 
 
-@cuda.jit
+@kernel
 def _count_pairs(lab, counts):
-    """counts[r] = face pairs (a, b), a != b, both non-zero, at the lower voxels of row r."""
-    r = cuda.grid(1)
+    """counts[t] = face pairs (a, b), a != b, both non-zero, at voxel t (its
+    +z, +y, +x neighbours)."""
+    t = cuda.grid(1)
     D, H, W = lab.shape
-    if r >= D * H:
+    if t >= D * H * W:
         return
-    z = r // H
-    y = r - z * H
-    n = 0
-    for x in range(W):
-        n = _face_pairs(lab, z, y, x, D, H, W, n)
-    counts[r] = n
+    z, y, x = zyx(t, H, W)
+    counts[t] = _face_pairs(lab, z, y, x, D, H, W, 0)
 
 
-@cuda.jit
-def _fill_pairs(lab, flow, offsets, n_keys, keys, dots):
-    """key = min * n_keys + max and the flow dot product of every counted pair."""
-    r = cuda.grid(1)
+@kernel
+def _fill_pairs(lab, flow, one, ends, n_keys, keys, dots):
+    """key = min * n_keys + max and the flow dot product of every counted pair
+    (voxel t's pairs end before ``ends[t]``, the inclusive prefix sum of the
+    counts; `one` = 1.0, see `_dot`)."""
+    t = cuda.grid(1)
     D, H, W = lab.shape
-    if r >= D * H:
+    if t >= D * H * W:
         return
-    z = r // H
-    y = r - z * H
-    j = offsets[r]
-    for x in range(W):
-        j = _write_pairs(lab, flow, z, y, x, D, H, W, n_keys, keys, dots, j)
+    z, y, x = zyx(t, H, W)
+    c = _face_pairs(lab, z, y, x, D, H, W, 0)
+    if c != 0:
+        _write_pairs(lab, (flow, one), z, y, x, D, H, W, n_keys, keys, dots, ends[t] - c)
 
 
-@cuda.jit
+@kernel
 def _segment_sums(values, starts, out):
     """out[k] = sum of values[starts[k]:starts[k + 1]], summed in order (float64)."""
     k = cuda.grid(1)
@@ -93,24 +111,24 @@ def touching_pairs(b: Backend, lab, flow, n_labels: int):
     mean_dot : (P,) xp array of float64
     """
     xp = b.xp
-    D, H, W = (int(s) for s in lab.shape)
-    n_rows = D * H
+    n_vox = int(lab.size)
     empty = xp.zeros(0, np.int64)
-    if n_rows == 0 or W == 0:
+    if n_vox == 0:
         return empty, empty, xp.zeros(0, np.float64)
-    counts = xp.empty(n_rows, np.int64)
+    counts = xp.empty(n_vox, np.int8)  # 0..3 faces per voxel
     klab = b.arg(lab)
-    b.launch(_count_pairs, n_rows, klab, b.arg(counts))
-    offsets = xp.zeros(n_rows + 1, np.int64)
-    xp.cumsum(counts, out=offsets[1:])
-    total = int(b.scalar(offsets[-1]))  # SYNC: number of boundary faces, to size buffers
+    b.launch(_count_pairs, n_vox, klab, b.arg(counts))
+    ends = xp.cumsum(counts, dtype=np.int32 if 3 * n_vox < 2 ** 31 - 1 else np.int64)
+    del counts
+    total = int(b.scalar(ends[-1]))  # SYNC: number of boundary faces, to size buffers
     if total == 0:
         return empty, empty, xp.zeros(0, np.float64)
     n_keys = n_labels + 1
     keys = xp.empty(total, np.int64)
     dots = xp.empty(total, np.float64)
-    b.launch(_fill_pairs, n_rows, klab, b.arg(flow), b.arg(offsets), np.int64(n_keys),
+    b.launch(_fill_pairs, n_vox, klab, b.arg(flow), 1.0, b.arg(ends), np.int64(n_keys),
              b.arg(keys), b.arg(dots))
+    del ends
     order = xp.argsort(keys, kind="stable")
     keys, dots = keys[order], dots[order]
     starts = xp.flatnonzero(keys[1:] != keys[:-1]) + 1  # SYNC (inside xp): number of pairs
@@ -148,7 +166,7 @@ def _union(parent, s, j, changed):
         changed[0] = 1
 
 
-@cuda.jit
+@kernel
 def _hook(lab, parent, changed):
     """Union every voxel with its lower (z-1, y-1, x-1) neighbours of the same label."""
     t = cuda.grid(1)
@@ -167,7 +185,7 @@ def _hook(lab, parent, changed):
         _union(parent, t, t - H * W, changed)
 
 
-@cuda.jit
+@kernel
 def _compress(parent):
     """Point every entry straight at its root (pointer jumping)."""
     t = cuda.grid(1)

@@ -16,7 +16,8 @@ h = 1 (exact no-ops) and keep the (1/6) update.
 2. `_analyse` - the 6-connected pieces (`_gpu.diffusion._pieces`: the root
    of a piece is its smallest slot, i.e. its first voxel in C order, the
    origin the CPU takes positions from); cut slots; per piece the mean
-   position of its cut slots (all slots when it has none); the depth of
+   position of its cut slots (all slots when it has none; the per-piece
+   sums are reduced per block first, `_piece_sums_kernel`); the depth of
    every slot from the walls and its distance from the source by
    level-synchronous breadth-first search (one launch per level, a flag read
    every `BFS_LEVELS_PER_CHECK` levels); the source as the candidate nearest
@@ -57,6 +58,7 @@ Private: `topo_numba._gpu.flows` validates and calls `source_flows`.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -69,7 +71,8 @@ from .._core import voxel
 from .._core.constants import BAND_SHELLS, RESCALE_EVERY
 from .backend import Backend
 from .diffusion import _pieces, neighbour_rows
-from .labels import DeviceInstances, vzyx
+from .labels import DeviceInstances, block_scan, segmented_sums, vzyx
+from .jit import kernel
 
 BFS_LEVELS_PER_CHECK = 8
 SIXTH = 1.0 / 6.0
@@ -99,7 +102,7 @@ _write_unit = cuda.jit(device=True, inline=True)(voxel.unit_writer(_mul))
 # ----------------------------------------------------------------- analysis kernels
 
 
-@cuda.jit
+@kernel
 def _cut_flags(nbr, pos, mask, mask_of, D, H, W, cut):
     """cut[s] = 1 where the instance continues past the annotation at slot s
     (`_core.voxel.is_cut`): a Neumann neighbour inside the array, or one
@@ -115,31 +118,70 @@ def _cut_flags(nbr, pos, mask, mask_of, D, H, W, cut):
     cut[s] = c
 
 
-@cuda.jit
-def _piece_sums(pos, piece, proot, cut, D, H, W, cnt, ncut, sums, csums):
+@functools.lru_cache(maxsize=None)
+def _piece_sums_kernel(tpb: int):
     """Per piece: voxel and cut-voxel counts and coordinate sums relative to
-    the piece's first voxel (its root slot)."""
-    s = cuda.grid(1)
-    if s >= pos.shape[0]:
-        return
-    j = piece[s]
-    _, z, y, x = vzyx(pos[s], D, H, W)
-    _, oz, oy, ox = vzyx(pos[proot[j]], D, H, W)
-    z -= oz
-    y -= oy
-    x -= ox
-    cuda.atomic.add(cnt, j, int64(1))
-    cuda.atomic.add(sums, (j, 0), z)
-    cuda.atomic.add(sums, (j, 1), y)
-    cuda.atomic.add(sums, (j, 2), x)
-    if cut[s] != 0:
-        cuda.atomic.add(ncut, j, int64(1))
-        cuda.atomic.add(csums, (j, 0), z)
-        cuda.atomic.add(csums, (j, 1), y)
-        cuda.atomic.add(csums, (j, 2), x)
+    the piece's first voxel (its root slot), for blocks of `tpb` threads
+    (memoized per block size).
+
+    The slots of a piece are mostly consecutive, so the block first sums
+    each run of equal pieces among its slots (`_gpu.labels.segmented_sums`,
+    two passes of four int64 sums in shared memory) and the first slot of
+    the run adds the totals with one atomic per quantity: a piece of S slots
+    costs about S / tpb atomics per counter instead of S, on the same
+    address. Integer sums are exact, so the result is that of one atomic per
+    slot.
+    """
+
+    @kernel
+    def built(pos, piece, proot, cut, D, H, W, cnt, ncut, sums, csums):
+        s = cuda.grid(1)
+        tid = cuda.threadIdx.x
+        seg = cuda.shared.array(tpb, int64)
+        b0 = cuda.shared.array(tpb, int64)
+        b1 = cuda.shared.array(tpb, int64)
+        b2 = cuda.shared.array(tpb, int64)
+        b3 = cuda.shared.array(tpb, int64)
+        j = int64(-1)
+        z = int64(0)
+        y = int64(0)
+        x = int64(0)
+        c = int64(0)
+        if s < pos.shape[0]:
+            j = int64(piece[s])
+            _, z, y, x = vzyx(pos[s], D, H, W)
+            _, oz, oy, ox = vzyx(pos[proot[j]], D, H, W)
+            z -= oz
+            y -= oy
+            x -= ox
+            if cut[s] != 0:
+                c = int64(1)
+        b0[tid] = j
+        cuda.syncthreads()
+        start = int64(1) if tid == 0 or b0[tid - 1] != j else int64(0)
+        sid, _ = block_scan(seg, tid, tpb, start)  # seg[t]: run number of thread t
+        # counts packed: slots + (cut slots << 32), each at most tpb per run
+        n, tz, ty, tx = segmented_sums(b0, b1, b2, b3, seg, tid, tpb, sid,
+                                       int64(1) + (c << 32), z, y, x)
+        cz, cy, cx, _ = segmented_sums(b0, b1, b2, b3, seg, tid, tpb, sid,
+                                       c * z, c * y, c * x, int64(0))
+        if start == 0 or j < 0:
+            return
+        cuda.atomic.add(cnt, j, n & 0xFFFFFFFF)
+        cuda.atomic.add(sums, (j, 0), tz)
+        cuda.atomic.add(sums, (j, 1), ty)
+        cuda.atomic.add(sums, (j, 2), tx)
+        nc = n >> 32
+        if nc != 0:
+            cuda.atomic.add(ncut, j, nc)
+            cuda.atomic.add(csums, (j, 0), cz)
+            cuda.atomic.add(csums, (j, 1), cy)
+            cuda.atomic.add(csums, (j, 2), cx)
+
+    return built
 
 
-@cuda.jit
+@kernel
 def _targets(cnt, ncut, sums, csums, target):
     """Mean position of each piece's candidates (relative to its first voxel;
     `_core.voxel.piece_target`)."""
@@ -160,7 +202,7 @@ def _candidate_d2(pos, s, j, proot, cut, ncut, target, D, H, W, h, one):
     return _squared_distance(z - oz, y - oy, x - ox, target, j, h, one)
 
 
-@cuda.jit
+@kernel
 def _nearest_d2(pos, piece, proot, cut, ncut, target, D, H, W, h, one, best):
     s = cuda.grid(1)
     if s >= pos.shape[0]:
@@ -171,7 +213,7 @@ def _nearest_d2(pos, piece, proot, cut, ncut, target, D, H, W, h, one, best):
         cuda.atomic.min(best, j, d2)
 
 
-@cuda.jit
+@kernel
 def _nearest_slot(pos, piece, proot, cut, ncut, target, D, H, W, h, one, best, source):
     """source[j] = the first candidate slot at the smallest distance."""
     s = cuda.grid(1)
@@ -183,7 +225,7 @@ def _nearest_slot(pos, piece, proot, cut, ncut, target, D, H, W, h, one, best, s
         cuda.atomic.min(source, j, int64(s))
 
 
-@cuda.jit
+@kernel
 def _seed_walls(nbr, depth):
     """depth 0 at slots with a Dirichlet neighbour (the zero slot), else -1."""
     s = cuda.grid(1)
@@ -197,14 +239,14 @@ def _seed_walls(nbr, depth):
     depth[s] = d
 
 
-@cuda.jit
+@kernel
 def _seed_sources(source, dist):
     j = cuda.grid(1)
     if j < source.shape[0]:
         dist[source[j]] = 0
 
 
-@cuda.jit
+@kernel
 def _bfs_level(nbr, dist, level, changed):
     """Slots not reached yet with a neighbour at distance `level` get level + 1."""
     s = cuda.grid(1)
@@ -219,7 +261,7 @@ def _bfs_level(nbr, dist, level, changed):
             return
 
 
-@cuda.jit
+@kernel
 def _climb(nbr, depth, cut, ncut, source):
     """Move each source to its deepest neighbouring candidate while there is a
     deeper one (the first in the order z-, z+, y-, y+, x-, x+ on ties)."""
@@ -228,14 +270,14 @@ def _climb(nbr, depth, cut, ncut, source):
         source[j] = _climb_from(nbr, depth, cut, ncut, j, source[j])
 
 
-@cuda.jit
+@kernel
 def _eccentricity(piece, dist, ecc):
     s = cuda.grid(1)
     if s < piece.shape[0]:
         cuda.atomic.max(ecc, piece[s], dist[s])
 
 
-@cuda.jit
+@kernel
 def _renumber(nbr, perm, inv, out):
     """Neighbour rows in the slot order `perm` (``perm[new] = old``), the zero slot kept."""
     i = cuda.grid(1)
@@ -283,7 +325,7 @@ def _weighted(src, band_of, s, j, n, fd, fu, j0, j1, j2, j3, j4, j5, w, one):
                            + _read(src, band_of, j5, j, n, fd, fu, one)) - two_u, one)
 
 
-@cuda.jit
+@kernel
 def _update(src, dst, nbr, band_of, E, fdown, fup, bsrc, n_active, weighted, w, one):
     """One Jacobi iteration of the first `n_active` slots (`weighted`: the
     anisotropic update with weights `w`), then heat ``2**-E[j]`` at the
@@ -319,7 +361,7 @@ def _update(src, dst, nbr, band_of, E, fdown, fup, bsrc, n_active, weighted, w, 
     dst[s] = v
 
 
-@cuda.jit
+@kernel
 def _band_max(a, band_of, banded, bmax, n_active):
     s = cuda.grid(1)
     if s >= n_active:
@@ -329,7 +371,7 @@ def _band_max(a, band_of, banded, bmax, n_active):
         cuda.atomic.max(bmax, j, a[s])
 
 
-@cuda.jit
+@kernel
 def _band_exponents(unit_bands, bmax, E, fdown, fup, shift, n_units):
     """New band exponents of each banded unit from its band maxima
     (`_core.voxel.band_exponent`, `band_factors`, as `_cpu.source._band_exponents`);
@@ -347,7 +389,7 @@ def _band_exponents(unit_bands, bmax, E, fdown, fup, shift, n_units):
     _band_factors(E, fdown, fup, j0, j1)
 
 
-@cuda.jit
+@kernel
 def _band_scale(a, band_of, shift, n_active):
     s = cuda.grid(1)
     if s >= n_active:
@@ -369,7 +411,7 @@ def _axis_gradient(a, band_of, nbr, s, d, c, size, j, n, fd, fu, one):
     return _central_difference(vq, vp, a, s, c, size)
 
 
-@cuda.jit
+@kernel
 def _gradient(ua, ub, odd, band_of, fdown, fup, nbr, pos, out_index, hinv, one, out):
     """Normalised gradient of every slot's final field into ``out[out_index[v]]``
     (the final field of a unit is in `ub` when its iteration count is odd),
@@ -442,8 +484,8 @@ def _analyse(b: Backend, k_nbr, pos, mask, mask_of, shape, k_h, one: float) -> _
     sums = xp.zeros((n_pieces, 3), np.int64)
     csums = xp.zeros((n_pieces, 3), np.int64)
     k_ncut = b.arg(ncut)
-    b.launch(_piece_sums, n, k_pos, k_piece, k_proot, k_cut, D, H, W, b.arg(cnt), k_ncut,
-             b.arg(sums), b.arg(csums))
+    b.launch(_piece_sums_kernel(b.threads()), n, k_pos, k_piece, k_proot, k_cut, D, H, W,
+             b.arg(cnt), k_ncut, b.arg(sums), b.arg(csums))
     target = xp.empty((n_pieces, 3), np.float64)
     k_target = b.arg(target)
     b.launch(_targets, n_pieces, b.arg(cnt), k_ncut, b.arg(sums), b.arg(csums), k_target)

@@ -20,6 +20,7 @@ from numba import cuda, float64
 
 from .._core import voxel
 from .._core.params import step_in
+from .jit import kernel
 
 # the per-particle steps, shared with `_cpu.track` (`_core.voxel`)
 _clip = cuda.jit(device=True, inline=True)(voxel.clip)
@@ -32,7 +33,7 @@ _euler_step = cuda.jit(device=True, inline=True)(
 _walk = cuda.jit(device=True, inline=True)(voxel.euler_walk(_euler_step))
 
 
-@cuda.jit
+@kernel
 def track_kernel(coords, flow, n_steps, step_flow, step_f64, trilinear, out):
     """Euler steps ``p <- clip(p + step * f(p), 0, n - 1)``; see `_cpu.track.track`."""
     i = cuda.grid(1)
