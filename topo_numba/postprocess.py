@@ -395,10 +395,13 @@ def split_disconnected(instances, min_fragment_ratio: float = 0.1):
     tree chooses, so ties may resolve differently from the original. The
     original returns the input dtype; this returns int32.
 
-    Device arrays (GPU): components by a union-find over voxels; each
-    instance with fragments gets one exact feature transform over its
-    bounding box. Same labels as the CPU except where a fragment voxel has
-    several equally near large voxels of different parts (ties).
+    Device arrays (GPU): components by a union-find over voxels; every
+    fragment voxel of every instance finds its nearest edge voxel of the
+    instance's large parts in one launch (one exact feature transform of the
+    bounding box instead, for an instance where that search would cost more
+    than 64 times its box). Same labels as the CPU except where a fragment
+    voxel has several equally near large voxels of different parts (ties:
+    the first in C order on the GPU, the k-d tree's choice on the CPU).
 
     Examples
     --------

@@ -106,3 +106,24 @@ def source_iteration_counts(ecc, n_iter, adaptive_iters, adaptive_factor) -> np.
     n = np.maximum(n.astype(np.int64), reach)
     warn_excessive(n, reach, "adaptive_factor")
     return n
+
+
+# voxels per chunk of the flow check's error sums (`error_sum_chunks`)
+ERROR_CHUNK_VOXELS = 1 << 16
+
+
+def error_sum_chunks(shape, n_labels: int) -> int:
+    """Number of chunks of (z, y) rows over which the flow check sums each
+    label's squared errors: chunk c holds rows ``c * R // n .. (c + 1) * R // n``
+    (R = D * H rows), each chunk's sum is formed in C order from 0.0 and the
+    chunks' sums are added in order. It depends on the volume alone, never on
+    the thread count, so the CPU (`_cpu.merge.squared_error_sums`) and the
+    GPU (`_gpu.segment._error_sums`) give the same float64 sums on every
+    machine; the partial sums are bounded to about 64 MiB.
+    """
+    D, H, W = (int(v) for v in shape)
+    rows = D * H
+    wanted = -(-(rows * W) // ERROR_CHUNK_VOXELS)
+    budget = max(1, (64 * 2**20) // (8 * (n_labels + 1)))
+    return int(max(1, min(wanted, rows, budget)))
+

@@ -11,11 +11,12 @@ flows of the same (D, H, W).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from .._core import voxel
+from .._core.plans import error_sum_chunks
+from .diffusion import plain_mul
 
 # --------------------------------------------------------------------------
 # merge: face-adjacent pairs of different labels and their flow dot products
@@ -145,12 +146,13 @@ def merge_table(n_labels, first, second):
 # flow check: per-instance sum of squared differences between two flows
 # --------------------------------------------------------------------------
 
-_direct_vector = njit(cache=True, inline="always")(voxel.direct_vector)
+_direct_vector = njit(cache=True, inline="always")(voxel.direct_vector(plain_mul))
 
 
 @njit(parallel=True, cache=True)
 def _chunk_squared_error(lab, own, pred, n_labels, n_chunks, direct, centres, sinks, h):
-    """Per-chunk sums of (own - pred)**2 per label. `own` is the (3, D, H, W)
+    """Sums of (own - pred)**2 per label, per chunk of rows then the chunks in
+    order (`_core.plans.error_sum_chunks`). `own` is the (3, D, H, W)
     flow, or, when `direct`, each instance's direct vector computed here
     (`_core.voxel.direct_vector` of `centres`, `sinks`, `h`, rounded to
     float32 as `direct_flow_kernel` stores it: the same values, without the
@@ -169,7 +171,7 @@ def _chunk_squared_error(lab, own, pred, n_labels, n_chunks, direct, centres, si
                 if k == 0:
                     continue
                 if direct:
-                    fz, fy, fx = _direct_vector(centres, sinks, h, k, z, y, x)
+                    fz, fy, fx = _direct_vector(centres, sinks, h, k, z, y, x, 1.0)
                     oz = float(np.float32(fz))
                     oy = float(np.float32(fy))
                     ox = float(np.float32(fx))
@@ -185,13 +187,17 @@ def _chunk_squared_error(lab, own, pred, n_labels, n_chunks, direct, centres, si
                 s += ey * ey
                 s += ex * ex
                 sums[c, k] += s
-    return sums
+    total = np.zeros(n_labels + 1, np.float64)
+    for c in range(n_chunks):           # the chunks' sums in order (`error_sum_chunks`)
+        for k in range(n_labels + 1):
+            total[k] += sums[c, k]
+    return total
 
 
 def _chunks(lab, n_labels):
-    """Chunks of (z, y) rows: one per thread, partial sums bounded to ~64 MiB."""
-    budget = max(1, (64 * 2**20) // (8 * (n_labels + 1)))
-    return int(max(1, min(numba.get_num_threads(), lab.shape[0] * lab.shape[1], budget)))
+    """Chunks of (z, y) rows: a number that depends on the volume only, so that
+    the float64 sums do not depend on the thread count (`error_sum_chunks`)."""
+    return error_sum_chunks(lab.shape, n_labels)
 
 
 def direct_error_sums(lab, centres, sinks, h, pred, n_labels: int) -> np.ndarray:
@@ -199,15 +205,16 @@ def direct_error_sums(lab, centres, sinks, h, pred, n_labels: int) -> np.ndarray
     with the `_cpu.flows.direct_geometry` of them), without writing them."""
     no_flow = np.zeros((3, 1, 1, 1), np.float32)
     return _chunk_squared_error(lab, no_flow, pred, n_labels, _chunks(lab, n_labels), True,
-                                centres, sinks, h).sum(axis=0)
+                                centres, sinks, h)
 
 
 def squared_error_sums(lab: np.ndarray, own: np.ndarray, pred: np.ndarray,
                        n_labels: int) -> np.ndarray:
     """Sum over each label's voxels and the 3 channels of (own - pred)**2.
 
-    Per-thread rows of partial sums (one row per chunk of (z, y) rows), then
-    a serial reduction; memory is bounded to about 64 MiB of partial sums.
+    Partial sums per chunk of (z, y) rows (`_core.plans.error_sum_chunks`:
+    a number of chunks set by the volume, not by the threads), then the
+    chunks added in order; memory is bounded to about 64 MiB of partial sums.
 
     Returns
     -------
@@ -216,7 +223,7 @@ def squared_error_sums(lab: np.ndarray, own: np.ndarray, pred: np.ndarray,
     """
     return _chunk_squared_error(lab, own, pred, n_labels, _chunks(lab, n_labels), False,
                                 np.zeros((1, 3)), np.zeros((1, 3), np.int64),
-                                np.ones(3)).sum(axis=0)
+                                np.ones(3))
 
 
 # --------------------------------------------------------------------------

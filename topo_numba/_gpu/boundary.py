@@ -12,11 +12,12 @@ from numba import cuda
 
 from .._core import voxel
 from .labels import zyx
+from .jit import kernel
 
 _touching_at = cuda.jit(device=True, inline=True)(voxel.touching)
 
 
-@cuda.jit
+@kernel
 def _touching(lab, out):
     """out[x] = 1 where a face neighbour of x carries another non-zero id than x
     (`_core.voxel.touching`)."""
@@ -28,7 +29,7 @@ def _touching(lab, out):
     out[z, y, x] = _touching_at(lab, z, y, x, D, H, W)
 
 
-@cuda.jit
+@kernel
 def _max_filter(src, dst, stride, length, k):
     """dst = 1 where src is non-zero within k voxels along the axis (flat arrays)."""
     t = cuda.grid(1)

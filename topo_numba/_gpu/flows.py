@@ -75,21 +75,50 @@ def diffusion_kernel(mode: str):
     return diffusion_flows
 
 
+def band_limit(width: float, weighted: bool):
+    """The smallest squared distance that is certainly outside a band of
+    `width`: an int (isotropic, integer squared distances) or a float64
+    (`weighted`) ``L`` with ``sqrt(L) > width`` (as the band test computes
+    it), about ``width**2``. The walks of `_gpu.edt.squared_edt` stop there."""
+    import math
+
+    w = float(width)
+    if weighted:
+        cap = math.nextafter(w * w, math.inf)
+        while not math.sqrt(cap) > w:
+            cap = math.nextafter(cap, math.inf)
+        return cap
+    if w >= 2.0 ** 31:  # every distance of an array lies within such a band
+        return 2 ** 62
+    cap = int(math.floor(w * w)) + 1
+    while not math.sqrt(cap) > w:
+        cap += 1
+    return cap
+
+
 def _boundary_only_fg(b, fg, annotated, width, h=None):
     """class_fg of a ``boundary_only`` class for all batch items: foreground
     within `width` voxels (Euclidean; physical distance in units of the
     smallest voxel side with the relative voxel size `h`) of annotated
     background; all 0 in a volume without annotated background.
-    fg, annotated: (B, D, H, W)."""
+    fg, annotated: (B, D, H, W).
+
+    Only distances up to `width` matter: the distance transform's walks stop
+    at `band_limit` (O(width) steps per voxel and pass), and a volume without
+    annotated background is left out of it (label -1, no walk at all)."""
     from .edt import squared_edt
 
     xp = b.xp
     annotated_bg = ~fg if annotated is None else (annotated.astype(bool) & ~fg)
-    P = (~annotated_bg).astype(np.int32)  # label 1: distance wanted, label 0: annotated bg
-    dist2, _ = squared_edt(b, P, xp.asarray(np.array([0, 1], np.uint8)), h)
-    # as SciPy: sqrt, then compare (dist2 is undefined, maybe negative, off label 1)
-    near = xp.sqrt(xp.maximum(dist2, 0).astype(np.float64)) <= width
     has_bg = annotated_bg.reshape(annotated_bg.shape[0], -1).any(axis=1)
+    # label 1: distance wanted, label 0: annotated bg, -1: a volume without any
+    P = xp.where(has_bg[:, None, None, None], (~annotated_bg).astype(np.int32), np.int32(-1))
+    P = xp.ascontiguousarray(P, dtype=np.int32)
+    limit = band_limit(width, h is not None)
+    dist2, _ = squared_edt(b, P, xp.asarray(np.array([0, 1], np.uint8)), h, limit=limit)
+    # as SciPy: sqrt, then compare (dist2 is undefined, maybe negative, off label 1;
+    # values >= limit are not exact, but all outside the band)
+    near = xp.sqrt(xp.maximum(dist2, 0).astype(np.float64)) <= width
     return fg & near & has_bg[:, None, None, None]
 
 

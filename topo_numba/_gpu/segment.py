@@ -5,8 +5,13 @@ merge, orphan recovery, the flow check and `run_instance_segmentation`.
 `topo_numba.postprocess` and `topo_numba.segment` validate device arrays
 (`_core.validate.device_*`) and the other arguments (`_core.params`), call
 these cores and wrap the results as the input's kind. The cores take
-validated ``xp`` arrays, run the CUDA kernels and ``xp`` / ``ndimage``
-plumbing, and mirror the cores of `_cpu.recovery` step by step.
+validated ``xp`` arrays, run the CUDA kernels and ``xp`` plumbing, and
+mirror the cores of `_cpu.recovery` step by step. The nearest-voxel
+searches (orphan recovery, absorbing fragments) use our own kernels, not
+``cupyx.scipy.ndimage``: SciPy's ties for orphans (`_gpu.edt.feature_transform`),
+and a fixed number of launches for any number of fragmented instances
+(`_absorb`). The flow check's sums are the CPU's, in the CPU's order
+(`_error_sums`).
 
 Host <-> device traffic (each marked ``# SYNC``), besides the scalars of
 validation and of buffer sizing:
@@ -15,9 +20,10 @@ validation and of buffer sizing:
 * the group-2 merge: the agreeing touching label pairs (at most one per
   touching pair) down, the merge table (K + 1 int32) up; the union-find runs
   on the host (``_cpu.merge.merge_table``), as pass 2 of the clustering does;
-* splitting: one flag per round of the connected-components search; when an
-  instance has fragments to absorb, the bounding boxes of those instances
-  (6 integers each);
+* splitting: one flag per round of the connected-components search; when
+  fragments are to be absorbed, the numbers of site and fragment voxels
+  (the sizes of two index lists) and of huge instances, and the bounding
+  boxes of those huge instances only (6 integers each; see `_absorb`);
 * one flag per class (any foreground? any label?) in `run_instance_segmentation`;
 * `attach_orphans` (``fill_orphans``): the orphan count, one flag (any
   label?) and one count per round of its breadth-first rounds.
@@ -28,9 +34,12 @@ Private.
 from __future__ import annotations
 
 import numpy as np
+from numba import cuda, int64
 
 from .._core.params import FlowCheck, Recovery
+from .._core.plans import error_sum_chunks
 from .backend import Backend
+from .jit import kernel
 
 # --------------------------------------------------------------------------
 # validated cores (xp arrays)
@@ -92,30 +101,130 @@ def _bounding_boxes(b: Backend, inst, n_inst: int):
     return lo, hi
 
 
-def _absorb(b: Backend, inst, n_inst: int, comp, out, sites, pending, has_pending):
+#: an instance whose brute-force search (pending voxels x site voxels) would
+#: cost more than this many times its bounding box gets a feature transform
+#: of its box instead (`_absorb`)
+_BOX_FACTOR = 64
+
+
+@kernel
+def _nearest_site(pend, pend_inst, sites, site_start, H, W, comp, new_id, out):
+    """out[p] = new_id[comp[q]] for each pending voxel p (flat index) and the
+    nearest site voxel q of its instance (exact integer squared distance;
+    on ties the first site in C order). The sites of instance i are
+    ``sites[site_start[i]:site_start[i + 1]]``, in C order."""
+    t = cuda.grid(1)
+    if t >= pend.shape[0]:
+        return
+    p = pend[t]
+    i = pend_inst[t]
+    hw = H * W
+    z = p // hw
+    y = (p // W) % H
+    x = p % W
+    best = int64(-1)
+    bq = int64(-1)
+    for j in range(site_start[i], site_start[i + 1]):
+        q = sites[j]
+        dz = q // hw - z
+        dy = (q // W) % H - y
+        dx = q % W - x
+        d2 = dz * dz + dy * dy + dx * dx
+        if best < 0 or d2 < best:
+            best = d2
+            bq = q
+    if bq >= 0:
+        out[p] = new_id[comp[bq]]
+
+
+def _site_voxels(b: Backend, comp, sites):
+    """Voxels of site components with a face neighbour (inside the array)
+    outside their component: the only candidates for "nearest" (a voxel of
+    a component nearest to a point outside it is always on its boundary;
+    `_cpu.relabel._mark_sites`)."""
+    xp = b.xp
+    edge = xp.zeros(comp.shape, bool)
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        differ = comp[tuple(lo)] != comp[tuple(hi)]
+        edge[tuple(lo)] |= differ
+        edge[tuple(hi)] |= differ
+    return edge & sites[comp]
+
+
+def _absorb(b: Backend, inst, n_inst: int, comp, out, sites, pending, has_pending, new_id):
     """Each pending voxel takes the id of the nearest site voxel of its own instance.
 
-    One exact Euclidean feature transform (``ndimage.distance_transform_edt``)
-    per instance that has fragments to absorb, on that instance's bounding
-    box (which holds all of its site and pending voxels). `out` is filled in place.
+    All instances at once, in a fixed number of launches: the boundary
+    voxels of the site components (`_site_voxels`), grouped by instance
+    (C order within one), and one thread per pending voxel that scans the
+    sites of its own instance (`_nearest_site`; exact, first site in C order
+    on ties; the CPU's k-d tree may choose another of the equally near).
+    An instance for which that scan would cost more than `_BOX_FACTOR`
+    times its bounding box (a huge instance with many fragment voxels) gets
+    an exact feature transform of its box instead (`_gpu.edt.feature_transform`,
+    about ten launches per such instance, SciPy's ties). `out` (C-contiguous)
+    is filled in place.
     """
     xp = b.xp
+    D, H, W = (int(s) for s in inst.shape)
+    lab = inst.reshape(-1)
+    site_vox = _site_voxels(b, comp, sites).reshape(-1)
+    pend_vox = pending[comp].reshape(-1)
+    n_sites = xp.bincount(xp.where(site_vox, lab, 0), minlength=n_inst + 1)
+    n_sites[0] = 0
+    n_pend = xp.bincount(xp.where(pend_vox, lab, 0), minlength=n_inst + 1)
+    n_pend[0] = 0
     lo, hi = _bounding_boxes(b, inst, n_inst)
-    which = xp.flatnonzero(has_pending)
-    # SYNC: the ids and bounding boxes of the instances with fragments (7 ints each)
+    box = xp.prod(xp.maximum(hi - lo + 1, 0), axis=1)
+    cost = n_sites.astype(np.float64) * n_pend.astype(np.float64)  # no int64 overflow
+    big = has_pending & (cost > _BOX_FACTOR * box.astype(np.float64))
+
+    # the sites, by instance (C order within one), and where each instance's start
+    at = xp.flatnonzero(site_vox)  # SYNC (implicit on CuPy): the number of sites
+    at = at[xp.argsort(lab[at], kind="stable")]
+    start = xp.zeros(n_inst + 2, np.int64)
+    start[1:] = xp.cumsum(n_sites)
+    # the pending voxels of the other instances, by instance
+    pend = xp.flatnonzero(pend_vox & ~big[lab])  # SYNC (implicit on CuPy): their number
+    pend = pend[xp.argsort(lab[pend], kind="stable")]
+    flat_out = out.reshape(-1)  # a view: the writes go to `out`
+    b.launch(_nearest_site, int(pend.shape[0]), b.arg(pend), b.arg(lab[pend].astype(np.int64)),
+             b.arg(at), b.arg(start), H, W, b.arg(comp.reshape(-1)), b.arg(new_id),
+             b.arg(flat_out))
+
+    which = xp.flatnonzero(big)
+    if not which.shape[0]:  # SYNC (implicit on CuPy): the number of huge instances
+        return
+    from .edt import feature_transform
+
+    # SYNC: the ids and bounding boxes of the huge instances with fragments (7 ints each)
     which_h = b.to_host(which)
     lo_h, hi_h = b.to_host(lo[which]), b.to_host(hi[which])
-    site_vox = sites[comp]
-    pend_vox = pending[comp]
+    site_box = site_vox.reshape(inst.shape)
+    pend_box = pend_vox.reshape(inst.shape)
     for i, l, h in zip(which_h, lo_h, hi_h):
         box = tuple(slice(int(a), int(c) + 1) for a, c in zip(l, h))
         own = inst[box] == i
-        feature = site_vox[box] & own
-        todo = pend_vox[box] & own
-        idx = b.ndimage.distance_transform_edt(~feature, return_distances=False,
-                                               return_indices=True)
+        feature = site_box[box] & own
+        todo = pend_box[box] & own
+        idx = feature_transform(b, feature)
         sub = out[box]
         out[box] = xp.where(todo, sub[idx[0], idx[1], idx[2]], sub)
+
+
+def _flags_of(b: Backend, owner, flag, size: int):
+    """(size,) bool: entry i is True when ``flag[j]`` for some j with
+    ``owner[j] == i`` (i >= 1; entry 0 is False): a scatter of one value,
+    exact and the same on every run (no float weights, no atomics), without
+    boolean indexing (no sync)."""
+    xp = b.xp
+    out = xp.zeros(size, bool)
+    out[xp.where(flag, owner, 0)] = True  # every write stores True: no race in the result
+    out[0] = False
+    return out
 
 
 def split(b: Backend, inst, n_inst: int, ratio: float):
@@ -135,8 +244,8 @@ def split(b: Backend, inst, n_inst: int, ratio: float):
     n_parts = xp.bincount(parent, minlength=n_inst + 1)
     threshold = xp.maximum(1, xp.floor(xp.minimum(total * ratio, 2.0 ** 62)).astype(np.int64))
     large = size >= threshold[parent]
-    n_large = xp.bincount(parent, weights=large.astype(np.float64), minlength=n_inst + 1)
-    split = (n_parts >= 2) & (n_large >= 1)
+    any_large = _flags_of(b, parent, large, n_inst + 1)
+    split = (n_parts >= 2) & any_large
 
     order = xp.argsort(parent, kind="stable")  # by instance, then first voxel (roots ascend)
     p_sorted = parent[order]
@@ -158,23 +267,26 @@ def split(b: Backend, inst, n_inst: int, ratio: float):
         return out
     parent_full = xp.concatenate((xp.zeros(1, np.int64), parent))
     sites = xp.zeros(n_comp + 1, bool)
-    has_pending = xp.bincount(parent_full, weights=pending.astype(np.float64),
-                              minlength=n_inst + 1) > 0
+    has_pending = _flags_of(b, parent_full, pending, n_inst + 1)
     sites[1:] = large & has_pending[parent]
-    _absorb(b, inst, n_inst, comp, out, sites, pending, has_pending)
+    _absorb(b, inst, n_inst, comp, out, sites, pending, has_pending, new_id)
     return out
 
 
 def recover_orphans(b: Backend, fg, labels, h=None):
-    """`_cpu.recovery.recover_orphans` on the device (exact feature transform, ``ndimage``)."""
+    """`_cpu.recovery.recover_orphans` on the device: the exact feature
+    transform of SciPy, ties included (`_gpu.edt.feature_transform`; not
+    ``cupyx``'s PBA+, which may pick another of several equally near labelled
+    voxels), so the labels are the CPU's."""
+    from .edt import feature_transform
+
     xp = b.xp
     unlabelled = labels == 0
     orphans = fg & unlabelled
     # SYNC: two flags
     if not b.scalar(orphans.any()) or b.scalar(unlabelled.all()):
         return labels
-    idx = b.ndimage.distance_transform_edt(unlabelled, sampling=h, return_distances=False,
-                                           return_indices=True)
+    idx = feature_transform(b, ~unlabelled, h)
     return xp.where(orphans, labels[idx[0], idx[1], idx[2]], labels)
 
 
@@ -277,15 +389,83 @@ def remove_bad(b: Backend, compact, n: int, pred, check: FlowCheck, h=None):
             d.adaptive_factor, own, h=h)
     else:
         direct_flows(b, compact[None], sel, sel, mask, mask_of, own, h)
-    err = ((own[0].astype(np.float64) - pred.astype(np.float64)) ** 2).sum(axis=0)
-    flat = compact.reshape(-1)
-    sums = xp.bincount(flat, weights=err.reshape(-1), minlength=n + 1)
-    counts = xp.bincount(flat, minlength=n + 1)
+    sums, counts = _error_sums(b, compact, own[0], pred, n)
     counts[0] = 1
     bad = sums / (3.0 * counts) > threshold
     bad[0] = False
     counts = xp.where(bad, 0, counts)  # the keep table drops labels without voxels
     return _keep_table(b, counts, 1)[compact]
+
+
+@kernel
+def _ordered_sums(values, where, starts, bounds, out):
+    """out[k] = the sum of values[starts[k]:starts[k + 1]] (label k's terms in
+    C order; ``where``: their flat voxel indices) as the CPU forms it: per
+    chunk of rows (flat indices ``bounds[c]:bounds[c + 1]``) added one by
+    one from 0.0, then the chunks' sums in order (`_error_sums`)."""
+    k = cuda.grid(1)
+    if k >= out.shape[0]:
+        return
+    j = starts[k]
+    end = starts[k + 1]
+    total = 0.0
+    part = 0.0
+    c = 0
+    while j < end:
+        f = where[j]
+        while f >= bounds[c + 1]:
+            total += part
+            part = 0.0
+            c += 1
+        part += values[j]
+        j += 1
+    out[k] = total + part
+
+
+def _error_sums(b: Backend, compact, own, pred, n: int):
+    """Per-label sums of ``(own - pred)**2`` over the voxels and the 3
+    channels, bit for bit those of the CPU (`_cpu.merge.squared_error_sums`:
+    the same chunks of rows, `_core.plans.error_sum_chunks`, whatever the
+    thread count) and the same on every run.
+
+    Each voxel's term is formed as the CPU kernel forms it: per channel the
+    difference ``own - pred`` and its square in the promoted type of the two
+    (Numba's ``float()`` keeps a float32 a float32: float32 for float32
+    predictions, float64 for float64 ones), each square then added in
+    float64, ``((0 + sz) + sy) + sx``; every step a separate array operation
+    (nothing fused). The labelled voxels are sorted stably by label (C order
+    within a label) and each label's terms added one by one in that order by
+    one thread (`_ordered_sums`), chunk by chunk, as the CPU adds them. No float atomics
+    (``bincount(weights=...)`` on CuPy adds with atomics, in an order that
+    changes from run to run).
+
+    Returns
+    -------
+    sums : (n + 1,) xp array of float64
+        Entry 0 (background) is 0.
+    counts : (n + 1,) xp array of int64
+        Voxels of each label (integer counts: exact).
+    """
+    xp = b.xp
+    sq = []
+    for c in range(3):
+        e = own[c] - pred[c]  # float32 - float32 stays float32, as on the CPU
+        sq.append((e * e).astype(np.float64))
+    term = (sq[0] + sq[1]) + sq[2]
+    flat = compact.reshape(-1)
+    at = xp.flatnonzero(flat)  # SYNC (implicit on CuPy): the number of labelled voxels
+    order = at[xp.argsort(flat[at], kind="stable")]  # by label, C order within one
+    values = xp.ascontiguousarray(term.reshape(-1)[order])
+    counts = xp.bincount(flat, minlength=n + 1)
+    starts = xp.zeros(n + 2, np.int64)
+    starts[2:] = xp.cumsum(counts[1:])
+    D, H, W = (int(v) for v in compact.shape)
+    n_chunks = error_sum_chunks(compact.shape, n)
+    bounds = b.to_device(np.arange(n_chunks + 1, dtype=np.int64) * (D * H) // n_chunks * W)
+    sums = xp.zeros(n + 1, np.float64)
+    b.launch(_ordered_sums, n, b.arg(values), b.arg(order), b.arg(starts[1:]), b.arg(bounds),
+             b.arg(sums[1:]))
+    return sums, counts
 
 
 def segment_classes(b: Backend, sem, flows, settings: dict, h=None):
