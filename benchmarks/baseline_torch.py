@@ -1,117 +1,162 @@
-"""PyTorch baseline with the structure of the original topo package's GPU port.
+"""The original package's own torch GPU functions, imported at run time, and
+the torch-side instruments of ``bench_gpu.py``.
 
-Per class and batch item, per instance: crop the instance's bounding box
-(grown by 2 voxels), and for diffusion run, for each axis and each iteration,
-``F.pad(mode="replicate")`` followed by ``conv3d`` with the 6-neighbour
-Laplacian, updating only the instance (and unannotated) voxels; then
-``torch.gradient`` and normalisation. Direct flows: per instance, the centre
-of mass and the normalised difference vectors. This is what topo_numba's GPU
-path replaces (all instances of all batch items and classes in one pass); the
-baseline is only used to time that structure, and its directions are compared
-with ours as a sanity check.
+Nothing of the original is copied here: `load_upstream` puts the original's
+source tree (default ``../shared/upstream-topo/src`` beside this checkout,
+else ``$TOPO_UPSTREAM_SRC``, else ``<repo>/.devcarry/upstream-topo/src``, the
+folder the device run carries) first on ``sys.path`` and imports its
+``topo.flow_gpu`` and ``topo.postprocess_gpu``. The functions benchmarked
+are the original's:
 
-Requires torch with CUDA.
+* ``compute_flow_targets_gpu(ids, names, config, spatial_mask)``: a Python
+  loop over batch items, classes and instances; diffusion per instance and
+  axis with ``F.pad(mode="replicate")`` + ``conv3d`` per iteration;
+  ``boundary_only`` with SciPy's distance transform on the host (a device ->
+  host -> device round trip per class and batch item). Its direct flows use
+  the centre of mass of every instance: it has no cut-instance centres (its
+  CPU ``generate_direct_flows`` has them), so on cut instances ours does more
+  work than it.
+* ``generate_diffusion_flows_gpu``: coordinates-mode diffusion, its only mode
+  (the original has no source mode).
+* ``postprocess_single_gpu``: Euler tracking on the device, clustering (and
+  for group 2 the merge and the split) on the host, NumPy in and out.
+
+The instruments (`sync_count`, `kernel_count`, `peak_memory`) work on CUDA
+tensors; on CPU tensors (``bench_gpu.py --smoke``) they return None.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
+import warnings
+from pathlib import Path
 
-def _laplacian_kernel(torch, device):
-    k = torch.zeros((1, 1, 3, 3, 3), dtype=torch.float32, device=device)
-    k[0, 0, 1, 1, 1] = -6.0
-    for z, y, x in ((0, 1, 1), (2, 1, 1), (1, 0, 1), (1, 2, 1), (1, 1, 0), (1, 1, 2)):
-        k[0, 0, z, y, x] = 1.0
-    return k
-
-
-def diffusion_flows(labels, n_iter=200, adaptive_iters=True, adaptive_factor=6,
-                    spatial_mask=None):
-    """(3, D, H, W) float32 torch flows of a (D, H, W) CUDA label tensor."""
-    import torch
-    import torch.nn.functional as F
-
-    device = labels.device
-    shape = labels.shape
-    flows = torch.zeros((3,) + tuple(shape), dtype=torch.float32, device=device)
-    lap = _laplacian_kernel(torch, device)
-    ids = torch.unique(labels)
-    for label in ids[ids > 0].tolist():  # host loop over instances (as the original)
-        mask = labels == label
-        where = torch.nonzero(mask)
-        lo = (where.min(0).values - 2).clamp(min=0).tolist()
-        hi = (where.max(0).values + 3).tolist()
-        box = tuple(slice(a, min(b, n)) for a, b, n in zip(lo, hi, shape))
-        crop = mask[box]
-        update = crop if spatial_mask is None else crop | ~(spatial_mask[box] > 0.5)
-        steps = min(int(adaptive_factor * max(crop.shape)), n_iter) if adaptive_iters else n_iter
-        grads = []
-        for axis in range(3):
-            coord = torch.arange(crop.shape[axis], device=device, dtype=torch.float32)
-            coord = coord + box[axis].start
-            view = [1, 1, 1]
-            view[axis] = -1
-            field = torch.where(crop, coord.view(view).expand(crop.shape), 0.0)
-            field = field[None, None]
-            upd = update[None, None]
-            for _ in range(steps):
-                padded = F.pad(field, (1, 1, 1, 1, 1, 1), mode="replicate")
-                stepped = field + F.conv3d(padded, lap) / 6.0
-                field = torch.where(upd, stepped, field)
-            grads.append(torch.gradient(field[0, 0], dim=axis)[0])
-        g = torch.stack(grads)
-        norm = torch.sqrt((g * g).sum(0)).clamp(min=1e-8)
-        region = flows[(slice(None),) + box]
-        region[:, crop] = (g / norm)[:, crop]
-    return flows
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_UPSTREAM = REPO.parent / "shared" / "upstream-topo" / "src"
+CARRIED_UPSTREAM = REPO / ".devcarry" / "upstream-topo" / "src"
 
 
-def direct_flows(labels):
-    """(3, D, H, W) float32 torch direct flows (centre of mass) of a CUDA label tensor."""
-    import torch
-
-    device = labels.device
-    flows = torch.zeros((3,) + tuple(labels.shape), dtype=torch.float32, device=device)
-    ids = torch.unique(labels)
-    for label in ids[ids > 0].tolist():
-        where = torch.nonzero(labels == label).to(torch.float32)
-        centre = where.mean(0)
-        delta = centre[None] - where
-        norm = torch.sqrt((delta * delta).sum(1, keepdim=True)).clamp(min=1e-8)
-        idx = where.long()
-        flows[:, idx[:, 0], idx[:, 1], idx[:, 2]] = (delta / norm).T
-    return flows
+def upstream_path(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The first existing source tree of the original (the folder holding ``topo/``)."""
+    candidates = [explicit, os.environ.get("TOPO_UPSTREAM_SRC"), DEFAULT_UPSTREAM,
+                  CARRIED_UPSTREAM]
+    for cand in candidates:
+        if cand and (Path(cand) / "topo" / "flow_gpu.py").is_file():
+            return Path(cand).resolve()
+    return None
 
 
-def flow_targets(ids, flow_types, n_iters, spatial_mask=None):
-    """Batched targets the original way: a Python loop over batch items and classes.
+def load_upstream(explicit=None):
+    """``(topo.flow_gpu, topo.postprocess_gpu, path)`` of the original, or raise ImportError.
 
-    ids : (B, N, D, H, W) CUDA tensor; flow_types / n_iters: per class.
+    The original's package is called ``topo``; ``topo_numba`` is a different
+    name, so both import side by side.
     """
-    import torch
-
-    B, N = ids.shape[:2]
-    flows = torch.zeros((B, 3 * N) + tuple(ids.shape[2:]), dtype=torch.float32,
-                        device=ids.device)
-    for b in range(B):
-        mask = None if spatial_mask is None else spatial_mask[b, 0]
-        for c in range(N):
-            if flow_types[c] == "diffusion":
-                flows[b, 3 * c:3 * c + 3] = diffusion_flows(ids[b, c], n_iters[c],
-                                                            spatial_mask=mask)
-            else:
-                flows[b, 3 * c:3 * c + 3] = direct_flows(ids[b, c])
-    return flows
+    path = upstream_path(explicit)
+    if path is None:
+        raise ImportError("the original's source tree was not found (tried --upstream, "
+                          f"$TOPO_UPSTREAM_SRC, {DEFAULT_UPSTREAM}, {CARRIED_UPSTREAM})")
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    flow_gpu = importlib.import_module("topo.flow_gpu")
+    post_gpu = importlib.import_module("topo.postprocess_gpu")
+    if not str(Path(flow_gpu.__file__).resolve()).startswith(str(path)):
+        raise ImportError(f"'topo' imported from {flow_gpu.__file__}, not from {path}")
+    return flow_gpu, post_gpu, path
 
 
-def available() -> str | None:
-    """None when torch with CUDA is usable, else the reason."""
+def available(device: str) -> str | None:
+    """None when torch can run on `device` ("cuda" or "cpu"), else the reason."""
     try:
         import torch
     except ImportError:
         return "torch is not installed"
-    if not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         return "torch has no CUDA device"
     return None
 
 
-__all__ = ["available", "diffusion_flows", "direct_flows", "flow_targets"]
+# --------------------------------------------------------------------------
+# instruments (one extra, untimed call each)
+# --------------------------------------------------------------------------
+
+def synchronize(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def sync_count(fn, device: str) -> int | None:
+    """Host synchronisations torch performs during ``fn()`` (CUDA only).
+
+    Counted with ``torch.cuda.set_sync_debug_mode("warn")``, which warns at
+    every synchronising torch operation (``.item()``, ``.tolist()``,
+    ``nonzero``, boolean indexing, device -> host copies); restored afterwards.
+    """
+    if device != "cuda":
+        return None
+    import torch
+
+    old = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+            torch.cuda.synchronize()
+        finally:
+            torch.cuda.set_sync_debug_mode(old)
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
+
+
+def kernel_count(fn, device: str) -> dict | None:
+    """GPU operations of ``fn()`` seen by ``torch.profiler`` (CUPTI), CUDA only.
+
+    CUPTI records every kernel, copy and memset of the process, so this also
+    counts CuPy's and Numba's kernels when the call is topo_numba's. Returns
+    ``{"kernels": k, "memcpy": m, "memset": s}`` or ``{"error": ...}``.
+    """
+    if device != "cuda":
+        return None
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        counts = {"kernels": 0, "memcpy": 0, "memset": 0}
+        for evt in prof.events():
+            if evt.device_type != torch.autograd.DeviceType.CUDA:
+                continue
+            name = evt.name.lower()
+            if "memcpy" in name:
+                counts["memcpy"] += 1
+            elif "memset" in name:
+                counts["memset"] += 1
+            else:
+                counts["kernels"] += 1
+        return counts
+    except Exception as exc:  # profiler or CUPTI unavailable: record why
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def peak_memory(fn, device: str) -> int | None:
+    """Peak bytes torch's caching allocator held above its level before ``fn()``."""
+    if device != "cuda":
+        return None
+    import torch
+
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return int(torch.cuda.max_memory_allocated() - base)
+
+
+__all__ = ["available", "kernel_count", "load_upstream", "peak_memory", "sync_count",
+           "synchronize", "upstream_path"]
