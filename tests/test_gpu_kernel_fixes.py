@@ -140,9 +140,11 @@ def test_cluster_means_equal_cpu_bit_for_bit(gpu):
 
 
 @pytest.mark.parametrize("tpb", [1, 3, 4])
-def test_piece_sums_reduced_per_block_equal_per_slot_sums(gpu, tpb):
+def test_piece_sums_by_runs_equal_per_slot_sums(gpu, tpb):
+    """Item 10: per-piece sums added once per run of equal pieces (prefix
+    sums, one atomic per run), not once per slot onto the same address."""
     from topo_numba._gpu.backend import backend, threads_per_block
-    from topo_numba._gpu.source import _piece_sums_kernel
+    from topo_numba._gpu.source import _piece_sums
 
     rng = np.random.default_rng(6)
     D, H, W = 4, 5, 6
@@ -152,14 +154,12 @@ def test_piece_sums_reduced_per_block_equal_per_slot_sums(gpu, tpb):
     piece = np.array([0] * 11 + [1, 2, 1, 2, 2, 1] + [3] * 5 + [0, 3, 1, 3], np.int32)
     proot = np.array([np.flatnonzero(piece == j)[0] for j in range(4)], np.int64)
     cut = (rng.random(n) > 0.5).astype(np.uint8)
-    cnt = np.zeros(4, np.int64)
-    ncut = np.zeros(4, np.int64)
-    sums = np.zeros((4, 3), np.int64)
-    csums = np.zeros((4, 3), np.int64)
     b = backend()
     with threads_per_block(tpb):
-        b.launch(_piece_sums_kernel(tpb), n, pos, piece, proot, cut, D, H, W, cnt, ncut, sums,
-                 csums)
+        acc = b.to_host(_piece_sums(b, b.arg(b.to_device(pos)), b.to_device(piece),
+                                    b.arg(b.to_device(proot)), b.arg(b.to_device(cut)),
+                                    D, H, W, 4))
+    cnt, ncut, sums, csums = acc[:, 0], acc[:, 1], acc[:, 2:5], acc[:, 5:8]
 
     def zyx(p):
         r = p % (D * H * W)

@@ -16,9 +16,6 @@ voxels) are sorted (``xp``); every voxel then reads its instance from the
 table of its run, and the statistics are added with one atomic per quantity
 and run (one thread per run).
 
-`block_scan` and `segmented_sums` are block-wide helpers in shared memory
-(used by `_gpu.source`).
-
 Private: the public functions validate their inputs before calling these.
 """
 
@@ -47,72 +44,6 @@ def vzyx(p, D, H, W):
 
 
 # ----------------------------------------------------------------- block-wide helpers
-
-
-@cuda.jit(device=True, inline=True)
-def block_scan(buf, tid, tpb, v):
-    """Inclusive prefix sum of the threads' int64 values `v` over the block.
-
-    `buf` is a shared int64 array of `tpb` (the block size) entries, left
-    holding the inclusive sums. Every thread of the block must call it (no
-    early return before). Returns (inclusive sum, block total).
-    """
-    buf[tid] = v
-    cuda.syncthreads()
-    o = 1
-    while o < tpb:
-        add = int64(0)
-        if tid >= o:
-            add = buf[tid - o]
-        cuda.syncthreads()
-        v += add
-        buf[tid] = v
-        cuda.syncthreads()
-        o *= 2
-    return v, buf[tpb - 1]
-
-
-@cuda.jit(device=True, inline=True)
-def segmented_sums(b0, b1, b2, b3, seg, tid, tpb, sid, v0, v1, v2, v3):
-    """Sums of four int64 values over each segment of the block.
-
-    ``seg[t]`` is the segment number of thread t (contiguous threads, e.g.
-    from `block_scan` of segment-start flags; `sid` is the caller's). On
-    return thread t holds the sums over [t, end of its segment], so the
-    first thread of a segment holds the segment's totals. `b0`..`b3`:
-    shared int64 arrays of `tpb` entries. Every thread must call it.
-    """
-    b0[tid] = v0
-    b1[tid] = v1
-    b2[tid] = v2
-    b3[tid] = v3
-    cuda.syncthreads()
-    o = 1
-    while o < tpb:  # v = sum over [t, t + 2o) within t's segment
-        a0 = int64(0)
-        a1 = int64(0)
-        a2 = int64(0)
-        a3 = int64(0)
-        if tid + o < tpb and seg[tid + o] == sid:
-            a0 = b0[tid + o]
-            a1 = b1[tid + o]
-            a2 = b2[tid + o]
-            a3 = b3[tid + o]
-        cuda.syncthreads()
-        v0 += a0
-        v1 += a1
-        v2 += a2
-        v3 += a3
-        b0[tid] = v0
-        b1[tid] = v1
-        b2[tid] = v2
-        b3[tid] = v3
-        cuda.syncthreads()
-        o *= 2
-    return v0, v1, v2, v3
-
-
-# ----------------------------------------------------------------- kernels
 
 
 @cuda.jit(device=True, inline=True)

@@ -17,7 +17,7 @@ h = 1 (exact no-ops) and keep the (1/6) update.
    of a piece is its smallest slot, i.e. its first voxel in C order, the
    origin the CPU takes positions from); cut slots; per piece the mean
    position of its cut slots (all slots when it has none; the per-piece
-   sums are reduced per block first, `_piece_sums_kernel`); the depth of
+   sums are reduced per run of slots first, `_piece_sums`); the depth of
    every slot from the walls and its distance from the source by
    level-synchronous breadth-first search (one launch per level, a flag read
    every `BFS_LEVELS_PER_CHECK` levels); the source as the candidate nearest
@@ -58,7 +58,6 @@ Private: `topo_numba._gpu.flows` validates and calls `source_flows`.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -71,7 +70,7 @@ from .._core import voxel
 from .._core.constants import BAND_SHELLS, RESCALE_EVERY
 from .backend import Backend
 from .diffusion import _pieces, neighbour_rows
-from .labels import DeviceInstances, block_scan, segmented_sums, vzyx
+from .labels import DeviceInstances, vzyx
 from .jit import kernel
 
 BFS_LEVELS_PER_CHECK = 8
@@ -118,67 +117,70 @@ def _cut_flags(nbr, pos, mask, mask_of, D, H, W, cut):
     cut[s] = c
 
 
-@functools.lru_cache(maxsize=None)
-def _piece_sums_kernel(tpb: int):
+@kernel
+def _piece_term(pos, piece, proot, cut, D, H, W, q, out):
+    """Quantity q of every slot for the per-piece sums (`_piece_sums`): 1, the
+    cut flag, the position relative to the piece's first voxel (q = 2, 3, 4:
+    z, y, x) and the same for cut slots only (q = 5, 6, 7)."""
+    s = cuda.grid(1)
+    if s >= pos.shape[0]:
+        return
+    c = cut[s] != 0
+    if q < 2:
+        out[s] = 1 if (q == 0 or c) else 0
+        return
+    if q >= 5 and not c:
+        out[s] = 0
+        return
+    _, z, y, x = vzyx(pos[s], D, H, W)
+    _, oz, oy, ox = vzyx(pos[proot[piece[s]]], D, H, W)
+    a = (q - 2) % 3
+    out[s] = z - oz if a == 0 else (y - oy if a == 1 else x - ox)
+
+
+@kernel
+def _add_runs(csum, first, piece_of_run, q, acc):
+    """acc[piece, q] += the sum of one run of slots of that piece, from the
+    inclusive prefix sum `csum` (runs ``first[r]:first[r + 1]``; one thread
+    and one integer atomic per run)."""
+    r = cuda.grid(1)
+    if r >= piece_of_run.shape[0]:
+        return
+    a = first[r]
+    e = first[r + 1]
+    total = csum[e - 1] - (csum[a - 1] if a > 0 else 0)
+    if total != 0:
+        cuda.atomic.add(acc, (piece_of_run[r], q), total)
+
+
+def _piece_sums(b: Backend, k_pos, piece, k_proot, k_cut, D, H, W, n_pieces: int):
     """Per piece: voxel and cut-voxel counts and coordinate sums relative to
-    the piece's first voxel (its root slot), for blocks of `tpb` threads
-    (memoized per block size).
+    the piece's first voxel (its root slot), as (n_pieces, 8) int64 columns
+    cnt, ncut, sums z y x, cut sums z y x.
 
-    The slots of a piece are mostly consecutive, so the block first sums
-    each run of equal pieces among its slots (`_gpu.labels.segmented_sums`,
-    two passes of four int64 sums in shared memory) and the first slot of
-    the run adds the totals with one atomic per quantity: a piece of S slots
-    costs about S / tpb atomics per counter instead of S, on the same
-    address. Integer sums are exact, so the result is that of one atomic per
-    slot.
+    The slots of a piece are mostly consecutive: each quantity is summed
+    over runs of equal pieces from its prefix sum, then one atomic per run
+    and quantity adds the run to its piece, instead of one atomic per slot
+    onto the same address (which serialised large pieces). Integer sums:
+    exact, the result of one atomic per slot. No shared memory or barrier.
     """
-
-    @kernel
-    def built(pos, piece, proot, cut, D, H, W, cnt, ncut, sums, csums):
-        s = cuda.grid(1)
-        tid = cuda.threadIdx.x
-        seg = cuda.shared.array(tpb, int64)
-        b0 = cuda.shared.array(tpb, int64)
-        b1 = cuda.shared.array(tpb, int64)
-        b2 = cuda.shared.array(tpb, int64)
-        b3 = cuda.shared.array(tpb, int64)
-        j = int64(-1)
-        z = int64(0)
-        y = int64(0)
-        x = int64(0)
-        c = int64(0)
-        if s < pos.shape[0]:
-            j = int64(piece[s])
-            _, z, y, x = vzyx(pos[s], D, H, W)
-            _, oz, oy, ox = vzyx(pos[proot[j]], D, H, W)
-            z -= oz
-            y -= oy
-            x -= ox
-            if cut[s] != 0:
-                c = int64(1)
-        b0[tid] = j
-        cuda.syncthreads()
-        start = int64(1) if tid == 0 or b0[tid - 1] != j else int64(0)
-        sid, _ = block_scan(seg, tid, tpb, start)  # seg[t]: run number of thread t
-        # counts packed: slots + (cut slots << 32), each at most tpb per run
-        n, tz, ty, tx = segmented_sums(b0, b1, b2, b3, seg, tid, tpb, sid,
-                                       int64(1) + (c << 32), z, y, x)
-        cz, cy, cx, _ = segmented_sums(b0, b1, b2, b3, seg, tid, tpb, sid,
-                                       c * z, c * y, c * x, int64(0))
-        if start == 0 or j < 0:
-            return
-        cuda.atomic.add(cnt, j, n & 0xFFFFFFFF)
-        cuda.atomic.add(sums, (j, 0), tz)
-        cuda.atomic.add(sums, (j, 1), ty)
-        cuda.atomic.add(sums, (j, 2), tx)
-        nc = n >> 32
-        if nc != 0:
-            cuda.atomic.add(ncut, j, nc)
-            cuda.atomic.add(csums, (j, 0), cz)
-            cuda.atomic.add(csums, (j, 1), cy)
-            cuda.atomic.add(csums, (j, 2), cx)
-
-    return built
+    xp = b.xp
+    n = int(piece.shape[0])
+    first = xp.concatenate([xp.zeros(1, np.int64),
+                            xp.flatnonzero(piece[1:] != piece[:-1]).astype(np.int64) + 1,
+                            xp.full(1, n, np.int64)])  # SYNC (inside xp): the number of runs
+    n_runs = int(first.shape[0]) - 1
+    k_first, k_run_piece = b.arg(first), b.arg(xp.ascontiguousarray(piece[first[:-1]]))
+    acc = xp.zeros((n_pieces, 8), np.int64)
+    k_acc = b.arg(acc)
+    term = xp.empty(n, np.int64)
+    k_term = b.arg(term)
+    for q in range(8):
+        b.launch(_piece_term, n, k_pos, b.arg(piece), k_proot, k_cut, D, H, W, q, k_term)
+        csum = xp.cumsum(term)
+        b.launch(_add_runs, n_runs, b.arg(csum), k_first, k_run_piece, q, k_acc)
+        del csum
+    return acc
 
 
 @kernel
@@ -479,13 +481,13 @@ def _analyse(b: Backend, k_nbr, pos, mask, mask_of, shape, k_h, one: float) -> _
     cut = xp.empty(n, np.uint8)
     k_cut = b.arg(cut)
     b.launch(_cut_flags, n, k_nbr, k_pos, b.arg(mask), b.arg(mask_of), D, H, W, k_cut)
-    cnt = xp.zeros(n_pieces, np.int64)
-    ncut = xp.zeros(n_pieces, np.int64)
-    sums = xp.zeros((n_pieces, 3), np.int64)
-    csums = xp.zeros((n_pieces, 3), np.int64)
+    acc = _piece_sums(b, k_pos, piece, k_proot, k_cut, D, H, W, n_pieces)
+    cnt = xp.ascontiguousarray(acc[:, 0])
+    ncut = xp.ascontiguousarray(acc[:, 1])
+    sums = xp.ascontiguousarray(acc[:, 2:5])
+    csums = xp.ascontiguousarray(acc[:, 5:8])
+    del acc
     k_ncut = b.arg(ncut)
-    b.launch(_piece_sums_kernel(b.threads()), n, k_pos, k_piece, k_proot, k_cut, D, H, W,
-             b.arg(cnt), k_ncut, b.arg(sums), b.arg(csums))
     target = xp.empty((n_pieces, 3), np.float64)
     k_target = b.arg(target)
     b.launch(_targets, n_pieces, b.arg(cnt), k_ncut, b.arg(sums), b.arg(csums), k_target)
