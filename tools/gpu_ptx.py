@@ -19,6 +19,7 @@ import argparse
 import importlib
 import json
 import marshal
+import os
 import pickle
 import sys
 import time
@@ -140,6 +141,8 @@ def main(argv=None) -> int:
     parser.add_argument("spec")
     parser.add_argument("--cc", nargs="+", default=["8.0", "9.0"])
     parser.add_argument("--json", default=None, help="write the per-signature rows here")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="compiling processes (default: one per CPU)")
     args = parser.parse_args(argv)
     from numba import config
 
@@ -155,7 +158,18 @@ def main(argv=None) -> int:
         spec = pickle.load(f)
     ccs = [tuple(int(p) for p in c.split(".")) for c in args.cc]
     t0 = time.perf_counter()
-    rows = compile_spec(spec, ccs)
+    jobs = max(1, min(args.jobs, len(spec)))
+    if jobs == 1:
+        rows = compile_spec(spec, ccs)
+    else:   # interleaved shares, one process each (the compiles are independent)
+        import concurrent.futures
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+            parts = pool.map(compile_spec, [spec[i::jobs] for i in range(jobs)],
+                             [ccs] * jobs)
+            rows = [r for part in parts for r in part]
     total = time.perf_counter() - t0
     errors = [r for r in rows if "error" in r]
     kernels = {r["kernel"] for r in rows}
