@@ -38,7 +38,7 @@ def _same_bits(a, b):
     return np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), with_mask=st.booleans(), anisotropic=st.booleans(),
        n_iter=st.integers(1, 70))
 def test_low_memory_kernels_equal_the_table_kernels(seed, with_mask, anisotropic, n_iter):

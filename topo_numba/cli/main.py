@@ -145,9 +145,14 @@ PROCESS_BYTES = 192 << 20
 def _flows_need(cfg: dict, voxels: int, fg: int) -> int:
     """Bytes of one class's flows beyond the labels and outputs (docs/memory.md:
     measured peaks per voxel V and per foreground voxel F)."""
+    from .._cpu.flows import LOW_MEMORY_SLOTS
+
     kind = cfg.get("flow_type", "direct")
     if kind == "diffusion" and cfg.get("diffusion_mode", "coordinates") == "coordinates":
-        need = max(16 * voxels, 80 * fg - 12 * voxels)
+        if fg >= LOW_MEMORY_SLOTS:               # the low-memory kernels (`_cpu.coordinates`)
+            need = max(16 * voxels, 4 * voxels + 18 * fg)
+        else:                                    # the neighbour-table kernels
+            need = max(16 * voxels, 80 * fg - 12 * voxels)
     elif kind in ("diffusion", "auto"):       # source mode (auto runs it where chosen)
         need = max(16 * voxels, 95 * fg - 12 * voxels)
     else:
