@@ -99,16 +99,32 @@ def record_launches():
 
 
 def _argument_types(args) -> tuple:
+    """Numba types of kernel arguments as kernels receive them on a device
+    (arrays writable). Arrays are typed from (dtype, ndim, contiguity),
+    memoized: typing every argument of every launch with ``typeof`` cost
+    about 35 us per launch."""
     from numba import typeof
-    from numba.core import types
 
     out = []
     for a in args:
-        t = typeof(a)
-        if isinstance(t, types.Array) and t.mutable is False:
-            t = t.copy(readonly=False)
-        out.append(t)
+        dtype = getattr(a, "dtype", None)
+        flags = getattr(a, "flags", None)
+        if (dtype is not None and flags is not None and hasattr(a, "ndim")
+                and not isinstance(a, np.generic)):      # (NumPy scalars: typeof)
+            out.append(_array_type(np.dtype(dtype).str, int(a.ndim),
+                                   bool(flags["C_CONTIGUOUS"]), bool(flags["F_CONTIGUOUS"])))
+        else:
+            out.append(typeof(a))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _array_type(dtype: str, ndim: int, c_contiguous: bool, f_contiguous: bool):
+    from numba import from_dtype
+    from numba.core import types
+
+    layout = "C" if c_contiguous else ("F" if f_contiguous else "A")
+    return types.Array(from_dtype(np.dtype(dtype)), ndim, layout)
 
 
 @functools.lru_cache(maxsize=1)
