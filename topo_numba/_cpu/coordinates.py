@@ -5,13 +5,12 @@ foreground voxel a slot, the slots of an instance contiguous and in C order,
 the SPEC 2.2 update with its neighbour order and boundary rules), computed
 bit for bit alike, in about a third of the memory (docs/memory.md):
 
-* **no neighbour table.** One int32 *code* per voxel of the volume says what
-  a neighbour is: its slot (``>= 0``), the slot of an unannotated
-  foreground voxel (``-3 - slot``), annotated background (``-1``, Dirichlet 0)
-  or unannotated background (``-2``, Neumann). A voxel's neighbour is a slot
-  of its own instance when that slot lies in the instance's slot range; a
-  neighbour outside the array (Neumann) is marked by one bit per face in a
-  uint8 per slot. Positions are int32 where the volume allows it.
+* **no neighbour table.** Two bits per face and slot (a uint16) say what
+  each neighbour is (`SAME`, `DIRICHLET`, `UNANNOTATED`, `OUTSIDE`: the
+  SPEC 2.2 table); the slot of a neighbour of the same instance is read
+  from one int32 *code* per voxel of the volume (the slot of every
+  foreground voxel, `_cpu.diffusion.assign_slots`). Positions are int32
+  where the volume allows it.
 * **one field at a time, updated in place.** A Jacobi sweep in slot order
   needs, at slot s, the old values of the neighbours already overwritten
   (slots ``j < s``); they lie at most ``reach`` slots back (the instance's
@@ -31,10 +30,10 @@ bit for bit alike, in about a third of the memory (docs/memory.md):
   slot, until the third field's gradient is known and the unit vector is
   written over them.
 
-Peak on one instance filling the volume: 4 B per voxel (codes) + 17 B per
-slot (positions, border bits, the field, the low halves) + the output.
+Peak on one instance filling the volume: 4 B per voxel (codes) + 18 B per
+slot (positions, kinds, the field, the low halves) + the output.
 
-Private: `_cpu.flows.coordinate_flows_into` and `_cpu.regions` call these.
+Private: `_cpu.flows.coordinate_flows_into` calls these.
 """
 
 from __future__ import annotations
@@ -47,11 +46,9 @@ from numba import njit, prange
 
 from .._core.constants import RESCALE_EVERY
 from .._core.slices import run_in_slices
-from .diffusion import BIG_INSTANCE_VOXELS, SIXTH, _write_unit, _zyx, split_work
+from .diffusion import (BIG_INSTANCE_VOXELS, SIXTH, _write_unit, _zyx, assign_slots,
+                        split_work)
 
-# code of a voxel that is not foreground (see module docstring)
-ANNOTATED_BG = -1
-UNANNOTATED_BG = -2
 # slots of the gradient pass handed to one parallel task
 TASK_SLOTS = 1 << 16
 _NO_HALO = np.zeros((1, 0), np.float64)
@@ -78,46 +75,15 @@ def _kind(lab, annotated, has_mask, k, z, y, x):
 
 
 @njit(parallel=True, cache=True)
-def assign_codes(lab, annotated, has_mask, chunk_starts, code, pos, kinds):
-    """Slot of every foreground voxel (``code``, -1 elsewhere), position and
-    neighbour kinds of every slot.
+def neighbour_kinds(lab, annotated, has_mask, code, kinds, n_inst, n_chunks):
+    """Neighbour kinds of every slot, and per instance its reach.
 
-    Same slots as `_cpu.diffusion.assign_slots` (row chunks of
-    `_cpu.labels.InstanceStats`, ``chunk_starts[c, k]`` the first slot of
-    instance k's voxels in chunk c). Bits ``2n, 2n + 1`` of ``kinds[s]`` hold
-    the kind of the n-th neighbour (z-1, z+1, y-1, y+1, x-1, x+1).
+    ``code`` holds the slot of every foreground voxel (-1 elsewhere,
+    `_cpu.diffusion.assign_slots`). Bits ``2n, 2n + 1`` of ``kinds[s]`` are
+    the kind of the n-th neighbour (z-1, z+1, y-1, y+1, x-1, x+1). Returns
+    (K + 1,) int64: per instance the largest slot distance between a voxel
+    and a face neighbour of the same instance (the z - 1 one, in C order).
     """
-    D, H, W = lab.shape
-    n_chunks = chunk_starts.shape[0]
-    n_rows = D * H
-    for c in prange(n_chunks):
-        nxt = chunk_starts[c].copy()
-        r0 = c * n_rows // n_chunks
-        r1 = (c + 1) * n_rows // n_chunks
-        for r in range(r0, r1):
-            z = r // H
-            y = r - z * H
-            for x in range(W):
-                k = lab[z, y, x]
-                if k == 0:
-                    code[z, y, x] = -1
-                    continue
-                s = nxt[k]
-                nxt[k] = s + 1
-                code[z, y, x] = s
-                pos[s] = (z * H + y) * W + x
-                kinds[s] = (_kind(lab, annotated, has_mask, k, z - 1, y, x)
-                            | _kind(lab, annotated, has_mask, k, z + 1, y, x) << 2
-                            | _kind(lab, annotated, has_mask, k, z, y - 1, x) << 4
-                            | _kind(lab, annotated, has_mask, k, z, y + 1, x) << 6
-                            | _kind(lab, annotated, has_mask, k, z, y, x - 1) << 8
-                            | _kind(lab, annotated, has_mask, k, z, y, x + 1) << 10)
-
-
-@njit(parallel=True, cache=True)
-def reach(lab, code, n_inst, n_chunks):
-    """(K + 1,) int64: per instance the largest slot distance between a voxel
-    and a face neighbour of the same instance (the z - 1 one, in C order)."""
     D, H, W = lab.shape
     n_rows = D * H
     out = np.zeros((n_chunks, n_inst + 1), np.int64)
@@ -132,6 +98,12 @@ def reach(lab, code, n_inst, n_chunks):
                 if k == 0:
                     continue
                 s = code[z, y, x]
+                kinds[s] = (_kind(lab, annotated, has_mask, k, z - 1, y, x)
+                            | _kind(lab, annotated, has_mask, k, z + 1, y, x) << 2
+                            | _kind(lab, annotated, has_mask, k, z, y - 1, x) << 4
+                            | _kind(lab, annotated, has_mask, k, z, y + 1, x) << 6
+                            | _kind(lab, annotated, has_mask, k, z, y, x - 1) << 8
+                            | _kind(lab, annotated, has_mask, k, z, y, x + 1) << 10)
                 if z > 0 and lab[z - 1, y, x] == k:
                     d = s - code[z - 1, y, x]
                     if d > out[c, k]:
@@ -437,7 +409,7 @@ def write_flows(u, code, pos, kinds, tasks, bits, low, E, flat):
 
 
 class Layout:
-    """Codes, positions and border bits of compact labels (see module docstring).
+    """Codes, positions and neighbour kinds of compact labels (see module docstring).
 
     Parameters
     ----------
@@ -467,8 +439,9 @@ class Layout:
         self.kinds = np.empty(n_slots, np.uint16)
         has_mask = annotated is not None
         mask = annotated if has_mask else np.ones((1, 1, 1), np.uint8)
-        assign_codes(lab, mask, has_mask, chunk_starts, code, self.pos, self.kinds)
-        self.reach = reach(lab, code, n_inst, chunk_starts.shape[0])
+        assign_slots(lab, chunk_starts, code, self.pos)
+        self.reach = neighbour_kinds(lab, mask, has_mask, code, self.kinds, n_inst,
+                                     chunk_starts.shape[0])
         self.code = code.reshape(-1)
         self.HW = H * W
         self.W = W
