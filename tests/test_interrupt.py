@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 
@@ -56,6 +57,18 @@ except KeyboardInterrupt:
 print("FINISHED", flush=True)
 """
 
+def _communicate(child, timeout):
+    """`communicate`, but a child that outlives `timeout` is killed and the test fails
+    with what it printed (its pipes closed either way)."""
+    try:
+        return child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, err = child.communicate()
+        pytest.fail(f"the child was still running {timeout} s after SIGINT\n"
+                    f"stdout:\n{out}\nstderr:\n{err[-3000:]}")
+
+
 CASES = ["diffusion-coordinates", "diffusion-source", "track-nearest-euler",
          "track-trilinear-euler", "track-nearest-jump"]
 
@@ -64,19 +77,14 @@ CASES = ["diffusion-coordinates", "diffusion-source", "track-nearest-euler",
 @pytest.mark.parametrize("case", CASES)
 def test_ctrl_c_interrupts_long_call(case):
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, case], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with subprocess.Popen([sys.executable, "-c", _CHILD, case], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env) as child:
         assert child.stdout.readline().strip() == "READY", child.stderr.read()
         time.sleep(1.0)                      # well inside the long call
         sent = time.perf_counter()
         child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
+        out, err = _communicate(child, 60)
         latency = time.perf_counter() - sent
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
     assert "INTERRUPTED" in out, (out, err)
     assert child.returncode == 3
     assert latency < 5.0   # generous: windows last ~0.2 s (one thread, busy machine)
@@ -167,6 +175,65 @@ def test_windows_cover_the_range_once():
     assert all(b > a for a, b in calls)
 
 
+def _swallowing_window(calls):
+    """A window during which SIGINT arrives and code such as a weak-reference
+    callback swallows the `KeyboardInterrupt` (as Numba's type cache did in CI)."""
+    def run(a, b):
+        calls.append((a, b))
+        if len(calls) == 1:
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass                    # "Exception ignored in ...": the interrupt is lost
+    return run
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX")
+def test_a_swallowed_interrupt_still_stops_the_call():
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        slices.run_in_slices(_swallowing_window(calls), 1000, 10 ** 6, target=0.0)
+    assert len(calls) == 1              # stopped after the window the signal came in
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # restored
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX")
+def test_a_handler_of_the_users_own_is_left_alone():
+    seen = []
+
+    def mine(signum, frame):
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGINT, mine)
+    try:
+        calls = []
+        slices.run_in_slices(_swallowing_window(calls), 1000, 10 ** 6, target=0.0)
+        assert seen == [signal.SIGINT]          # the user's handler ran, nothing raised
+        assert calls[-1][1] == 1000             # and the call ran to its end
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_windows_outside_the_main_thread():
+    calls = []
+    worker = threading.Thread(target=slices.run_in_slices,
+                              args=(lambda a, b: calls.append((a, b)), 1000, 10 ** 6, 0.0))
+    worker.start()
+    worker.join()
+    assert calls[0][0] == 0 and calls[-1][1] == 1000
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_one_window_calls_once():
+    calls = []
+    slices.run_in_slices(lambda a, b: calls.append((a, b)), 10, 1)
+    assert calls == [(0, 10)]
+    slices.run_in_slices(lambda a, b: calls.append((a, b)), 0, 1)
+    assert calls == [(0, 10)]
+
+
 # ---------------------------------------------------------------------------
 # counts far beyond what the input needs are warned about
 # ---------------------------------------------------------------------------
@@ -203,23 +270,18 @@ def test_ctrl_c_in_the_command_line(tmp_path):
     (tmp_path / "cfg.json").write_text('{"mito": {"flow_type": "diffusion"}}')
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     env["NUMBA_NUM_THREADS"] = "1"
-    child = subprocess.Popen([sys.executable, "-m", "topo_numba", "flows", "one.npy", "o.zarr",
-                              "--classes", "mito", "--class-config", "cfg.json", "--n-iter",
-                              "20000", "-v"], cwd=tmp_path, stderr=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, env=env)
-    try:
+    with subprocess.Popen([sys.executable, "-m", "topo_numba", "flows", "one.npy", "o.zarr",
+                           "--classes", "mito", "--class-config", "cfg.json", "--n-iter",
+                           "20000", "-v"], cwd=tmp_path, stderr=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, env=env) as child:
         for line in child.stderr:            # -v logs the read before the diffusion
             if " read one.npy" in line:
                 break
         time.sleep(1.5)
         sent = time.perf_counter()
         child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=120)
+        _, err = _communicate(child, 120)
         latency = time.perf_counter() - sent
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
     assert child.returncode == 130, err
     assert err.strip().splitlines()[-1] == "topo-numba: error: interrupted (no partial output " \
                                            "is left behind)", err
