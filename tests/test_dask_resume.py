@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -197,6 +199,34 @@ def test_an_error_removes_the_work_directory(inputs, tmp_path, monkeypatch):
     monkeypatch.setattr(O, "_write_block", full_disk)
     with dask.config.set(scheduler="sync"), pytest.raises(OSError, match="No space"):
         tnd.flow_targets_to_zarr(str(inputs / "labels.zarr"), out, NAMES, FLOWS, chunks=8)
+    assert not out.exists() and not O.partial_dir(out).exists()
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("scheduler", [None, "threads"])
+def test_an_error_waits_for_the_writes_still_running(inputs, tmp_path, monkeypatch, scheduler):
+    """On the threaded scheduler one block's error (a full disk) must not remove
+    the work directory while other threads are still writing blocks into it:
+    they would recreate it (CI: ``.o.zarr.partial`` left after a full disk)."""
+    out = tmp_path / "t.zarr"
+    write = O._write_block
+    started = threading.Event()
+    finished = []
+
+    def racing(*args):
+        if started.is_set():                       # every later block: the disk is full
+            raise OSError(28, "No space left on device")
+        started.set()                              # the first block writes slowly
+        time.sleep(0.5)
+        write(*args)
+        finished.append(1)
+
+    monkeypatch.setattr(O, "_write_block", racing)
+    with dask.config.set(scheduler=scheduler, num_workers=4), \
+            pytest.raises(OSError, match="No space"):
+        tnd.flow_targets_to_zarr(str(inputs / "labels.zarr"), out, NAMES, FLOWS, chunks=8)
+    assert finished == [1]                         # the slow write had ended before cleanup
+    time.sleep(0.2)
     assert not out.exists() and not O.partial_dir(out).exists()
     assert os.listdir(tmp_path) == []
 

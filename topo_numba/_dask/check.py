@@ -11,7 +11,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from .common import Grid, tree_reduce
+from .common import Grid, compute, tree_reduce
 
 def _error_sums(labels, own, pred):
     """Per-id squared-error sums and voxel counts of one block."""
@@ -70,7 +70,7 @@ def remove_bad_flow_masks(labels: da.Array, pred: da.Array, check, h=None) -> da
     lab_d, own_d, pred_d = labels.to_delayed(), own.to_delayed(), pred.to_delayed()
     parts = [dask.delayed(_error_sums)(lab_d[idx], own_d[(0,) + idx], pred_d[(0,) + idx])
              for idx in grid.blocks()]
-    (table,) = dask.compute(tree_reduce(parts, _merge))
+    (table,) = compute(tree_reduce(parts, _merge))
     mse = table["sums"] / (3.0 * np.maximum(table["counts"], 1))
     keep = mse <= check.threshold
     dtype = labels.dtype

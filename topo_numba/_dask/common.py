@@ -7,6 +7,7 @@ modules it loads.
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import itertools
 import math
@@ -280,6 +281,42 @@ def grown(x, halo: int):
     lead = x.ndim - 3
     depth = {a: (halo if a >= lead else 0) for a in range(x.ndim)}
     return da.overlap.overlap(x, depth=depth, boundary="none", allow_rechunk=False)
+
+
+def compute(*args):
+    """`dask.compute`, but on Dask's local threaded scheduler (the default) an
+    error returns only once no task of this call still runs.
+
+    Dask raises a task's error at once and leaves the other running tasks to
+    finish in its thread pool; a task still writing could then recreate files
+    that the caller's cleanup has just removed (a full disk out of core). Here
+    the tasks run on a private pool of Dask's size (``num_workers``), which an
+    error shuts down after the running tasks end (queued ones are cancelled).
+    An interruption (KeyboardInterrupt) does not wait. Other schedulers (a
+    ``pool`` or ``distributed`` client of the user's, processes, synchronous)
+    run as configured.
+    """
+    import dask.base
+    import dask.system
+    import dask.threaded
+
+    scheduler = dask.base.get_scheduler()
+    if scheduler not in (None, dask.threaded.get) or dask.config.get("pool", None) is not None:
+        return dask.compute(*args)
+    workers = dask.config.get("num_workers", None) or dask.system.CPU_COUNT
+    executor = getattr(dask.threaded, "ContextAwareThreadPoolExecutor",
+                       concurrent.futures.ThreadPoolExecutor)
+    pool = executor(int(workers))
+    try:
+        result = dask.compute(*args, scheduler="threads", pool=pool)
+    except Exception:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return result
 
 
 def tree_reduce(parts, combine, fan_in: int = 16):

@@ -31,7 +31,7 @@ import numpy as np
 
 from .._core.plans import iteration_counts
 from .._cpu import regions as R
-from .common import Grid, assemble, chunks_at_least, tree_reduce
+from .common import Grid, assemble, chunks_at_least, compute, tree_reduce
 
 log = logging.getLogger("topo_numba.dask")
 
@@ -59,7 +59,7 @@ def instance_table(src, ann_src) -> dict:
         origin, _ = grid.core(idx)
         parts.append(dask.delayed(_stats_task)(ext[idx], m, grid.core_in_ext(idx, halo),
                                                origin))
-    (table,) = dask.compute(tree_reduce(parts, R.merge_stats))
+    (table,) = compute(tree_reduce(parts, R.merge_stats))
     keep = table["counts"] > 0   # every voxel is in some block's core: all of them
     return {k: v[keep] for k, v in table.items()}
 
@@ -101,7 +101,7 @@ def direct_flows(src, ann_src, h=None) -> da.Array:
             region, start = _region(grid, table["lo"][k], table["hi"][k])
             tasks.append(dask.delayed(R.cut_centre)(src.region(region), ann_src.region(region),
                                                     int(ids[k]), start, h))
-        for k, centre in zip(cut, dask.compute(*tasks)):
+        for k, centre in zip(cut, compute(*tasks)):
             centres[k] = centre
     log.debug("direct flows: %d instances, %d cut by the unannotated region, %d chunks",
               ids.size, cut.size, int(np.prod(grid.numblocks)))
@@ -117,7 +117,7 @@ def direct_flows(src, ann_src, h=None) -> da.Array:
                                            sinks[g] - grid.core(tuple(key))[0])
                   for key, g in zip(keys, groups)]
         found = np.empty(ids.size, np.uint64)
-        for g, values in zip(groups, dask.compute(*checks)):
+        for g, values in zip(groups, compute(*checks)):
             found[g] = values
         sinks[found != ids] = -1
     shared = dask.delayed({"ids": ids, "centres": centres, "sinks": sinks, "h": h}, pure=True,

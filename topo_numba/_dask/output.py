@@ -209,6 +209,8 @@ class PartialOutput:
         import dask
         import zarr
 
+        from .common import compute
+
         root = zarr.open_group(str(self.scratch_path if scratch else self.group_path), mode="a")
         tasks = []
         for name, arr in arrays.items():
@@ -238,7 +240,7 @@ class PartialOutput:
                 tasks.append(dask.delayed(_write_block)(target, region, blocks[idx], record))
         log.debug("%s: writing %d blocks", self.final, len(tasks))
         try:
-            dask.compute(*tasks)
+            compute(*tasks)   # an error returns once no write of it still runs
         except OSError as exc:   # e.g. a full disk: name the output
             if exc.filename is not None:
                 raise

@@ -54,7 +54,7 @@ import dask.array as da
 import numpy as np
 
 from .._core import validate as V
-from .common import Grid, assemble
+from .common import Grid, assemble, compute
 from ..stitch import same_object
 
 log = logging.getLogger("topo_numba.dask")
@@ -569,7 +569,7 @@ def segment(fg_src, flow_src, p: dict, halo: int, keep=None) -> da.Array:
             pairs.append((idx, nb))
             link_tasks.append(dask.delayed(_pair_task)(summaries[idx], geoms[idx],
                                                        summaries[nb], geoms[nb]))
-    metas, link_values = dask.compute(metas, link_tasks)
+    metas, link_values = compute(metas, link_tasks)
     tables, dtype, n_final = _tables(grid, metas, list(zip(pairs, link_values)),
                                      p["min_size"], p["group"])
     log.debug("segmentation: %d blocks (halo %d), %d local labels, %d links, %d instances",
