@@ -188,10 +188,20 @@ def child(spec: dict) -> dict:
     # warm-up on a volume of the same kind (compiles or loads every kernel the
     # call uses: a 96^3 box is large enough for the voxel-parallel paths and,
     # in source mode, for the banded one)
+    # (and, when the measured volume takes the low-memory diffusion kernels,
+    # the warm-up takes them too)
+    from topo_numba._cpu import flows as cpu_flows
+
+    labels = make_labels(case, size)
+    low_memory = cpu_flows.LOW_MEMORY_SLOTS
+    if np.count_nonzero(labels) >= low_memory:
+        cpu_flows.LOW_MEMORY_SLOTS = 0
+    del labels
     small = make_labels(case, min(size, 96 if case == "big" else 48))
     call, _ = _prepare(fn, small, spec["n_iter"], spec["n_steps"], spec["adaptive"])
     call()
     del call, small
+    cpu_flows.LOW_MEMORY_SLOTS = low_memory
     labels = make_labels(case, size)
     call, extra = _prepare(fn, labels, spec["n_iter"], spec["n_steps"], spec["adaptive"])
     gc.collect()

@@ -94,17 +94,16 @@ def diffusion_flows(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
 WORK_BYTES = {"low-memory": (16, 18), "table": (0, 80), "source": (0, 80)}
 
 
-def check_slots(n_slots: int, n_voxels: int, kernels: str) -> None:
+def check_slots(n_slots: int, n_voxels: int, kernels: str, mode: str = "coordinates") -> None:
     """Refuse (ValueError naming ``instance_mask``) a diffusion beyond the
     kernels' int32 slots or beyond the machine's memory (`kernels`: a key of
-    `WORK_BYTES`)."""
+    `WORK_BYTES`; `mode`: the diffusion mode, for the message)."""
     if n_slots >= np.iinfo(np.int32).max - 3:
         raise ValueError(
             f"instance_mask has {n_slots} foreground voxels; the CPU diffusion kernel "
             "handles at most 2**31 - 4 per call (use tiled / out-of-core processing)"
         )
     per_voxel, per_slot = WORK_BYTES[kernels]
-    mode = "source" if kernels == "source" else "coordinates"
     V.check_work_memory(per_voxel * n_voxels + per_slot * n_slots, "instance_mask",
                         f"{mode}-mode diffusion of its {n_slots} foreground voxels")
 
@@ -128,11 +127,12 @@ def slot_layout(lab, stats, annotated):
     return starts, nbr, pos
 
 
-# coordinates mode: from this many foreground voxels on, the low-memory kernels
-# of `_cpu.coordinates` (about 18 B per foreground voxel + 4 B per voxel + the
-# output, but three sweeps per iteration: about 3x slower), below it the
-# neighbour-table kernels of `_cpu.diffusion` (80 B per foreground voxel).
-# Bit-identical results either way. Read at call time (tests lower it).
+# both diffusion modes: from this many foreground voxels on, the low-memory
+# kernels (`_cpu.coordinates`, `_cpu.source_lowmem`: about 18 B per foreground
+# voxel + 4 B per voxel + the output), below it the neighbour-table kernels of
+# `_cpu.diffusion` and `_cpu.source` (80 B per foreground voxel; in coordinates
+# mode about 3x faster). Bit-identical results either way. Read at call time
+# (tests lower it).
 LOW_MEMORY_SLOTS = 1 << 23
 
 
@@ -201,7 +201,7 @@ class SourceState:
         if self.empty:
             return
         stats = InstanceStats(lab, ids.size, None)
-        check_slots(int(stats.counts.sum()), lab.size, "source")
+        check_slots(int(stats.counts.sum()), lab.size, "source", "source")
         starts, nbr, pos = slot_layout(lab, stats, annotated)
         del lab, stats                   # (the arrays go as soon as they are replaced)
         has_mask = annotated is not None
@@ -257,11 +257,49 @@ class SourceState:
 
 def source_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out,
                        h=None) -> None:
+    """Source-mode diffusion flows of validated labels into `out` ((3, D, H, W)
+    float32, zero wherever the labels are foreground); large volumes in
+    bounded memory (`LOW_MEMORY_SLOTS`, `_cpu.source_lowmem`)."""
+    if np.count_nonzero(labels) >= LOW_MEMORY_SLOTS:
+        _source_flows_low_memory(labels, annotated, n_iter, adaptive_iters, adaptive_factor,
+                                 out, h)
+        return
     state = SourceState(labels, annotated, h)
     if state.empty:
         return
     n_iters = source_iteration_counts(state.ecc, n_iter, adaptive_iters, adaptive_factor)
     state.flows_into(state.fields(n_iters), out)
+
+
+def _source_flows_low_memory(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out,
+                             h) -> None:
+    """`source_flows_into` without a neighbour table (`_cpu.source_lowmem`):
+    bit for bit the same flows."""
+    from . import coordinates as C
+    from . import diffusion as K
+    from . import source as SC
+    from . import source_lowmem as SL
+    from .labels import InstanceStats, compact_labels
+
+    lab, ids = compact_labels(labels)
+    if ids.size == 0:
+        return
+    stats = InstanceStats(lab, ids.size, None)
+    check_slots(int(stats.counts.sum()), lab.size, "low-memory", "source")
+    layout = C.Layout(lab, stats, annotated)
+    del lab, stats
+    into = out if out.flags.c_contiguous else np.ascontiguousarray(out)
+    # the analysis' scratch lives in the output while the output is all zero
+    # (not in "auto" mode, where direct flows may already be there)
+    flat = into.reshape(3, -1)
+    scratch = flat.view(np.int32) if not flat.any() else None
+    state = SL.SourceLayout(layout, annotated, labels.shape, h, scratch, SC.BAND_SHELLS)
+    del scratch, flat
+    n_iters = source_iteration_counts(state.ecc, n_iter, adaptive_iters, adaptive_factor)
+    u = SL.diffuse(layout, state, n_iters, K.laplacian_weights(h))
+    SL.flows_into(layout, state, u, h, into)
+    if into is not out:
+        out[...] = into
 
 
 def auto_flows_into(labels, annotated, n_iter, adaptive_iters, adaptive_factor, out,

@@ -154,7 +154,13 @@ def _flows_need(cfg: dict, voxels: int, fg: int) -> int:
         else:                                    # the neighbour-table kernels
             need = max(16 * voxels, 80 * fg - 12 * voxels)
     elif kind in ("diffusion", "auto"):       # source mode (auto runs it where chosen)
-        need = max(16 * voxels, 95 * fg - 12 * voxels)
+        if fg >= LOW_MEMORY_SLOTS:               # the low-memory kernels (`_cpu.source_lowmem`)
+            # (auto: a relabelled copy, and the analysis' scratch beside the output)
+            auto = kind == "auto" or cfg.get("diffusion_mode") == "auto"
+            need = max(16 * voxels, 8 * voxels + 22 * fg) if auto else \
+                max(16 * voxels, 4 * voxels + 18 * fg)
+        else:                                    # the neighbour-table kernels
+            need = max(16 * voxels, 95 * fg - 12 * voxels)
     else:
         need = 16 * voxels
     return need + (24 * voxels if cfg.get("boundary_only") else 0)
