@@ -40,6 +40,7 @@ import ctypes
 import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -368,7 +369,13 @@ def measure_cli(job: str, case: str, size: int, n_iter: int, n_steps: int, timeo
            "n_iter": n_iter, "n_steps": n_steps, "argv": argv[1:], "rc": rec["rc"],
            "cut": rec["cut"], "wall_s": rec["wall_s"], "peak_rss": rec["maxrss"],
            "polled_hwm": rec["polled_hwm"], "estimate": est, "logged_estimates": logged}
-    row["estimate_over_peak"] = est["second_check"] / rec["maxrss"]
+    # the CLI's own figure (its last logged estimate) where it logged one; the
+    # formula above is this script's older copy of it
+    said = [re.search(r": ([0-9.]+) (MiB|GiB) \(available", ln) for ln in logged]
+    said = [float(m.group(1)) * (2**20 if m.group(2) == "MiB" else 2**30) for m in said if m]
+    if said:
+        row["logged_estimate"] = said[-1]
+    row["estimate_over_peak"] = (said[-1] if said else est["second_check"]) / rec["maxrss"]
     if rec["rc"] != 0:
         row["note"] = rec["stderr"][-400:]
     for p in workdir.glob("*"):
@@ -405,7 +412,7 @@ def _cli_table(rows: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['job']:<16} {r['case']:<6} {r['size']:>4} {r['peak_rss'] / GIB:>9.2f} "
-                     f"{r['estimate']['second_check'] / GIB:>12.2f} "
+                     f"{r.get('logged_estimate', r['estimate']['second_check']) / GIB:>12.2f} "
                      f"{r['estimate_over_peak']:>8.2f} {r['wall_s']:>7.1f}"
                      + ("  CUT" if r["cut"] else "") + (f"  rc={r['rc']}" if r["rc"] else ""))
     return "\n".join(lines)
@@ -437,7 +444,7 @@ def markdown(paths: list[Path]) -> str:
                 "|---|---|---|---|---|---|"]
         for r in cli:
             out.append(f"| {r['job']} | {r['case']} | {r['size']}^3 | {r['peak_rss'] / GIB:.2f} | "
-                       f"{r['estimate']['second_check'] / GIB:.2f} | "
+                       f"{r.get('logged_estimate', r['estimate']['second_check']) / GIB:.2f} | "
                        f"{r['estimate_over_peak']:.2f} |")
     return "\n".join(out)
 
