@@ -38,7 +38,8 @@ from numba import njit, prange
 
 from .._core.constants import RESCALE_EVERY
 from .._core.slices import run_in_slices
-from .coordinates import DIRICHLET, INTERIOR, OUTSIDE, SAME, UNANNOTATED, _ring_size
+from .coordinates import (_NO_HALO, DIRICHLET, INTERIOR, OUTSIDE, SAME, UNANNOTATED,
+                          _difference, _halos, _ring_size)
 from .diffusion import SIXTH, _zyx, split_work, write_unit
 from .source import _band_exponents, _piece_target, _squared_distance
 
@@ -48,7 +49,6 @@ from .source import _band_exponents, _piece_target, _squared_distance
 BIG_UNIT_VOXELS = 1 << 15
 # bit of `kinds`: a neighbour of the slot lies in another band of its piece
 CROSS = 1 << 12
-_NO_HALO = np.zeros((1, 0), np.float64)
 
 
 @njit(cache=True, inline="always")
@@ -464,16 +464,6 @@ def diffuse_small(u, code, pos, kinds, band, HW, W, starts, reach_of, piece_base
 
 
 @njit(parallel=True, cache=True)
-def _halos(u, cuts, head, tail, R):
-    for c in prange(cuts.shape[0] - 1):
-        c0 = cuts[c]
-        c1 = cuts[c + 1]
-        for i in range(R):
-            head[c, i] = u[c0 + i]
-            tail[c, i] = u[c1 - R + i]
-
-
-@njit(parallel=True, cache=True)
 def _sweep_chunks(u, rings, head, tail, code, pos, kinds, band, skip, HW, W, cuts, R, w,
                   fdown, fup):
     n = cuts.shape[0] - 1
@@ -590,17 +580,7 @@ def write_flows(u, code, pos, kinds, band, fdown, fup, hinv, shape, tasks, flat)
                     vp = 0.0
                 else:
                     vp = us
-                first = km == OUTSIDE
-                last_ = kp == OUTSIDE
-                if first and last_:
-                    g = 0.0
-                elif last_:
-                    g = us - vq
-                elif first:
-                    g = vp - us
-                else:
-                    g = (vp - vq) / 2.0
-                g *= hinv[a]
+                g = _difference(vq, us, vp, km == OUTSIDE, kp == OUTSIDE) * hinv[a]
                 if a == 0:
                     g0 = g
                 elif a == 1:
