@@ -41,7 +41,8 @@ from .._core.slices import run_in_slices
 from .coordinates import (_NO_HALO, DIRICHLET, INTERIOR, OUTSIDE, SAME, UNANNOTATED,
                           _difference, _halos, _ring_size)
 from .diffusion import SIXTH, _zyx, split_work, write_unit
-from .source import _band_exponents, _piece_target, _squared_distance
+# (_seen with the band range [b, b + 1): a neighbour's value in slot s's band scale)
+from .source import _band_exponents, _piece_target, _seen, _squared_distance
 
 # an instance is swept voxel-parallel (in chunks) when it holds at least this
 # many voxels and more than 1 / (2 * threads) of the total work (as
@@ -337,11 +338,7 @@ def _sweep(u, ring, head, tail, code, pos, kinds, band, skip, HW, W, c0, c1, R, 
                 j = code[p - step]
                 vm = ring[j & mask] if j >= c0 else tail[j - c0 + R]
                 if cross:
-                    bj = band[j]
-                    if bj < b:
-                        vm *= fdown[b]
-                    elif bj > b:
-                        vm *= fup[b]
+                    vm = _seen(vm, band[j], b, b + 1, fdown[b], fup[b])
             elif km == DIRICHLET:
                 vm = 0.0
             else:
@@ -350,11 +347,7 @@ def _sweep(u, ring, head, tail, code, pos, kinds, band, skip, HW, W, c0, c1, R, 
                 j = code[p + step]
                 vp = u[j] if j < c1 else head[j - c1]
                 if cross:
-                    bj = band[j]
-                    if bj < b:
-                        vp *= fdown[b]
-                    elif bj > b:
-                        vp *= fup[b]
+                    vp = _seen(vp, band[j], b, b + 1, fdown[b], fup[b])
             elif kp == DIRICHLET:
                 vp = 0.0
             else:
@@ -560,10 +553,7 @@ def write_flows(u, code, pos, kinds, band, fdown, fup, hinv, shape, tasks, flat)
                     j = code[p - step]
                     vq = u[j]
                     if cross:
-                        if band[j] < b:
-                            vq *= fdown[b]
-                        elif band[j] > b:
-                            vq *= fup[b]
+                        vq = _seen(vq, band[j], b, b + 1, fdown[b], fup[b])
                 elif km == DIRICHLET:
                     vq = 0.0
                 else:
@@ -572,10 +562,7 @@ def write_flows(u, code, pos, kinds, band, fdown, fup, hinv, shape, tasks, flat)
                     j = code[p + step]
                     vp = u[j]
                     if cross:
-                        if band[j] < b:
-                            vp *= fdown[b]
-                        elif band[j] > b:
-                            vp *= fup[b]
+                        vp = _seen(vp, band[j], b, b + 1, fdown[b], fup[b])
                 elif kp == DIRICHLET:
                     vp = 0.0
                 else:
