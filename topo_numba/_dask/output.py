@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io.zarr_compat import settle_writes
+
 log = logging.getLogger("topo_numba.dask")
 
 __all__ = ["PartialOutput", "is_unfinished", "partial_dir"]
@@ -74,8 +76,14 @@ def _block_key(idx) -> str:
 
 
 def _write_block(array, region, value, record: Path) -> None:
-    """Write one block into a Zarr array, then its completion record."""
-    array[region] = np.asarray(value)
+    """Write one block into a Zarr array, then its completion record. On an error
+    it returns once none of the block's chunk writes still runs."""
+    value = np.asarray(value)
+    try:
+        array[region] = value
+    except BaseException:
+        settle_writes()
+        raise
     record.touch()
 
 

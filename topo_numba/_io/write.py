@@ -14,7 +14,7 @@ from .errors import VolumeIOError, _require
 from .files import _remove, _reserve
 from .ome_images import _check_pyramid, _ome_choice, _ome_dims, _write_ome_image
 from .read import CONTAINERS
-from .zarr_compat import _zarr_array
+from .zarr_compat import _zarr_array, settle_writes
 
 _OUTPUTS = {".zarr": "zarr", ".npz": "npz", ".h5": "hdf5", ".hdf5": "hdf5",
             ".tif": "tiff", ".tiff": "tiff"}
@@ -217,6 +217,8 @@ class Output:
         try:
             if self.kind == "hdf5" and self._store:
                 self._store.close()
+            elif self.kind == "zarr":  # a failed write's other chunks may still run
+                settle_writes()
         finally:
             self._arrays.clear()
             _remove(self._tmp)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from pathlib import Path
+
+log = logging.getLogger("topo_numba.io")
 
 
 def _zarr_array(group, name: str, shape, dtype, chunks, dims, attrs: dict):
@@ -50,3 +54,50 @@ def _set_dimension_names(array_dir: Path, dims) -> None:
     if not meta.get("dimension_names"):
         meta["dimension_names"] = list(dims)
         meta_file.write_text(json.dumps(meta, indent=2))
+
+
+def settle_writes(timeout: float = 60.0) -> bool:
+    """Wait until zarr 3's I/O event loop runs no task, and retrieve their errors.
+
+    zarr 3 writes a region's chunks as concurrent tasks on its own event loop
+    thread; when one fails (a full disk), the assignment raises at once while the
+    others still run. Called after such an error, before the files are removed:
+    otherwise a write still running recreates a directory that was just removed,
+    and asyncio logs "Task exception was never retrieved" or, at exit, "Task was
+    destroyed but it is pending!". Returns False (and logs) when tasks still run
+    after `timeout` seconds; True at once under zarr 2, which writes synchronously.
+    """
+    try:
+        from zarr.core import sync as zsync
+    except ImportError:  # zarr 2
+        return True
+    loop = (getattr(zsync, "loop", None) or [None])[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return True
+    try:
+        if asyncio.get_running_loop() is loop:
+            return True
+    except RuntimeError:  # no loop in this thread: the usual case
+        pass
+
+    async def settle() -> bool:
+        me = asyncio.current_task()
+        deadline = loop.time() + timeout
+        while True:
+            others = [t for t in asyncio.all_tasks() if t is not me]
+            if not others:
+                return True
+            if loop.time() >= deadline:
+                return False
+            done, _ = await asyncio.wait(others, timeout=deadline - loop.time())
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: asyncio does not log it
+
+    try:
+        settled = asyncio.run_coroutine_threadsafe(settle(), loop).result(timeout + 5.0)
+    except Exception:  # noqa: BLE001 - a loop closed meanwhile, a timeout
+        settled = False
+    if not settled:
+        log.warning("zarr writes were still running %.0f s after an error", timeout)
+    return settled
