@@ -327,6 +327,40 @@ def test_free_cores_sees_competing_processes(tmp_path):
     assert res["threads"] == 1
 
 
+def test_the_kernel_pool_is_not_competing_work(tmp_path):
+    """Numba's worker threads keep spinning a moment after a parallel region:
+    counted as other work, they made every call right after another one run
+    on a single thread (a whole diffusion of the command line on one core of
+    two). Its own pool's threads are not taken off the free cores."""
+    if len(os.sched_getaffinity(0)) < 2 or not os.path.exists("/proc/self/task"):
+        pytest.skip("needs two cores and Linux /proc")
+    res = run_script(tmp_path, """
+        import threading, time
+        from topo_numba._cpu.threads import call_threads, free_cores, pool_runnable
+
+        lab = np.zeros((96, 96, 96), np.int64)
+        lab[2:-2, 2:-2, 2:-2] = 1
+        T.generate_direct_flows(lab)
+        after = []
+        for _ in range(15):      # the default count right after a parallel call
+            T.generate_direct_flows(lab)
+            after.append(call_threads(10**6))
+        seen, done = [], threading.Event()
+        busy = threading.Thread(target=lambda: (T.generate_diffusion_flows(
+            lab, 3000, adaptive_iters=False), done.set()))
+        busy.start()         # a long parallel kernel: its pool worker runs
+        time.sleep(1.0)
+        while not done.is_set() and len(seen) < 20:
+            seen.append(pool_runnable())
+            time.sleep(0.01)
+        busy.join()
+        print(json.dumps({"after": after, "pool_while_busy": seen}))
+    """)
+    assert max(res["pool_while_busy"]) >= 1          # the worker is seen as runnable
+    after = sorted(res["after"])
+    assert after[len(after) // 2] == 2, res["after"]  # before: 1 nearly every time
+
+
 def test_workers_default_to_one_thread(policy):
     for method in ("fork", "spawn"):
         assert policy[method]["default"] == 1, method

@@ -47,7 +47,8 @@ first rule that applies decides (`call_threads`):
    ``num_workers`` processes do not each start a thread per core;
 4. otherwise Numba's threads (``numba.config.NUMBA_NUM_THREADS``), less
    the cores other runnable tasks hold at the moment of the call
-   (`free_cores`, from the kernel's count of runnable tasks): on shared
+   (`free_cores`, from the kernel's count of runnable tasks, less this
+   process's own native threads, `pool_runnable`): on shared
    cores the iterative kernels, which meet at a barrier every iteration,
    run slower on several threads than on one, because each barrier waits
    for the thread that lost its core.
@@ -260,22 +261,55 @@ def free_cores() -> int | None:
 
     Reads the instantaneous number of runnable tasks of the machine (Linux
     ``/proc/loadavg``, fourth field; it counts the calling thread, which is
-    taken off), scales it to this process's CPU set when that is a subset
-    of the machine's CPUs, and subtracts it from the size of the set.
-    Costs about 15 microseconds. None where the count is not available.
+    taken off), takes off the runnable threads of this process that are not
+    Python threads (`pool_runnable`: the kernel pool's workers, which keep
+    spinning a moment after a parallel region, so that a call right after
+    another one saw its own pool as competing work and ran on one thread),
+    scales the rest to this process's CPU set when that is a subset of the
+    machine's CPUs, and subtracts it from the size of the set. Costs about 15
+    microseconds, and a few more per thread of this process when the machine
+    has other runnable tasks. None where the count is not available.
     """
     try:
         with open("/proc/loadavg", "rb") as fh:
             runnable = int(fh.read().split()[3].split(b"/")[0])
     except (OSError, ValueError, IndexError):
         return None
+    others = max(runnable - 1, 0)
+    if others:
+        others = max(others - pool_runnable(), 0)
     try:
         mine = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         mine = os.cpu_count() or 1
     machine = max(os.cpu_count() or mine, mine)
-    others = max(runnable - 1, 0) * mine / machine
-    return max(1, int(mine - others + 0.5))
+    return max(1, int(mine - others * mine / machine + 0.5))
+
+
+def pool_runnable() -> int:
+    """Runnable threads of this process that Python did not start (Linux
+    ``/proc/self/task/*/stat``): the worker threads of Numba's threading
+    layer (and of other native pools: BLAS, torch). 0 where unreadable."""
+    python = {t.native_id for t in threading.enumerate()}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0
+    n = 0
+    for tid in tasks:
+        if not tid.isdigit() or int(tid) in python:
+            continue
+        try:
+            fd = os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
+            try:
+                stat = os.read(fd, 512)
+            finally:
+                os.close(fd)
+        except OSError:  # the thread ended meanwhile
+            continue
+        state = stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3]  # after "pid (comm) "
+        n += state == b"R"
+    return n
 
 
 def call_threads(n_voxels: int) -> int:
