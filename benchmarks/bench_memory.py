@@ -16,7 +16,9 @@ so a child cut at ``--timeout`` still reports the peak it reached (marked
 
 Cases: ``big`` = one instance, a box filling the volume but a margin of
 size/64 voxels on each side (91% of the voxels); ``small`` = balls of radius
-4-8 (seeded) centred on a grid of pitch 20 (about 11% of the voxels).
+4-8 (seeded) centred on a grid of pitch 20 (about 11% of the voxels);
+``hollow`` = the box without a central ball of radius size/8 (90%: not
+star-shaped about its centre, so "auto" flows run source-mode diffusion).
 
 ``--cli`` measures the same kinds of job through ``python -m topo_numba
 flows`` / ``segment`` on .npy inputs and a directory-of-.npy output: the
@@ -58,7 +60,7 @@ GIB = 2**30
 FUNCTIONS = ("direct", "coordinates", "source", "targets_direct", "targets_diffusion",
              "track", "group1", "group2", "group3", "remove_bad", "run_segmentation",
              "stitch_flows", "stitch_labels")
-CASES = ("big", "small")
+CASES = ("big", "small", "hollow")
 # what each row calls (documentation and the JSON record)
 CALLS = {
     "direct": "generate_direct_flows(labels)",
@@ -86,11 +88,16 @@ CALLS = {
 # --------------------------------------------------------------------------
 
 def make_labels(case: str, size: int, seed: int = 0) -> np.ndarray:
-    """int64 labels of edge `size`: one box ("big") or balls on a grid ("small")."""
+    """int64 labels of edge `size`: one box ("big"), the box without a central ball
+    ("hollow"), or balls on a grid ("small")."""
     labels = np.zeros((size,) * 3, np.int64)
-    if case == "big":
+    if case in ("big", "hollow"):
         m = max(1, size // 64)
         labels[m:size - m, m:size - m, m:size - m] = 1
+        if case == "hollow":    # a central ball removed: not star-shaped ("auto": source)
+            g = np.arange(size) - (size - 1) / 2
+            r2 = g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2
+            labels[r2 <= (size / 8) ** 2] = 0
         return labels
     rng = np.random.default_rng(seed)
     pitch = 20
@@ -198,7 +205,7 @@ def child(spec: dict) -> dict:
     if np.count_nonzero(labels) >= low_memory:
         cpu_flows.LOW_MEMORY_SLOTS = 0
     del labels
-    small = make_labels(case, min(size, 96 if case == "big" else 48))
+    small = make_labels(case, min(size, 48 if case == "small" else 96))
     call, _ = _prepare(fn, small, spec["n_iter"], spec["n_steps"], spec["adaptive"])
     call()
     del call, small
@@ -346,7 +353,7 @@ def measure_cli(job: str, case: str, size: int, n_iter: int, n_steps: int, timeo
     cfg = workdir / "cfg.json"
     if job.startswith("flows"):
         ftype = "direct" if job == "flows_direct" else "diffusion"
-        mode = "source" if job == "flows_source" else "coordinates"
+        mode = {"flows_source": "source", "flows_auto": "auto"}.get(job, "coordinates")
         cfg.write_text(json.dumps({"c": {"flow_type": ftype, "diffusion_iters": n_iter,
                                          "diffusion_mode": mode}}))
         argv = [sys.executable, "-m", "topo_numba", "flows", str(lab_path), str(out),
