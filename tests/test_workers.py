@@ -361,6 +361,36 @@ def test_the_kernel_pool_is_not_competing_work(tmp_path):
     assert after[len(after) // 2] == 2, res["after"]  # before: 1 nearly every time
 
 
+def test_a_moment_of_other_work_does_not_decide_a_long_call(monkeypatch):
+    """A task runnable for a moment when a long call starts (a kernel thread)
+    made a 5-minute diffusion run on one core of two. Large calls read the
+    count again; small calls, and work that stays, keep the first reading."""
+    import numba
+
+    import topo_numba._cpu.threads as TT
+
+    most = int(numba.config.NUMBA_NUM_THREADS)
+    if most < 2 or numba.get_num_threads() != most or TT.in_worker_process():
+        pytest.skip("needs Numba's default pool of two or more threads")
+    readings = []
+
+    def blip(*after):
+        seq = iter((1,) + after)
+        readings.clear()
+        monkeypatch.setattr(TT, "free_cores",
+                            lambda: readings.append(1) or next(seq, after[-1] if after else 1))
+
+    blip(most)                                 # taken for a moment, then free
+    assert TT.call_threads(TT.RESAMPLE_FROM_VOXELS) == most
+    assert len(readings) == 2
+    blip(most)
+    assert TT.call_threads(TT.RESAMPLE_FROM_VOXELS - 1) == 1     # a short call: one reading
+    assert len(readings) == 1
+    blip()                                     # taken all along: the reading stands
+    assert TT.call_threads(TT.RESAMPLE_FROM_VOXELS) == 1
+    assert len(readings) == 1 + TT.RESAMPLES
+
+
 def test_workers_default_to_one_thread(policy):
     for method in ("fork", "spawn"):
         assert policy[method]["default"] == 1, method

@@ -48,7 +48,10 @@ first rule that applies decides (`call_threads`):
 4. otherwise Numba's threads (``numba.config.NUMBA_NUM_THREADS``), less
    the cores other runnable tasks hold at the moment of the call
    (`free_cores`, from the kernel's count of runnable tasks, less this
-   process's own native threads, `pool_runnable`): on shared
+   process's own native threads, `pool_runnable`; for calls from
+   `RESAMPLE_FROM_VOXELS` on, the most free cores of a few readings
+   within about 2 ms, so that a task runnable for a moment does not decide
+   a long call): on shared
    cores the iterative kernels, which meet at a barrier every iteration,
    run slower on several threads than on one, because each barrier waits
    for the thread that lost its core.
@@ -68,9 +71,17 @@ import numbers
 import os
 import sys
 import threading
+import time
 
 # below this many voxels a call runs single-threaded
 SERIAL_BELOW_VOXELS = 1 << 16
+# from this many voxels on (calls of 50 ms and more), a count of runnable tasks
+# that leaves fewer cores than the pool is read again, RESAMPLES times
+# RESAMPLE_S apart, and the most free cores seen decide: a kernel thread that
+# ran for a moment at the start must not put a call of minutes on one core
+RESAMPLE_FROM_VOXELS = 1 << 23
+RESAMPLES = 4
+RESAMPLE_S = 0.0005
 
 # Numba's TBB layer needs TBB_INTERFACE_VERSION >= 12060 (oneTBB 2021.6)
 TBB_MIN_INTERFACE = 12060
@@ -328,7 +339,15 @@ def call_threads(n_voxels: int) -> int:
     if in_worker_process():
         return 1
     free = free_cores()
-    return most if free is None else min(most, free)
+    if free is None:
+        return most
+    if free < most and n_voxels >= RESAMPLE_FROM_VOXELS:
+        for _ in range(RESAMPLES):   # at most about 2 ms, only when cores look taken
+            time.sleep(RESAMPLE_S)
+            free = max(free, free_cores() or 1)
+            if free >= most:
+                break
+    return min(most, free)
 
 
 def _new_lock() -> threading.RLock:
