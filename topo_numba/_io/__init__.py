@@ -5,7 +5,7 @@ files        removing a path, reserving a file's disk blocks
 read         ArrayRef, split_path, open_array and the reader of every format (N5 built in)
 ngff         OmeInfo: OME-Zarr (NGFF 0.4 / 0.5) multiscales metadata read from a group
 voxel_size   resolve_voxel_size: a job's voxel size from explicit values or the metadata
-zarr_compat  zarr 2 / 3 and Zarr format 2 / 3 differences
+zarr_compat  zarr 2 / 3 and Zarr format 2 / 3 differences; settle_writes after a failed write
 ome_images   OME-Zarr images written: NGFF metadata, pyramids, make_ome_images
 write        Output, open_output, check_output, default_chunks, write_png
 

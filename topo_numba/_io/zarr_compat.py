@@ -1,4 +1,5 @@
-"""The differences between zarr 2 and 3, and between Zarr formats 2 and 3, in one place."""
+"""The differences between zarr 2 and 3, and between Zarr formats 2 and 3, in one place;
+and `settle_writes`, which waits for zarr 3's chunk writes still running after an error."""
 
 from __future__ import annotations
 
