@@ -341,22 +341,32 @@ def test_the_kernel_pool_is_not_competing_work(tmp_path):
         lab = np.zeros((96, 96, 96), np.int64)
         lab[2:-2, 2:-2, 2:-2] = 1
         T.generate_direct_flows(lab)
+        idle = []
+        for _ in range(15):      # the count with the pool asleep: is the machine idle?
+            time.sleep(0.05)
+            idle.append(free_cores())
         after = []
         for _ in range(15):      # the default count right after a parallel call
             T.generate_direct_flows(lab)
             after.append(call_threads(10**6))
         seen, done = [], threading.Event()
-        busy = threading.Thread(target=lambda: (T.generate_diffusion_flows(
-            lab, 3000, adaptive_iters=False), done.set()))
+        def diffuse():
+            with T.thread_limit(2):   # the pool, whatever the load of the machine
+                T.generate_diffusion_flows(lab, 3000, adaptive_iters=False)
+            done.set()
+
+        busy = threading.Thread(target=diffuse)
         busy.start()         # a long parallel kernel: its pool worker runs
         time.sleep(1.0)
         while not done.is_set() and len(seen) < 20:
             seen.append(pool_runnable())
             time.sleep(0.01)
         busy.join()
-        print(json.dumps({"after": after, "pool_while_busy": seen}))
+        print(json.dumps({"idle": idle, "after": after, "pool_while_busy": seen}))
     """)
     assert max(res["pool_while_busy"]) >= 1          # the worker is seen as runnable
+    if sorted(res["idle"])[len(res["idle"]) // 2] < 2:
+        pytest.skip(f"other work holds the cores of this machine: {res['idle']}")
     after = sorted(res["after"])
     assert after[len(after) // 2] == 2, res["after"]  # before: 1 nearly every time
 
