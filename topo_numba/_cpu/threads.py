@@ -318,8 +318,7 @@ def pool_runnable() -> int:
                 os.close(fd)
         except OSError:  # the thread ended meanwhile
             continue
-        state = stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3]  # after "pid (comm) "
-        n += state == b"R"
+        n += stat[stat.rfind(b")") + 2:][:1] == b"R"  # the state, after "pid (comm) "
     return n
 
 
